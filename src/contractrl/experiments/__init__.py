@@ -1,0 +1,1 @@
+"""Experiment platform: configs, runners, results and the command line."""

@@ -1,0 +1,163 @@
+"""The ``contractrl`` command line.
+
+Commands:
+    ``solve FILE``: solve an instance file (SPEC §9) for its SPE.
+    ``example figure1``: write (or solve) the paper's Figure 1 game.
+    ``tree --depth D --seed S``: write (or solve) a random binary Tree MDP.
+
+Exit codes: 0 success; 2 bad input (usage, malformed file), with a message on stderr and
+nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from contractrl import __version__
+from contractrl.model import InvalidGameError, PrincipalAgentMDP
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """A user mistake: reported on stderr with exit code 2."""
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _add_solve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=("backward", "meta"), default="backward",
+                        help="backward induction (default) or the meta-algorithm (Algorithm 1)")
+    parser.add_argument("--nudge", type=_non_negative_float, default=0.0, metavar="X",
+                        help="margin ξ >= 0 by which the recommended action must win (default 0)")
+    parser.add_argument("--contract-method", default="auto",
+                        choices=("auto", "closed_form", "vertex", "lp"),
+                        help="min-pay contract solver (default auto; lp is the reference)")
+    parser.add_argument("--sweep", default="auto", choices=("auto", "levels", "time"),
+                        help="state visiting order (default auto: one level sweep when acyclic)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (values, timing, full policy) on stdout")
+    parser.add_argument("--max-rows", type=int, default=40, metavar="N",
+                        help="rows of the policy table without --json (0: all; default 40)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``contractrl`` command."""
+    parser = argparse.ArgumentParser(
+        prog="contractrl",
+        description="Principal-agent reinforcement learning with contracts.",
+    )
+    parser.add_argument("--version", action="version", version=f"contractrl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    solve = sub.add_parser("solve", help="solve an instance file for its subgame-perfect "
+                           "equilibrium", description="Solve a JSON/YAML instance file.")
+    solve.add_argument("file", type=Path, help="instance file (.json, .yaml, .yml)")
+    _add_solve_options(solve)
+    solve.set_defaults(handler=_cmd_solve)
+
+    example = sub.add_parser("example", help="write or solve a built-in example game")
+    example.add_argument("name", choices=("figure1",), help="which example")
+    _add_generate_options(example)
+    example.set_defaults(handler=_cmd_example)
+
+    tree = sub.add_parser("tree", help="write or solve a random binary Tree MDP (SPEC §6)")
+    tree.add_argument("--depth", type=int, default=10, help="decision levels (default 10)")
+    tree.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_generate_options(tree)
+    tree.set_defaults(handler=_cmd_tree)
+    return parser
+
+
+def _add_generate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="write the game here (.json or .yaml); default: stdout as JSON")
+    parser.add_argument("--solve", action="store_true",
+                        help="solve the game instead of writing it (prints what `solve` prints)")
+    _add_solve_options(parser)
+
+
+def _solve_and_print(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
+    from contractrl.report import solution_dict, solution_table
+    from contractrl.solver import solve_spe
+
+    try:
+        solution = solve_spe(game, method=args.method, margin=args.nudge,
+                             contract_method=args.contract_method, sweep=args.sweep)
+    except ValueError as exc:  # options that cannot apply to this game, e.g. --sweep levels
+        raise UsageError(str(exc)) from None
+    if args.json:
+        json.dump(solution_dict(game, solution), sys.stdout, separators=(",", ":"))
+        sys.stdout.write("\n")
+    else:
+        print(solution_table(game, solution, max_rows=args.max_rows))
+
+
+def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
+    from contractrl.instance import instance_dict, save_instance
+
+    if args.solve:
+        _solve_and_print(game, args)
+    elif args.out is not None:
+        save_instance(game, args.out)
+        print(f"wrote {game.name} ({game.num_states} states) to {args.out}", file=sys.stderr)
+    else:
+        json.dump(instance_dict(game), sys.stdout, separators=(",", ":"))
+        sys.stdout.write("\n")
+
+
+def _cmd_solve(args: argparse.Namespace) -> None:
+    from contractrl.instance import load_instance
+
+    try:
+        game = load_instance(args.file)
+    except InvalidGameError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    _solve_and_print(game, args)
+
+
+def _cmd_example(args: argparse.Namespace) -> None:
+    from contractrl.games import figure1
+
+    _emit({"figure1": figure1}[args.name](), args)
+
+
+def _cmd_tree(args: argparse.Namespace) -> None:
+    from contractrl.games import tree_mdp
+
+    try:
+        game = tree_mdp(args.depth, args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _emit(game, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``contractrl`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except UsageError as exc:
+        print(f"contractrl {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # e.g. `contractrl solve big.json --json | head`
+        sys.stderr.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

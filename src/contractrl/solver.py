@@ -1,0 +1,175 @@
+r"""Exact subgame-perfect contracts for tabular games (SPEC §3): backward induction.
+
+Scope: tabular games, finite horizon (backward induction) or infinite horizon with
+``γ < 1`` (the fixed point of the same operator). At each ``(t, s)`` the operator computes the
+agent's truncated Q from its continuation values,
+
+.. math:: \bar Q(s,a) = r(s,a) + γ \sum_o P[s,a,o] \sum_{s'} T(s,o)(s') V(s'),
+
+the min-pay contract ``b*_a`` for every target ``a`` (paper Eq. 3), the principal's contractual
+Q ``q(s,a) = Σ_o P[s,a,o] (r^p(s,o) - b*_a(o) + γ Σ_s' T(s,o)(s') V^p(s'))`` and recommends its
+argmax (ties: lowest index). The agent, indifferent at the min-pay contract, follows (ties are
+broken in the principal's favour, paper Lemma B.12).
+
+Cost: ``O(H · (S·A·O + edges))`` for ``H`` time sweeps, or one sweep ``O(S·A·O + edges)`` for
+acyclic games (trees), plus the min-pay solves (closed form or batched vertex enumeration).
+
+Example (paper Figure 1):
+    >>> from contractrl.games import figure1
+    >>> sol = solve_spe(figure1())
+    >>> round(sol.initial_principal_value, 9), round(sol.initial_agent_value, 9)
+    (1.0, 0.2)
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from contractrl.contracts import ContractTable, min_pay_contracts
+from contractrl.model import PrincipalAgentMDP
+from contractrl.solution import SPESolution
+from contractrl.sweep import make_schedule, run_backward
+
+METHODS = ("backward", "meta")
+
+
+def principal_choice(
+    probs: np.ndarray,
+    principal_reward: np.ndarray,
+    principal_cont: np.ndarray,
+    agent_q: np.ndarray,
+    discount: float,
+    margin: float,
+    contract_method: str,
+    table: ContractTable | None = None,
+) -> dict[str, np.ndarray]:
+    """The principal's best recommendation and min-pay contract at a batch of states.
+
+    Args:
+        probs: ``[n, A, O]`` outcome distributions.
+        principal_reward: ``[n, O]``.
+        principal_cont: ``[n, O]`` principal's expected next value after each outcome.
+        agent_q: ``[n, A]`` the agent's truncated Q (it answers any contract with it).
+        discount: ``γ``.
+        margin: nudge ``ξ``.
+        contract_method: see :func:`contractrl.contracts.min_pay_contracts`.
+        table: the min-pay contracts for ``agent_q``, when already computed.
+
+    Returns:
+        Dict of ``action [n]``, ``contract [n, O]``, ``expected_payment [n]``,
+        ``principal_value [n]``, ``principal_q [n, A]`` (``-inf``: not implementable),
+        ``agent_value [n]`` (the agent's value of following under the contract).
+    """
+    if table is None:
+        table = min_pay_contracts(agent_q, probs, margin, contract_method)
+    gross = np.einsum("nao,no->na", probs, principal_reward + discount * principal_cont)
+    q = np.where(table.implementable, gross - table.expected_payment, -np.inf)
+    best = np.argmax(q, axis=1)
+    rows = np.arange(best.size)
+    payment = table.expected_payment[rows, best]
+    return {
+        "action": best,
+        "contract": table.contract[rows, best],
+        "expected_payment": payment,
+        "principal_value": q[rows, best],
+        "principal_q": q,
+        "agent_value": agent_q[rows, best] + payment,
+    }
+
+
+def truncated_q(
+    game: PrincipalAgentMDP, states: np.ndarray | slice, agent_cont: np.ndarray
+) -> np.ndarray:
+    """``[n, A]`` agent's truncated Q from its continuation ``agent_cont [n, O]`` (SPEC §1)."""
+    probs = game.outcome_probs[states]
+    return game.agent_reward[states] + game.discount * np.einsum("nao,no->na", probs, agent_cont)
+
+
+def _spe_stage(game, margin, contract_method, k, states, conts):
+    agent_cont, principal_cont = conts
+    agent_q = truncated_q(game, states, agent_cont)
+    rec = principal_choice(
+        game.outcome_probs[states], game.principal_reward[states], principal_cont, agent_q,
+        game.discount, margin, contract_method,
+    )
+    rec["agent_q"] = agent_q
+    return [rec["agent_value"], rec["principal_value"]], rec
+
+
+def solve_spe(
+    game: PrincipalAgentMDP,
+    method: str = "backward",
+    margin: float = 0.0,
+    contract_method: str = "auto",
+    sweep: str = "auto",
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+) -> SPESolution:
+    """Solve a game for its subgame-perfect equilibrium.
+
+    Args:
+        game: the game.
+        method: ``backward`` (backward induction; its fixed point for infinite horizons) or
+            ``meta`` (paper Algorithm 1, :func:`contractrl.meta.meta_algorithm`).
+        margin: nudge ``ξ >= 0`` added to every IC constraint (0: exact SPE).
+        contract_method: min-pay method (``auto``, ``closed_form``, ``vertex``, ``lp``).
+        sweep: ``auto``, ``levels`` or ``time`` (see :func:`contractrl.sweep.make_schedule`).
+        tol: infinite horizon: stop when values change by at most ``tol``.
+        max_iterations: infinite horizon (and meta) iteration budget.
+
+    Returns:
+        An :class:`~contractrl.solution.SPESolution`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin (nudge) must be a finite number >= 0, got {margin!r}")
+    if method == "meta":
+        from contractrl.meta import meta_algorithm
+
+        return meta_algorithm(
+            game, margin=margin, contract_method=contract_method, sweep=sweep, tol=tol,
+            max_iterations=max_iterations,
+        )
+    return backward_induction(game, margin, contract_method, sweep, tol, max_iterations)
+
+
+def backward_induction(
+    game: PrincipalAgentMDP,
+    margin: float = 0.0,
+    contract_method: str = "auto",
+    sweep: str = "auto",
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+) -> SPESolution:
+    """Backward induction (finite horizon) or its fixed point (infinite horizon).
+
+    See :func:`solve_spe` for the arguments. Policies cover every ``(t, s)``, on and off the
+    equilibrium path.
+    """
+    start = time.perf_counter()
+    schedule = make_schedule(game, sweep)
+    stage = functools.partial(_spe_stage, game, margin, contract_method)
+    result = run_backward(game, schedule, stage, 2, tol, max_iterations)
+    rec = result.records
+    return SPESolution(
+        action=rec["action"],
+        contract=rec["contract"],
+        expected_payment=rec["expected_payment"],
+        principal_value=result.values[1],
+        agent_value=result.values[0],
+        principal_q=rec["principal_q"],
+        agent_q=rec["agent_q"],
+        initial_state=game.initial_state,
+        horizon=game.horizon,
+        method="fixed_point" if schedule.kind == "fixed_point" else "backward",
+        margin=float(margin),
+        iterations=result.iterations,
+        converged=result.converged,
+        solve_seconds=time.perf_counter() - start,
+        heights=schedule.heights if schedule.horizon is not None else None,
+        residuals=result.residuals,
+    )

@@ -1,0 +1,253 @@
+"""Backward recursions over a game's states: the one driver behind every exact algorithm.
+
+A *stage function* maps continuation values to new values and a per-state record for a set of
+states; a :class:`Schedule` decides how the states are visited:
+
+* ``levels`` — acyclic games whose longest path fits in the horizon (trees and other games
+  where states are tied to time steps): one sweep in reverse topological order, states grouped
+  by height and each group vectorised. The result is *stationary* (one row, ``K = 1``), and is
+  exact at every ``(t, s)`` with ``t + height[s] <= H`` — every pair play can reach from the
+  initial state.
+* ``time`` — finite horizon in general: ``H`` vectorised sweeps over all states,
+  ``t = H-1 ... 0``. The result has one row per time step (``K = H``).
+* ``fixed_point`` — infinite horizon with cycles: iterate the stage function on all states
+  until the sup-norm change is at most ``tol``. Stationary (``K = 1``).
+
+Tables indexed ``[K, S, ...]`` therefore mean: row ``t`` at time ``t`` when ``K = H``, the
+same row at every time step when ``K = 1`` (numpy-style broadcasting over time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from contractrl.model import PrincipalAgentMDP
+
+#: Stage function: ``(k, states, continuations) -> (values, record)``. ``k`` is the row of any
+#: time-indexed input to read (``t`` in time sweeps, 0 otherwise); ``states`` indexes the states
+#: being updated; ``continuations[i]`` is ``[n, O]``, the expected next value of value vector
+#: ``i`` after each outcome. It returns new ``[n]`` values and a dict of ``[n, ...]`` arrays.
+StageFn = Callable[
+    [int, np.ndarray | slice, list[np.ndarray]], tuple[list[np.ndarray], dict[str, np.ndarray]]
+]
+
+SWEEPS = ("auto", "levels", "time")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a backward recursion visits ``(t, s)``; see the module docstring.
+
+    Attributes:
+        kind: ``levels``, ``time`` or ``fixed_point``.
+        horizon: the game's horizon (``None`` when infinite).
+        groups: for ``levels``, state-index arrays by increasing height.
+        heights: ``[S]`` number of decisions left on the longest path from each state, for
+            acyclic games (``None`` otherwise).
+    """
+
+    kind: str
+    horizon: int | None
+    groups: tuple[np.ndarray, ...] = ()
+    heights: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """``K``: rows of the tables this schedule produces."""
+        return self.horizon if self.kind == "time" else 1
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Values and records of a backward recursion.
+
+    Attributes:
+        values: one ``[K, S]`` array per value vector.
+        records: ``[K, S, ...]`` arrays from the stage function.
+        iterations: sweeps performed (groups for ``levels``, steps for ``time``, iterations
+            for ``fixed_point``).
+        residuals: for ``fixed_point``, the sup-norm change of each iteration.
+        converged: ``False`` only when a fixed point was not reached within the budget.
+    """
+
+    values: list[np.ndarray]
+    records: dict[str, np.ndarray]
+    iterations: int
+    residuals: tuple[float, ...] = field(default=())
+    converged: bool = True
+
+
+def state_heights(game: PrincipalAgentMDP) -> tuple[np.ndarray, tuple[np.ndarray, ...]] | None:
+    """Height of every state in an acyclic game, by peeling states whose successors are done.
+
+    ``height[s] = 1 + max(height[s'])`` over successors ``s'`` (1 for a state all of whose
+    outcomes end the episode). Cost ``O(S + edges)``.
+
+    Returns:
+        ``(heights [S], groups)`` with ``groups[h-1]`` the states of height ``h``, or ``None``
+        when the game has a cycle.
+    """
+    if "heights" in game._cache:
+        return game._cache["heights"]
+    graph = game.successor_graph
+    num_states = game.num_states
+    remaining = np.diff(graph.indptr).astype(np.int64)  # successors not yet assigned
+    reverse = sp.csr_array(graph.T)  # row s' lists the predecessors of s'
+    heights = np.zeros(num_states, dtype=np.int64)
+    frontier = np.flatnonzero(remaining == 0)
+    groups: list[np.ndarray] = []
+    height = 0
+    while frontier.size:
+        height += 1
+        heights[frontier] = height
+        groups.append(frontier)
+        starts, ends = reverse.indptr[frontier], reverse.indptr[frontier + 1]
+        lengths = ends - starts
+        if lengths.sum() == 0:
+            break
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        preds = reverse.indices[offsets + np.arange(lengths.sum())]
+        remaining -= np.bincount(preds, minlength=num_states)
+        candidates = np.unique(preds)
+        frontier = candidates[remaining[candidates] == 0]
+    result = (heights, tuple(groups)) if (heights > 0).all() else None
+    game._cache["heights"] = result
+    return result
+
+
+def make_schedule(
+    game: PrincipalAgentMDP, sweep: str = "auto", stationary_inputs: bool = True
+) -> Schedule:
+    """Choose how to visit states.
+
+    Args:
+        game: the game.
+        sweep: ``auto`` (levels when possible), ``levels`` (required; error if impossible) or
+            ``time`` (finite horizon: ``H`` sweeps over all states even for acyclic games).
+        stationary_inputs: whether every time-dependent input (policies, Q tables) has a single
+            row; time-indexed inputs need ``time`` sweeps.
+
+    Raises:
+        ValueError: ``sweep`` is unknown or cannot apply to this game.
+    """
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+    if sweep == "time" and game.horizon is None:
+        raise ValueError("sweep 'time' needs a finite horizon")
+    structure = state_heights(game) if sweep != "time" and stationary_inputs else None
+    heights = None if structure is None else structure[0]
+    fits = structure is not None and (
+        game.horizon is None or int(heights.max()) <= game.horizon
+    )
+    if sweep == "levels" and not fits:
+        raise ValueError(
+            "sweep 'levels' needs an acyclic game whose longest path fits in the horizon, "
+            "and stationary inputs"
+        )
+    if fits:
+        return Schedule("levels", game.horizon, structure[1], heights)
+    if game.horizon is None:
+        return Schedule("fixed_point", None)
+    return Schedule("time", game.horizon)
+
+
+def run_backward(
+    game: PrincipalAgentMDP,
+    schedule: Schedule,
+    stage: StageFn,
+    num_values: int,
+    tol: float = 1e-10,
+    max_iterations: int = 100_000,
+    initial_values: Sequence[np.ndarray] | None = None,
+) -> SweepResult:
+    """Run a backward recursion of ``stage`` under ``schedule``.
+
+    Args:
+        game: the game (supplies the transitions).
+        schedule: from :func:`make_schedule`.
+        stage: the stage function (see :data:`StageFn`).
+        num_values: number of value vectors the stage function carries.
+        tol: ``fixed_point`` stopping tolerance on the sup-norm change of the values.
+        max_iterations: ``fixed_point`` iteration budget.
+        initial_values: ``fixed_point`` starting values (default zeros).
+
+    Returns:
+        A :class:`SweepResult`.
+    """
+    if schedule.kind == "levels":
+        return _run_levels(game, schedule, stage, num_values)
+    if schedule.kind == "time":
+        return _run_time(game, schedule, stage, num_values)
+    return _run_fixed_point(game, stage, num_values, tol, max_iterations, initial_values)
+
+
+def _alloc(records: dict[str, np.ndarray], rec: dict[str, np.ndarray], rows: int, num: int):
+    for key, arr in rec.items():
+        if key not in records:
+            records[key] = np.zeros((rows, num, *arr.shape[1:]), dtype=arr.dtype)
+
+
+def _run_levels(game, schedule, stage, num_values) -> SweepResult:
+    num_states, num_outcomes = game.num_states, game.num_outcomes
+    values = [np.zeros(num_states) for _ in range(num_values)]
+    records: dict[str, np.ndarray] = {}
+    outcomes = np.arange(num_outcomes)
+    for group in schedule.groups:
+        if group.size == group[-1] - group[0] + 1:  # contiguous: slice rows cheaply
+            block = game.transitions[group[0] * num_outcomes : (group[-1] + 1) * num_outcomes]
+            index: np.ndarray | slice = slice(int(group[0]), int(group[-1]) + 1)
+        else:
+            block = game.transitions[(group[:, None] * num_outcomes + outcomes).ravel()]
+            index = group
+        conts = [(block @ v).reshape(-1, num_outcomes) for v in values]
+        new_values, rec = stage(0, index, conts)
+        _alloc(records, rec, 1, num_states)
+        for v, nv in zip(values, new_values, strict=True):
+            v[index] = nv
+        for key, arr in rec.items():
+            records[key][0, index] = arr
+    return SweepResult([v[None] for v in values], records, len(schedule.groups))
+
+
+def _run_time(game, schedule, stage, num_values) -> SweepResult:
+    horizon, num_states = schedule.horizon, game.num_states
+    values = [np.zeros((horizon, num_states)) for _ in range(num_values)]
+    records: dict[str, np.ndarray] = {}
+    nxt = [np.zeros(num_states) for _ in range(num_values)]
+    for t in range(horizon - 1, -1, -1):
+        conts = [game.continuation(v) for v in nxt]
+        new_values, rec = stage(t, slice(None), conts)
+        _alloc(records, rec, horizon, num_states)
+        for i, nv in enumerate(new_values):
+            values[i][t] = nv
+        for key, arr in rec.items():
+            records[key][t] = arr
+        nxt = [values[i][t] for i in range(num_values)]
+    return SweepResult(values, records, horizon)
+
+
+def _run_fixed_point(game, stage, num_values, tol, max_iterations, initial) -> SweepResult:
+    num_states = game.num_states
+    values = [np.zeros(num_states) for _ in range(num_values)] if initial is None else [
+        np.array(v, dtype=np.float64) for v in initial
+    ]
+    residuals: list[float] = []
+    rec: dict[str, np.ndarray] = {}
+    converged = False
+    for _ in range(max_iterations):
+        conts = [game.continuation(v) for v in values]
+        new_values, rec = stage(0, slice(None), conts)
+        residual = max(float(np.max(np.abs(n - v))) for n, v in zip(new_values, values,
+                                                                     strict=True))
+        residuals.append(residual)
+        values = list(new_values)
+        if residual <= tol:
+            converged = True
+            break
+    records = {key: arr[None] for key, arr in rec.items()}
+    return SweepResult([v[None] for v in values], records, len(residuals), tuple(residuals),
+                       converged)
