@@ -148,8 +148,9 @@ def _vertex_enumeration(gap: np.ndarray, need: np.ndarray, cost: np.ndarray):
         chunk = max(1, _CHUNK_ELEMENTS // (len(pairs) * max(num_outcomes, m, k * k)))
         for start in range(0, num, chunk):
             sl = slice(start, min(num, start + chunk))
-            _vertex_chunk(gap[sl], need[sl], cost[sl], tol[sl], sys_rows, sys_cols,
-                          best_b[sl], best_cost[sl])
+            _vertex_chunk(
+                gap[sl], need[sl], cost[sl], tol[sl], sys_rows, sys_cols, best_b[sl], best_cost[sl]
+            )
     ok = np.isfinite(best_cost)
     return best_b, ok
 

@@ -151,8 +151,7 @@ def agent_best_response(
     schedule = _schedule_for(game, sweep, policy.action)
     stage = functools.partial(_best_response_stage, game, policy, tie_tol)
     result = run_backward(game, schedule, stage, 1, tol, max_iterations)
-    return AgentResponse(result.records["action"], result.records["q_truncated"],
-                         result.values[0])
+    return AgentResponse(result.records["action"], result.records["q_truncated"], result.values[0])
 
 
 def _evaluation_stage(game, policy, agent_action, k, states, conts):
@@ -163,9 +162,11 @@ def _evaluation_stage(game, policy, agent_action, k, states, conts):
     probs = game.outcome_probs[states][rows, action]  # [n, O]
     gamma = game.discount
     agent = game.agent_reward[states][rows, action] + np.einsum(
-        "no,no->n", probs, contract + gamma * agent_cont)
-    principal = np.einsum("no,no->n", probs, game.principal_reward[states] - contract
-                          + gamma * principal_cont)
+        "no,no->n", probs, contract + gamma * agent_cont
+    )
+    principal = np.einsum(
+        "no,no->n", probs, game.principal_reward[states] - contract + gamma * principal_cont
+    )
     payment = np.einsum("no,no->n", probs, contract + gamma * pay_cont)
     return [agent, principal, payment], {}
 
@@ -194,8 +195,7 @@ def evaluate_policies(
     check_policy(game, policy)
     agent_action = np.asarray(agent_action)
     if agent_action.ndim != 2 or agent_action.shape[1] != game.num_states:
-        raise ValueError(f"agent_action: expected [K, {game.num_states}], "
-                         f"got {agent_action.shape}")
+        raise ValueError(f"agent_action: expected [K, {game.num_states}], got {agent_action.shape}")
     if ((agent_action < 0) | (agent_action >= game.num_actions)).any():
         raise ValueError(f"agent_action: entries must lie in [0, {game.num_actions})")
     schedule = _schedule_for(game, sweep, policy.action, agent_action)
@@ -204,9 +204,7 @@ def evaluate_policies(
     return PolicyValues(*result.values)
 
 
-def audit(
-    game: PrincipalAgentMDP, solution: SPESolution, tol: float = 1e-7
-) -> AuditReport:
+def audit(game: PrincipalAgentMDP, solution: SPESolution, tol: float = 1e-7) -> AuditReport:
     """Audit a solution: IC (with its margin), limited liability, and its values.
 
     The agent's values are recomputed exactly, assuming it follows the recommendations; by the
@@ -225,8 +223,10 @@ def audit(
     values = evaluate_policies(game, policy, solution.action)
     rows = solution.action.shape[0]
     if values.agent.shape[0] != rows:
-        raise ValueError(f"solution has {rows} rows but this game needs "
-                         f"{values.agent.shape[0]}: it was not computed for this game")
+        raise ValueError(
+            f"solution has {rows} rows but this game needs "
+            f"{values.agent.shape[0]}: it was not computed for this game"
+        )
     violations: list[tuple[int, int, str]] = []
     max_ic, max_err = -np.inf, 0.0
     for k in range(rows):
@@ -244,8 +244,10 @@ def audit(
         gain = others.max(axis=1, initial=-np.inf) + solution.margin - chosen
         scale = 1.0 + np.abs(chosen)
         max_ic = max(max_ic, float(np.max(gain)))
-        err = np.maximum(np.abs(values.agent[k] - solution.agent_value[k]),
-                         np.abs(values.principal[k] - solution.principal_value[k]))
+        err = np.maximum(
+            np.abs(values.agent[k] - solution.agent_value[k]),
+            np.abs(values.principal[k] - solution.principal_value[k]),
+        )
         max_err = max(max_err, float(err.max()))
         for s in np.flatnonzero(gain > tol * scale)[:20]:
             violations.append((k, int(s), f"IC violated by {gain[s]:.3g}"))

@@ -22,8 +22,16 @@ import scipy.sparse as sp
 from contractrl.model import InvalidGameError, PrincipalAgentMDP
 
 REQUIRED_KEYS = (
-    "states", "actions", "outcomes", "initial_state", "horizon", "discount",
-    "outcome_probs", "agent_reward", "principal_reward", "transitions",
+    "states",
+    "actions",
+    "outcomes",
+    "initial_state",
+    "horizon",
+    "discount",
+    "outcome_probs",
+    "agent_reward",
+    "principal_reward",
+    "transitions",
 )
 OPTIONAL_KEYS = ("name",)
 #: ``save_instance`` writes sparse transitions when the dense form would exceed this many entries.
@@ -55,8 +63,9 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidGameError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                               f"{exc.msg}") from None
+        raise InvalidGameError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
 
 
 def _parse_yaml(text: str) -> Any:
@@ -74,12 +83,15 @@ def _parse_yaml(text: str) -> Any:
 def parse_instance(data: Any) -> PrincipalAgentMDP:
     """Build a game from a parsed instance object (a ``dict``), validating everything."""
     if not isinstance(data, dict):
-        raise InvalidGameError(f"instance: expected an object with keys {list(REQUIRED_KEYS)}, "
-                               f"got {type(data).__name__}")
+        raise InvalidGameError(
+            f"instance: expected an object with keys {list(REQUIRED_KEYS)}, "
+            f"got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
-        raise InvalidGameError(f"{unknown[0]}: unknown key (allowed: "
-                               f"{', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})")
+        raise InvalidGameError(
+            f"{unknown[0]}: unknown key (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise InvalidGameError(f"{missing[0]}: required key is missing")
@@ -159,8 +171,9 @@ def _locate_table_error(value: Any, key: str, shape: tuple[int, ...], idx: tuple
     if not isinstance(value, list):
         raise InvalidGameError(f"{where}: expected a list of {shape[0]}, got {value!r:.60}")
     if len(value) != shape[0]:
-        raise InvalidGameError(f"{where}: expected {shape[0]} entries, got {len(value)}"
-                               + _dim_hint(key, len(idx)))
+        raise InvalidGameError(
+            f"{where}: expected {shape[0]} entries, got {len(value)}" + _dim_hint(key, len(idx))
+        )
     for i, item in enumerate(value):
         _locate_table_error(item, key, shape[1:], (*idx, i))
 
@@ -183,8 +196,10 @@ def _transitions(value: Any, states: tuple[str, ...], outcomes: tuple[str, ...])
     if not isinstance(value, dict):
         return _table(value, "transitions", (num_s, num_o, num_s))
     if set(value) != {"sparse"}:
-        raise InvalidGameError("transitions: expected a dense [S][O][S] list or "
-                               '{"sparse": [[s, o, s_next, prob], ...]}')
+        raise InvalidGameError(
+            "transitions: expected a dense [S][O][S] list or "
+            '{"sparse": [[s, o, s_next, prob], ...]}'
+        )
     entries = value["sparse"]
     if not isinstance(entries, list):
         raise InvalidGameError("transitions.sparse: expected a list of [s, o, s_next, prob]")
@@ -238,20 +253,23 @@ def _sparse_matrix(rows: np.ndarray, num_s: int, num_o: int) -> sp.csr_array:
         bad = (arr < 0) | (arr >= count)
         if bad.any():
             k = int(np.argmax(bad))
-            raise InvalidGameError(f"transitions.sparse[{k}][{col}] ({what}): index {arr[k]} "
-                                   f"out of range [0, {count})")
+            raise InvalidGameError(
+                f"transitions.sparse[{k}][{col}] ({what}): index {arr[k]} out of range [0, {count})"
+            )
     bad = ~np.isfinite(prob) | (prob < 0)
     if bad.any():
         k = int(np.argmax(bad))
-        raise InvalidGameError(f"transitions.sparse[{k}][3]: probability must be finite and "
-                               f">= 0, got {prob[k]}")
+        raise InvalidGameError(
+            f"transitions.sparse[{k}][3]: probability must be finite and >= 0, got {prob[k]}"
+        )
     key = (s * num_o + o) * num_s + nxt
     order = np.argsort(key, kind="stable")
     dup = np.flatnonzero(np.diff(key[order]) == 0)
     if dup.size:
         k = int(order[dup[0] + 1])
-        raise InvalidGameError(f"transitions.sparse[{k}]: duplicate entry for (s={s[k]}, "
-                               f"o={o[k]}, s_next={nxt[k]})")
+        raise InvalidGameError(
+            f"transitions.sparse[{k}]: duplicate entry for (s={s[k]}, o={o[k]}, s_next={nxt[k]})"
+        )
     return sp.csr_array((prob, (s * num_o + o, nxt)), shape=(num_s * num_o, num_s))
 
 
@@ -268,8 +286,9 @@ def instance_dict(game: PrincipalAgentMDP, sparse: bool | None = None) -> dict[s
     if sparse:
         coo = game.transitions.tocoo()
         rows = np.column_stack([coo.row // num_o, coo.row % num_o, coo.col]).tolist()
-        transitions: Any = {"sparse": [[*r, p] for r, p in zip(rows, coo.data.tolist(),
-                                                               strict=True)]}
+        transitions: Any = {
+            "sparse": [[*r, p] for r, p in zip(rows, coo.data.tolist(), strict=True)]
+        }
     else:
         transitions = game.transitions.toarray().reshape(num_s, num_o, num_s).tolist()
     return {
@@ -294,8 +313,13 @@ def save_instance(game: PrincipalAgentMDP, path: str | Path, sparse: bool | None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                         sort_keys=False, default_flow_style=None, width=120)
+        text = yaml.dump(
+            data,
+            Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+            sort_keys=False,
+            default_flow_style=None,
+            width=120,
+        )
     else:
         text = json.dumps(data, separators=(",", ":"))
     write_text_atomic(path, text)

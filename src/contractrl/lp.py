@@ -118,8 +118,9 @@ def min_pay_contract(
     """
     q, p = validate_contract_inputs(q_truncated, outcome_probs, margin)
     if q.ndim != 1:
-        raise ValueError(f"min_pay_contract solves one state: q_truncated must be [A], "
-                         f"got {q.shape}")
+        raise ValueError(
+            f"min_pay_contract solves one state: q_truncated must be [A], got {q.shape}"
+        )
     num_actions, num_outcomes = p.shape
     if not 0 <= target < num_actions:
         raise ValueError(f"target {target} out of range [0, {num_actions})")
@@ -140,8 +141,9 @@ def min_pay_contract(
             ContractStatus.NOT_IMPLEMENTABLE, np.zeros(num_outcomes), np.inf, target, margin
         )
     if res.status != 0:
-        raise ContractSolverError(f"HiGHS failed on the min-pay LP (status {res.status}): "
-                                  f"{res.message}")
+        raise ContractSolverError(
+            f"HiGHS failed on the min-pay LP (status {res.status}): {res.message}"
+        )
     contract = np.maximum(res.x, 0.0)
     return ContractResult(
         ContractStatus.OPTIMAL, contract, float(p[target] @ contract), target, margin

@@ -38,14 +38,19 @@ def _principal_stage(game, agent_q, margin, contract_method, memo, k, states, co
     q_bar = agent_q[min(k, agent_q.shape[0] - 1)][states]
     if memo is not None:  # fixed point: Q̄ is fixed, so are the contracts; solve them once
         if k not in memo:
-            memo[k] = min_pay_contracts(q_bar, game.outcome_probs[states], margin,
-                                        contract_method)
+            memo[k] = min_pay_contracts(q_bar, game.outcome_probs[states], margin, contract_method)
         table = memo[k]
     else:
         table = None
     rec = principal_choice(
-        game.outcome_probs[states], game.principal_reward[states], principal_cont, q_bar,
-        game.discount, margin, contract_method, table,
+        game.outcome_probs[states],
+        game.principal_reward[states],
+        principal_cont,
+        q_bar,
+        game.discount,
+        margin,
+        contract_method,
+        table,
     )
     return [rec["principal_value"]], rec
 
@@ -82,8 +87,10 @@ def meta_algorithm(
     policy = initial_policy or PrincipalPolicy.pay_nothing(game.num_states, game.num_outcomes)
     check_policy(game, policy)
     if schedule.kind == "time" and policy.num_rows == 1:
-        policy = PrincipalPolicy(np.repeat(policy.action, game.horizon, axis=0),
-                                 np.repeat(policy.contract, game.horizon, axis=0))
+        policy = PrincipalPolicy(
+            np.repeat(policy.action, game.horizon, axis=0),
+            np.repeat(policy.contract, game.horizon, axis=0),
+        )
     s0 = game.initial_state
     trace: list[IterationRecord] = []
     prev_q = None
@@ -91,21 +98,24 @@ def meta_algorithm(
     for iteration in range(1, max_iterations + 1):
         response = agent_best_response(game, policy, sweep=sweep, tol=tol * 1e-2)
         memo = {} if schedule.kind == "fixed_point" else None
-        stage = functools.partial(_principal_stage, game, response.q_truncated, margin,
-                                  contract_method, memo)
+        stage = functools.partial(
+            _principal_stage, game, response.q_truncated, margin, contract_method, memo
+        )
         result = run_backward(game, schedule, stage, 1, tol)
         rec = result.records
         new_policy = PrincipalPolicy(rec["action"], rec["contract"])
         changed = int((~tables_equal(policy, new_policy)).sum())
         q = rec["principal_q"]
-        trace.append(IterationRecord(
-            iteration,
-            float(result.values[0][0, s0]),
-            float(response.value[0, s0]),
-            changed,
-            _q_change(prev_q, q),
-            q.copy() if keep_iterates else None,
-        ))
+        trace.append(
+            IterationRecord(
+                iteration,
+                float(result.values[0][0, s0]),
+                float(response.value[0, s0]),
+                changed,
+                _q_change(prev_q, q),
+                q.copy() if keep_iterates else None,
+            )
+        )
         policy, prev_q = new_policy, q
         if changed == 0:
             converged = True

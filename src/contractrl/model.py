@@ -213,19 +213,25 @@ def _as_transition_matrix(value: object, num_states: int, num_outcomes: int) -> 
         matrix.sum_duplicates()
         bad = ~np.isfinite(matrix.data)
         if bad.any():
-            _fail(f"transitions{_index(*_sparse_entry(matrix, int(np.argmax(bad)), num_outcomes))}"
-                  ": must be finite")
+            _fail(
+                f"transitions{_index(*_sparse_entry(matrix, int(np.argmax(bad)), num_outcomes))}"
+                ": must be finite"
+            )
         negative = matrix.data < 0
         if negative.any():
             k = int(np.argmax(negative))
-            _fail(f"transitions{_index(*_sparse_entry(matrix, k, num_outcomes))}: negative "
-                  f"probability {matrix.data[k]}")
+            _fail(
+                f"transitions{_index(*_sparse_entry(matrix, k, num_outcomes))}: negative "
+                f"probability {matrix.data[k]}"
+            )
         sums = np.asarray(matrix.sum(axis=1)).ravel()
         bad_rows = (np.abs(sums - 1.0) > PROB_SUM_TOL) & (sums != 0.0)
         if bad_rows.any():
             row = int(np.argmax(bad_rows))
-            _fail(f"transitions{_index(row // num_outcomes, row % num_outcomes)}: probabilities "
-                  f"sum to {sums[row]!r}, expected 1 or 0 (episode ends)")
+            _fail(
+                f"transitions{_index(row // num_outcomes, row % num_outcomes)}: probabilities "
+                f"sum to {sums[row]!r}, expected 1 or 0 (episode ends)"
+            )
         matrix.eliminate_zeros()
     else:
         dense = _as_float_array("transitions", value, 3)

@@ -36,19 +36,21 @@ def on_path(game: PrincipalAgentMDP, solution: SPESolution) -> np.ndarray:
         weights = sp.diags_array(used.ravel().astype(np.float64))
         step = (weights @ game.transitions).tocsr()  # rows s*O+o kept when o can occur
         induced = sp.csr_array((step.data > 0, step.indices, step.indptr), shape=step.shape)
-        collapse = sp.csr_array((np.ones(num_s * num_o), (np.repeat(rows, num_o),
-                                                          np.arange(num_s * num_o))))
+        collapse = sp.csr_array(
+            (np.ones(num_s * num_o), (np.repeat(rows, num_o), np.arange(num_s * num_o)))
+        )
         if solution.stationary:
             graph = (collapse @ induced).astype(bool)
-            order = csgraph.breadth_first_order(graph, game.initial_state,
-                                                   return_predecessors=False)
+            order = csgraph.breadth_first_order(
+                graph, game.initial_state, return_predecessors=False
+            )
             reach[0, order] = True
             return reach
         if k == 0:
             reach[0, game.initial_state] = True
         if k + 1 < reach.shape[0]:
             occupied = reach[k].astype(np.float64)
-            reach[k + 1] = (((collapse @ induced).T @ occupied) > 0)
+            reach[k + 1] = ((collapse @ induced).T @ occupied) > 0
     return reach
 
 
@@ -107,16 +109,18 @@ def policy_entries(
             if limit is not None and len(entries) >= limit:
                 return entries
             t = (None if times[s] < 0 else int(times[s])) if times is not None else k
-            entries.append({
-                "t": t,
-                "state": game.state_name(s),
-                "action": actions[action[k][s]],
-                "contract": dict(zip(outcomes, contract[k][s], strict=True)),
-                "expected_payment": payment[k][s],
-                "principal_value": pv[k][s],
-                "agent_value": av[k][s],
-                "on_path": bool(reach[k, s]),
-            })
+            entries.append(
+                {
+                    "t": t,
+                    "state": game.state_name(s),
+                    "action": actions[action[k][s]],
+                    "contract": dict(zip(outcomes, contract[k][s], strict=True)),
+                    "expected_payment": payment[k][s],
+                    "principal_value": pv[k][s],
+                    "agent_value": av[k][s],
+                    "on_path": bool(reach[k, s]),
+                }
+            )
     return entries
 
 
@@ -150,12 +154,16 @@ def solution_table(game: PrincipalAgentMDP, solution: SPESolution, max_rows: int
         for e in shown
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-              for row in table]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
     if solution.stationary:
-        lines.append("(stationary: each state's decision applies whenever it occurs; "
-                     "t = earliest arrival)")
+        lines.append(
+            "(stationary: each state's decision applies whenever it occurs; t = earliest arrival)"
+        )
     if len(shown) < total:
-        lines.append(f"... {total - len(shown)} more rows (--max-rows 0 shows all, "
-                     "--json prints everything)")
+        lines.append(
+            f"... {total - len(shown)} more rows (--max-rows 0 shows all, --json prints everything)"
+        )
     return "\n".join(lines)

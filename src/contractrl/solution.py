@@ -174,5 +174,5 @@ class SPESolution:
 def tables_equal(a: PrincipalPolicy, b: PrincipalPolicy, atol: float = 1e-9) -> np.ndarray:
     """``[K, S]`` mask of ``(t, s)`` where two policies with the same ``K`` agree."""
     scale = 1.0 + np.maximum(np.abs(a.contract).max(axis=-1), np.abs(b.contract).max(axis=-1))
-    same_contract = (np.abs(a.contract - b.contract).max(axis=-1) <= atol * scale)
+    same_contract = np.abs(a.contract - b.contract).max(axis=-1) <= atol * scale
     return (a.action == b.action) & same_contract

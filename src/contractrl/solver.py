@@ -92,8 +92,13 @@ def _spe_stage(game, margin, contract_method, k, states, conts):
     agent_cont, principal_cont = conts
     agent_q = truncated_q(game, states, agent_cont)
     rec = principal_choice(
-        game.outcome_probs[states], game.principal_reward[states], principal_cont, agent_q,
-        game.discount, margin, contract_method,
+        game.outcome_probs[states],
+        game.principal_reward[states],
+        principal_cont,
+        agent_q,
+        game.discount,
+        margin,
+        contract_method,
     )
     rec["agent_q"] = agent_q
     return [rec["agent_value"], rec["principal_value"]], rec
@@ -131,7 +136,11 @@ def solve_spe(
         from contractrl.meta import meta_algorithm
 
         return meta_algorithm(
-            game, margin=margin, contract_method=contract_method, sweep=sweep, tol=tol,
+            game,
+            margin=margin,
+            contract_method=contract_method,
+            sweep=sweep,
+            tol=tol,
             max_iterations=max_iterations,
         )
     return backward_induction(game, margin, contract_method, sweep, tol, max_iterations)

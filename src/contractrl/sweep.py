@@ -140,9 +140,7 @@ def make_schedule(
         raise ValueError("sweep 'time' needs a finite horizon")
     structure = state_heights(game) if sweep != "time" and stationary_inputs else None
     heights = None if structure is None else structure[0]
-    fits = structure is not None and (
-        game.horizon is None or int(heights.max()) <= game.horizon
-    )
+    fits = structure is not None and (game.horizon is None or int(heights.max()) <= game.horizon)
     if sweep == "levels" and not fits:
         raise ValueError(
             "sweep 'levels' needs an acyclic game whose longest path fits in the horizon, "
@@ -232,22 +230,26 @@ def _run_time(game, schedule, stage, num_values) -> SweepResult:
 
 def _run_fixed_point(game, stage, num_values, tol, max_iterations, initial) -> SweepResult:
     num_states = game.num_states
-    values = [np.zeros(num_states) for _ in range(num_values)] if initial is None else [
-        np.array(v, dtype=np.float64) for v in initial
-    ]
+    values = (
+        [np.zeros(num_states) for _ in range(num_values)]
+        if initial is None
+        else [np.array(v, dtype=np.float64) for v in initial]
+    )
     residuals: list[float] = []
     rec: dict[str, np.ndarray] = {}
     converged = False
     for _ in range(max_iterations):
         conts = [game.continuation(v) for v in values]
         new_values, rec = stage(0, slice(None), conts)
-        residual = max(float(np.max(np.abs(n - v))) for n, v in zip(new_values, values,
-                                                                     strict=True))
+        residual = max(
+            float(np.max(np.abs(n - v))) for n, v in zip(new_values, values, strict=True)
+        )
         residuals.append(residual)
         values = list(new_values)
         if residual <= tol:
             converged = True
             break
     records = {key: arr[None] for key, arr in rec.items()}
-    return SweepResult([v[None] for v in values], records, len(residuals), tuple(residuals),
-                       converged)
+    return SweepResult(
+        [v[None] for v in values], records, len(residuals), tuple(residuals), converged
+    )

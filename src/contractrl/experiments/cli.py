@@ -38,19 +38,43 @@ def _non_negative_float(text: str) -> float:
 
 
 def _add_solve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=("backward", "meta"), default="backward",
-                        help="backward induction (default) or the meta-algorithm (Algorithm 1)")
-    parser.add_argument("--nudge", type=_non_negative_float, default=0.0, metavar="X",
-                        help="margin ξ >= 0 by which the recommended action must win (default 0)")
-    parser.add_argument("--contract-method", default="auto",
-                        choices=("auto", "closed_form", "vertex", "lp"),
-                        help="min-pay contract solver (default auto; lp is the reference)")
-    parser.add_argument("--sweep", default="auto", choices=("auto", "levels", "time"),
-                        help="state visiting order (default auto: one level sweep when acyclic)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (values, timing, full policy) on stdout")
-    parser.add_argument("--max-rows", type=int, default=40, metavar="N",
-                        help="rows of the policy table without --json (0: all; default 40)")
+    parser.add_argument(
+        "--method",
+        choices=("backward", "meta"),
+        default="backward",
+        help="backward induction (default) or the meta-algorithm (Algorithm 1)",
+    )
+    parser.add_argument(
+        "--nudge",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="X",
+        help="margin ξ >= 0 by which the recommended action must win (default 0)",
+    )
+    parser.add_argument(
+        "--contract-method",
+        default="auto",
+        choices=("auto", "closed_form", "vertex", "lp"),
+        help="min-pay contract solver (default auto; lp is the reference)",
+    )
+    parser.add_argument(
+        "--sweep",
+        default="auto",
+        choices=("auto", "levels", "time"),
+        help="state visiting order (default auto: one level sweep when acyclic)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (values, timing, full policy) on stdout",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=40,
+        metavar="N",
+        help="rows of the policy table without --json (0: all; default 40)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"contractrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    solve = sub.add_parser("solve", help="solve an instance file for its subgame-perfect "
-                           "equilibrium", description="Solve a JSON/YAML instance file.")
+    solve = sub.add_parser(
+        "solve",
+        help="solve an instance file for its subgame-perfect equilibrium",
+        description="Solve a JSON/YAML instance file.",
+    )
     solve.add_argument("file", type=Path, help="instance file (.json, .yaml, .yml)")
     _add_solve_options(solve)
     solve.set_defaults(handler=_cmd_solve)
@@ -82,10 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, metavar="FILE",
-                        help="write the game here (.json or .yaml); default: stdout as JSON")
-    parser.add_argument("--solve", action="store_true",
-                        help="solve the game instead of writing it (prints what `solve` prints)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the game here (.json or .yaml); default: stdout as JSON",
+    )
+    parser.add_argument(
+        "--solve",
+        action="store_true",
+        help="solve the game instead of writing it (prints what `solve` prints)",
+    )
     _add_solve_options(parser)
 
 
@@ -94,8 +128,13 @@ def _solve_and_print(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
     from contractrl.solver import solve_spe
 
     try:
-        solution = solve_spe(game, method=args.method, margin=args.nudge,
-                             contract_method=args.contract_method, sweep=args.sweep)
+        solution = solve_spe(
+            game,
+            method=args.method,
+            margin=args.nudge,
+            contract_method=args.contract_method,
+            sweep=args.sweep,
+        )
     except ValueError as exc:  # options that cannot apply to this game, e.g. --sweep levels
         raise UsageError(str(exc)) from None
     if args.json:
