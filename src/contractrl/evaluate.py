@@ -111,13 +111,12 @@ def _best_response_stage(game, policy, tie_tol, k, states, conts):
     contract = _row(policy.contract, k)[states]
     rec_action = _row(policy.action, k)[states]
     full = q_bar + np.einsum("nao,no->na", game.outcome_probs[states], contract)
-    best = np.argmax(full, axis=1)
-    rows = np.arange(best.size)
-    top = full[rows, best]
+    top = full.max(axis=1)
+    rows = np.arange(top.size)
+    optimal = full >= (top - tie_tol * (1.0 + np.abs(top)))[:, None]
     has_rec = rec_action >= 0
-    rec_value = full[rows, np.where(has_rec, rec_action, 0)]
-    follow = has_rec & (rec_value >= top - tie_tol * (1.0 + np.abs(top)))
-    chosen = np.where(follow, rec_action, best)
+    follow = has_rec & optimal[rows, np.where(has_rec, rec_action, 0)]
+    chosen = np.where(follow, rec_action, np.argmax(optimal, axis=1))  # else lowest optimal
     value = full[rows, chosen]
     return [value], {"action": chosen, "q_truncated": q_bar}
 
@@ -229,8 +228,9 @@ def audit(game: PrincipalAgentMDP, solution: SPESolution, tol: float = 1e-7) -> 
         )
     violations: list[tuple[int, int, str]] = []
     max_ic, max_err = -np.inf, 0.0
+    time_indexed = game.horizon is not None and rows == game.horizon
     for k in range(rows):
-        if rows == 1:
+        if not time_indexed:
             nxt = values.agent[0]  # stationary: the same values one step later
         elif k + 1 < rows:
             nxt = values.agent[k + 1]

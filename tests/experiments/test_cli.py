@@ -1,0 +1,120 @@
+"""The command line: JSON output, tables, generated games, and clean refusals."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from contractrl.experiments.cli import main
+from contractrl.games import figure1
+from contractrl.instance import instance_dict, save_instance
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "contractrl.experiments.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_solve_json(tmp_path):
+    path = tmp_path / "f1.json"
+    save_instance(figure1(), path)
+    out = run("solve", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)  # exactly one JSON object
+    assert data["principal_value"] == pytest.approx(1.0)
+    assert data["agent_value"] == pytest.approx(0.2)
+    assert data["iterations"] >= 1 and 0 < data["solve_seconds"] < 1
+    first = data["policy"][0]
+    assert first["t"] == 0 and first["state"] == "s0" and first["action"] == "aL"
+    assert first["contract"] == {"L": pytest.approx(1.0), "R": pytest.approx(0.0)}
+    assert {e["state"] for e in data["policy"]} == {"s0", "sL", "sR"}
+
+
+def test_solve_meta_time_indexed_lists_every_t_and_state(tmp_path):
+    path = tmp_path / "f1.yaml"
+    save_instance(figure1(), path)
+    out = run("solve", str(path), "--method", "meta", "--sweep", "time", "--json")
+    data = json.loads(out.stdout)
+    assert data["method"] == "meta" and not data["stationary"]
+    assert [(e["t"], e["state"]) for e in data["policy"]] == [
+        (t, s) for t in (0, 1) for s in ("s0", "sL", "sR")
+    ]
+    on_path = {(e["t"], e["state"]) for e in data["policy"] if e["on_path"]}
+    assert on_path == {(0, "s0"), (1, "sL"), (1, "sR")}
+
+
+def test_nudge(capsys):
+    assert main(["example", "figure1", "--solve", "--json", "--nudge", "0.08"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # paying 0.1 more on L: expected payment 0.99 per step
+    assert data["nudge"] == 0.08
+    assert data["principal_value"] == pytest.approx(2 * (1.4 - 0.99), abs=1e-9)
+
+
+def test_table_output(capsys):
+    assert main(["tree", "--depth", "10", "--seed", "1", "--solve", "--max-rows", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "1023 states" in text and "principal value" in text
+    assert "... 1018 more rows" in text
+
+
+def test_tree_written_sparse(tmp_path, capsys):
+    path = tmp_path / "tree.json"
+    assert main(["tree", "--depth", "6", "--seed", "4", "--out", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert "sparse" in data["transitions"] and len(data["states"]) == 63
+    assert main(["solve", str(path), "--json"]) == 0
+    solved = json.loads(capsys.readouterr().out)
+    assert main(["tree", "--depth", "6", "--seed", "4", "--solve", "--json"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert solved["principal_value"] == direct["principal_value"]
+
+
+def test_example_to_stdout(capsys):
+    assert main(["example", "figure1"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(instance_dict(figure1())))
+
+
+@pytest.mark.parametrize(
+    "mutation,needle",
+    [
+        (lambda d: d["outcome_probs"][1].__setitem__(0, [0.9, 0.2]), "outcome_probs[1][0]"),
+        (lambda d: d.__setitem__("discount", 2), "discount"),
+        (lambda d: d.__setitem__("extra", 1), "extra: unknown key"),
+    ],
+)
+def test_malformed_file_exit_code_2(tmp_path, mutation, needle):
+    data = instance_dict(figure1(), sparse=False)
+    mutation(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    out = run("solve", str(path), "--json")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["solve", "does-not-exist.json"],
+        ["tree", "--depth", "0", "--solve"],
+        ["example", "figure1", "--solve", "--nudge", "-1"],
+        ["solve"],
+    ],
+)
+def test_user_mistakes_exit_code_2(args):
+    out = run(*args)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+
+
+def test_levels_sweep_on_cyclic_game_is_a_usage_error(tmp_path):
+    from contractrl.games import random_game
+
+    path = tmp_path / "cyc.json"
+    save_instance(random_game(3, 2, 2, horizon=2), path)
+    out = run("solve", str(path), "--sweep", "levels")
+    assert out.returncode == 2 and "levels" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,135 @@
+"""Independent reference implementations, written for clarity, not speed.
+
+Nothing here calls the package's solvers: dense loops over (t, s), grid searches over contracts
+and enumeration of policies, so the tests compare two independent computations.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from contractrl.model import PrincipalAgentMDP
+
+
+def dense_transitions(game: PrincipalAgentMDP) -> np.ndarray:
+    return game.transitions.toarray().reshape(game.num_states, game.num_outcomes, game.num_states)
+
+
+def _grid_best_contract(q_bar, probs, gross, lo, hi, points):
+    """Best grid contract in the box [lo, hi]: principal payoff with the agent best-responding,
+    ties broken in the principal's favour. Returns (value, b, action)."""
+    num_outcomes = probs.shape[1]
+    axes = [np.linspace(lo[o], hi[o], points) for o in range(num_outcomes)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, num_outcomes)
+    agent = q_bar[None, :] + grid @ probs.T  # [G, A]
+    principal = gross[None, :] - grid @ probs.T  # [G, A]
+    best_agent = agent.max(axis=1, keepdims=True)
+    tied = agent >= best_agent - 1e-12 * (1 + np.abs(best_agent))
+    payoff = np.where(tied, principal, -np.inf).max(axis=1)
+    g = int(np.argmax(payoff))
+    action = int(np.argmax(np.where(tied[g], principal[g], -np.inf)))
+    return payoff[g], grid[g], action
+
+
+def grid_search_contract(q_bar, probs, gross, bound=12.0, points=61, rounds=6):
+    """Principal's best contract at one state by a dense grid search with zooming.
+
+    gross[a] = P[a] · (r^p + γ W^p): the principal's payoff of action a before payments.
+    """
+    num_outcomes = probs.shape[1]
+    lo, hi = np.zeros(num_outcomes), np.full(num_outcomes, bound)
+    best = _grid_best_contract(q_bar, probs, gross, lo, hi, points)
+    for _ in range(rounds):
+        step = (hi - lo) / (points - 1)
+        lo = np.maximum(best[1] - 3 * step, 0.0)
+        hi = best[1] + 3 * step
+        cand = _grid_best_contract(q_bar, probs, gross, lo, hi, points)
+        if cand[0] >= best[0]:
+            best = cand
+    return best
+
+
+def brute_force_spe(game: PrincipalAgentMDP, **grid):
+    """Finite-horizon SPE by backward recursion with a grid search over contracts at every
+    (t, s); the agent's response is computed directly from its values.
+
+    Returns (principal_value [H, S], agent_value [H, S], action [H, S])."""
+    horizon, num_s = game.horizon, game.num_states
+    trans = dense_transitions(game)
+    gamma = game.discount
+    pv = np.zeros((horizon + 1, num_s))
+    av = np.zeros((horizon + 1, num_s))
+    act = np.zeros((horizon, num_s), dtype=int)
+    for t in range(horizon - 1, -1, -1):
+        for s in range(num_s):
+            probs = game.outcome_probs[s]
+            w_agent = trans[s] @ av[t + 1]  # [O]
+            w_principal = trans[s] @ pv[t + 1]
+            q_bar = game.agent_reward[s] + gamma * probs @ w_agent
+            gross = probs @ (game.principal_reward[s] + gamma * w_principal)
+            value, b, a = grid_search_contract(q_bar, probs, gross, **grid)
+            pv[t, s] = value
+            av[t, s] = q_bar[a] + probs[a] @ b
+            act[t, s] = a
+    return pv[:horizon], av[:horizon], act
+
+
+def evaluate_naive(game: PrincipalAgentMDP, contract, agent_action):
+    """Values of (contract [H,S,O], agent_action [H,S]) by explicit loops (finite horizon), or a
+    dense linear solve (infinite horizon; tables with one row). Returns (agent, principal)."""
+    trans = dense_transitions(game)
+    num_s, gamma = game.num_states, game.discount
+    if game.horizon is None:
+        a = agent_action[0]
+        probs = game.outcome_probs[np.arange(num_s), a]  # [S, O]
+        step = np.einsum("so,sox->sx", probs, trans)
+        r_agent = game.agent_reward[np.arange(num_s), a] + (probs * contract[0]).sum(1)
+        r_principal = (probs * (game.principal_reward - contract[0])).sum(1)
+        lhs = np.eye(num_s) - gamma * step
+        return np.linalg.solve(lhs, r_agent)[None], np.linalg.solve(lhs, r_principal)[None]
+    horizon = game.horizon
+    agent = np.zeros((horizon + 1, num_s))
+    principal = np.zeros((horizon + 1, num_s))
+    for t in range(horizon - 1, -1, -1):
+        k_c = min(t, contract.shape[0] - 1)
+        k_a = min(t, agent_action.shape[0] - 1)
+        for s in range(num_s):
+            a = agent_action[k_a, s]
+            b = contract[k_c, s]
+            for o in range(game.num_outcomes):
+                p = game.outcome_probs[s, a, o]
+                agent[t, s] += p * (b[o] + gamma * trans[s, o] @ agent[t + 1])
+                principal[t, s] += p * (
+                    game.principal_reward[s, o] - b[o] + gamma * trans[s, o] @ principal[t + 1]
+                )
+            agent[t, s] += game.agent_reward[s, a]
+    return agent[:horizon], principal[:horizon]
+
+
+def all_agent_policies(game: PrincipalAgentMDP):
+    """Every deterministic time-indexed agent policy [H, S] (small games only)."""
+    cells = game.horizon * game.num_states
+    for choice in itertools.product(range(game.num_actions), repeat=cells):
+        yield np.array(choice).reshape(game.horizon, game.num_states)
+
+
+def separated_game(num_states, num_actions, num_outcomes, horizon, seed, discount=0.9):
+    """A random cyclic game whose actions have well-separated outcome distributions (so that
+    min-pay contracts stay small enough for a bounded grid search)."""
+    from contractrl.model import PrincipalAgentMDP as Model
+
+    rng = np.random.default_rng(seed)
+    probs = 0.4 * rng.dirichlet(np.ones(num_outcomes), size=(num_states, num_actions))
+    for a in range(num_actions):
+        probs[:, a, a % num_outcomes] += 0.6
+    trans = rng.dirichlet(np.ones(num_states), size=(num_states, num_outcomes))
+    return Model(
+        outcome_probs=probs,
+        agent_reward=-0.5 * rng.random((num_states, num_actions)),
+        principal_reward=2.0 * rng.random((num_states, num_outcomes)),
+        transitions=trans,
+        horizon=horizon,
+        discount=discount,
+    )
