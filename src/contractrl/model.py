@@ -199,7 +199,9 @@ def _check_distribution_rows(name: str, probs: np.ndarray, allow_zero_rows: bool
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         what = "1 or 0 (episode ends)" if allow_zero_rows else "1"
-        _fail(f"{name}{_index(*idx)}: probabilities sum to {sums[idx]!r}, expected {what}")
+        _fail(
+            f"{name}{_index(*idx)}: probabilities sum to {float(sums[idx]):.12g}, expected {what}"
+        )
 
 
 def _as_transition_matrix(value: object, num_states: int, num_outcomes: int) -> sp.csr_array:
@@ -230,7 +232,7 @@ def _as_transition_matrix(value: object, num_states: int, num_outcomes: int) -> 
             row = int(np.argmax(bad_rows))
             _fail(
                 f"transitions{_index(row // num_outcomes, row % num_outcomes)}: probabilities "
-                f"sum to {sums[row]!r}, expected 1 or 0 (episode ends)"
+                f"sum to {float(sums[row]):.12g}, expected 1 or 0 (episode ends)"
             )
         matrix.eliminate_zeros()
     else:
