@@ -140,7 +140,8 @@ def _vertex_enumeration(gap: np.ndarray, need: np.ndarray, cost: np.ndarray):
     zero_ok = (need <= 0).all(axis=1)
     best_cost[zero_ok] = 0.0
     tol = FEAS_TOL * (1.0 + np.abs(need).max(axis=1, initial=0.0))  # [N]
-    for k in range(1, min(m, num_outcomes) + 1):
+    # k = O never helps: each IC row of ``gap`` sums to zero, so a full-support system is singular.
+    for k in range(1, min(m, num_outcomes - 1) + 1):
         rows_idx = np.array(list(itertools.combinations(range(m), k)))
         cols_idx = np.array(list(itertools.combinations(range(num_outcomes), k)))
         pairs = np.array(list(itertools.product(range(len(rows_idx)), range(len(cols_idx)))))

@@ -1,0 +1,1 @@
+"""Environments: batched pure-function JAX environments and their Gymnasium / PettingZoo facades."""

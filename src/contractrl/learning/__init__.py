@@ -1,0 +1,1 @@
+"""Deep RL learners (JAX): networks, replay, schedules, in-loop contracts, Algorithm 2."""

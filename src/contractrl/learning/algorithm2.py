@@ -1,0 +1,585 @@
+"""Learning contracts with deep Q-networks (paper Algorithm 2, SPEC §5).
+
+The agent learns its *truncated* Q ``Q̄_φ(s, a)`` (without the current payment); the principal
+learns the contractual ``q_θ(s, a*)``. Contracts are never learned: at any state they are the
+min-pay contracts computed from ``Q̄_φ(s, ·)`` and the known outcome model ``P[s]``, inside the
+jitted loop (:mod:`contractrl.learning.contracts`).
+
+One iteration (SPEC §6): ``num_envs`` environment interactions, then one gradient step on a
+batch from replay. Acting: the principal recommends ``a*`` ε-greedily over its ``q_θ`` among
+implementable actions and offers the min-pay contract for it (with nudge ``ξ``); the agent
+acts ε-greedily on ``Q̄_φ(s, a) + P[s, a]·b`` (ties toward ``a*``). Targets for a transition
+``(s, a, o, s')`` in which the agent took ``a``:
+
+* agent: ``r(s, a) + γ (Q̄_φ'(s', a'*) + P[s', a'*]·b'(s'))`` — its value at ``s'`` under the
+  next contract ``b'`` (from the target network), following the recommendation
+  ``a'* = argmax q_θ(s', ·)`` (online network);
+* principal: ``r^p(s, o) - b_a(o) + γ q_θ'(s', a'*)`` where ``b_a`` is the min-pay contract for
+  the action taken, from the current ``Q̄_φ(s, ·)`` (``q(s, a)`` is the value of inducing ``a``);
+* terminal transitions (or the horizon) bootstrap zero.
+
+Target networks are refreshed every ``target_period`` iterations. On finite state spaces the
+target networks are stored as *tables* over every input (``q_θ'``, the agent's next-state
+values and implementability), computed at each refresh: exact, and far cheaper than two
+forward passes per sampled ``s'``.
+
+Schedules: ``simultaneous`` (both networks every iteration, the paper's) or ``iterative``
+(alternating phases of ``phase_length`` iterations in which only the agent, then only the
+principal, learns — the faithful variant of Algorithm 1).
+
+Nudging: a fixed ``ξ``, or ``auto``: ``ξ = scale · Ê`` where ``Ê`` tracks a high quantile of the
+agent network's one-step Bellman error computed *in expectation* over outcomes and successors
+(the outcome model and transitions are known), i.e. the per-step Q error of Proposition 4.1
+(which secures the principal's utility with ``ξ = 2 E_t``).
+
+The training state of several runs (seeds, game instances with the same shapes) is stacked on
+a leading axis and trained together with ``vmap``; iterations run in ``lax.scan`` chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from contractrl.envs import tabular
+from contractrl.learning import replay
+from contractrl.learning.contracts import min_pay_all_targets
+from contractrl.learning.networks import (
+    init_mlp,
+    mlp_apply,
+    mlp_from_rows,
+    sparse_adam_rows,
+    unique_rows,
+)
+from contractrl.learning.schedules import exponential_lr, linear_epsilon
+
+SCHEDULES = ("simultaneous", "iterative")
+LOSSES = ("huber", "mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """Hyper-parameters of Algorithm 2 (defaults: the paper's Tree MDP settings, SPEC §6).
+
+    Attributes:
+        iterations: training iterations.
+        num_envs: environment interactions per iteration (parallel environments).
+        batch_size: transitions per gradient step.
+        target_period: iterations between target-network refreshes.
+        lr_start: initial learning rate (Adam).
+        lr_end: final learning rate (exponential decay over the run).
+        epsilon_start: initial exploration rate (principal and agent).
+        epsilon_end: final exploration rate.
+        epsilon_fraction: share of the run over which ε decays linearly.
+        hidden: hidden layer widths of both networks.
+        loss: ``huber`` or ``mse``.
+        max_grad_norm: global gradient-norm clip (``None``: no clipping).
+        sparse_input_adam: update only the input-table rows a batch touches (lazy Adam, as
+            PyTorch's ``SparseAdam``); ``False``: dense Adam over the whole table.
+        dedup_sizes: when a batch has at most this many distinct inputs, the networks run on
+            the distinct inputs only (exact: duplicates share activations, their gradients
+            add up); the smallest size that fits is chosen at run time. Unbatched runs only.
+        replay_capacity: replay slots.
+        prioritized: prioritised replay (else uniform).
+        priority_alpha: prioritisation exponent ``α``.
+        priority_beta: importance-weight exponent ``β``.
+        priority_eps: priority floor ``ε``.
+        schedule: ``simultaneous`` or ``iterative``.
+        phase_length: iterations per phase of the ``iterative`` schedule.
+        nudge: fixed nudge ``ξ >= 0`` (ignored when ``auto_nudge``).
+        auto_nudge: derive ``ξ`` from the agent network's estimated Bellman error.
+        auto_nudge_scale: ``ξ = scale · Ê`` (Proposition 4.1: 2).
+        auto_nudge_quantile: quantile of the batch's absolute Bellman errors tracked by ``Ê``.
+        auto_nudge_decay: exponential-moving-average factor of ``Ê`` per iteration.
+        tie_tol: the simulated agent treats payoffs within this as ties (follows ``a*``).
+    """
+
+    iterations: int = 20_000
+    num_envs: int = 8
+    batch_size: int = 128
+    target_period: int = 100
+    lr_start: float = 1e-3
+    lr_end: float = 1e-4
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.0
+    epsilon_fraction: float = 1.0
+    hidden: tuple[int, ...] = (256, 256)
+    loss: str = "huber"
+    max_grad_norm: float | None = 10.0
+    sparse_input_adam: bool = True
+    dedup_sizes: tuple[int, ...] = (64, 96)
+    replay_capacity: int = 100_000
+    prioritized: bool = False
+    priority_alpha: float = 0.4
+    priority_beta: float = 0.0
+    priority_eps: float = 1e-7
+    schedule: str = "simultaneous"
+    phase_length: int = 1000
+    nudge: float = 0.0
+    auto_nudge: bool = False
+    auto_nudge_scale: float = 2.0
+    auto_nudge_quantile: float = 0.9
+    auto_nudge_decay: float = 0.99
+    tie_tol: float = 1e-6
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        positive = ("iterations", "num_envs", "batch_size", "target_period", "replay_capacity",
+                    "phase_length")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        checks = [
+            ("lr_start", self.lr_start > 0), ("lr_end", self.lr_end > 0),
+            ("epsilon_start", 0 <= self.epsilon_start <= 1),
+            ("epsilon_end", 0 <= self.epsilon_end <= 1),
+            ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
+            ("loss", self.loss in LOSSES), ("schedule", self.schedule in SCHEDULES),
+            ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
+            ("priority_alpha", self.priority_alpha >= 0),
+            ("priority_beta", self.priority_beta >= 0),
+            ("priority_eps", self.priority_eps > 0),
+            ("auto_nudge_scale", self.auto_nudge_scale >= 0),
+            ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1),
+            ("auto_nudge_decay", 0 <= self.auto_nudge_decay < 1),
+            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
+            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
+            ("batch_size", self.batch_size <= self.replay_capacity),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+
+    @property
+    def learning_starts(self) -> int:
+        """First iteration with a gradient step: once a batch's worth of transitions exists."""
+        return -(-self.batch_size // self.num_envs)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerSpec:
+    """Static shapes of a game for the learner.
+
+    Attributes:
+        num_states: ``S``.
+        num_actions: ``A``.
+        num_outcomes: ``O``.
+        horizon: ``H`` (``None``: infinite).
+        time_input: networks see ``(t, s)`` (index ``t·S + s``) instead of ``s``; needed when
+            a state can occur at several time steps of a finite horizon.
+    """
+
+    num_states: int
+    num_actions: int
+    num_outcomes: int
+    horizon: int | None
+    time_input: bool
+
+    @property
+    def num_inputs(self) -> int:
+        """Rows of the networks' one-hot input."""
+        return self.num_states * (self.horizon if self.time_input else 1)
+
+
+@struct.dataclass
+class Transition:
+    """One stored transition (all scalars)."""
+
+    index: jax.Array
+    state: jax.Array
+    action: jax.Array
+    outcome: jax.Array
+    next_index: jax.Array
+    agent_reward: jax.Array
+    principal_reward: jax.Array
+    end: jax.Array
+
+
+@struct.dataclass
+class TargetTables:
+    """Target networks as tables over all inputs (refreshed every ``target_period``).
+
+    Attributes:
+        principal_q: ``[I, A]`` ``q_θ'``.
+        agent_value: ``[I, A]`` ``Q̄_φ'(x, a) + P·b'_a`` (0 where not implementable).
+        implementable: ``[I, A]``.
+        agent_value_star: ``[I]`` ``agent_value`` at ``argmax q_θ'`` (for the auto nudge).
+    """
+
+    principal_q: jax.Array
+    agent_value: jax.Array
+    implementable: jax.Array
+    agent_value_star: jax.Array
+
+
+@struct.dataclass
+class NetOptState:
+    """Adam state of one network: optax state of the dense layers, moments of the input
+    table, and the step count."""
+
+    dense: Any
+    table_mu: jax.Array
+    table_nu: jax.Array
+    count: jax.Array
+
+
+@struct.dataclass
+class LearnerState:
+    """Everything one run carries between iterations (checkpointed as is)."""
+
+    params: Any
+    opt_state: Any
+    tables: TargetTables
+    buffer: replay.ReplayBuffer
+    env_state: tabular.TabularState
+    key: jax.Array
+    nudge: jax.Array
+    error_estimate: jax.Array
+
+
+@struct.dataclass
+class IterationMetrics:
+    """Per-iteration diagnostics (averaged over a chunk by the platform)."""
+
+    agent_loss: jax.Array
+    principal_loss: jax.Array
+    nudge: jax.Array
+    error_estimate: jax.Array
+    payment: jax.Array
+    follow_rate: jax.Array
+    episode_end: jax.Array
+
+
+NETS = ("agent", "principal")
+
+
+class Learner:
+    """Algorithm 2 for one game shape: builds the jitted functions and holds static settings.
+
+    Args:
+        spec: static shapes.
+        config: hyper-parameters.
+    """
+
+    def __init__(self, spec: LearnerSpec, config: DQNConfig):
+        config.validate()
+        self.spec = spec
+        self.config = config
+        self.epsilon = linear_epsilon(config.epsilon_start, config.epsilon_end,
+                                      int(config.epsilon_fraction * config.iterations))
+        self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
+        self.dense_adam = optax.scale_by_adam()
+        self.train_chunk = jax.jit(self._train_chunk, static_argnums=(2, 4))
+        self.q_tables = jax.jit(self._q_tables)
+
+    # ------------------------------------------------------------------ helpers
+    def _index(self, state, t):
+        if self.spec.time_input:
+            return t * self.spec.num_states + state
+        return state
+
+    def _state_of(self, index):
+        return index % self.spec.num_states if self.spec.time_input else index
+
+    def _q_tables(self, params):
+        """Both networks on every input: ``(Q̄ [I, A], q [I, A])``."""
+        idx = jnp.arange(self.spec.num_inputs)
+        return mlp_apply(params["agent"], idx), mlp_apply(params["principal"], idx)
+
+    def _refresh(self, env: tabular.TabularParams, params, nudge) -> TargetTables:
+        q_bar, q_p = self._q_tables(params)
+        probs = env.outcome_probs[self._state_of(jnp.arange(self.spec.num_inputs))]
+        _, payment, ok = min_pay_all_targets(q_bar, probs, nudge)
+        value = jnp.where(ok, q_bar + jnp.where(ok, payment, 0.0), 0.0)
+        best = jnp.argmax(jnp.where(ok, q_p, -jnp.inf), axis=1)
+        star = jnp.take_along_axis(value, best[:, None], axis=1)[:, 0]
+        return TargetTables(q_p, value, ok, star)
+
+    # ------------------------------------------------------------------ init
+    def _init_opt(self, net_params) -> NetOptState:
+        rest = {k: v for k, v in net_params.items() if k != "table"}
+        zeros = jnp.zeros_like(net_params["table"])
+        return NetOptState(self.dense_adam.init(rest), zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def init(self, env: tabular.TabularParams, key: jax.Array) -> LearnerState:
+        """Fresh state of one run (vmap over ``key`` and ``env`` for several runs)."""
+        spec, cfg = self.spec, self.config
+        k_agent, k_principal, k_reset, key = jax.random.split(key, 4)
+        params = {
+            "agent": init_mlp(k_agent, spec.num_inputs, spec.num_actions, cfg.hidden),
+            "principal": init_mlp(k_principal, spec.num_inputs, spec.num_actions, cfg.hidden),
+        }
+        nudge = jnp.asarray(cfg.nudge, jnp.float32)
+        example = Transition(*(jnp.zeros((), jnp.int32) for _ in range(5)),
+                             jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+                             jnp.zeros((), jnp.float32))
+        return LearnerState(
+            params=params,
+            opt_state={name: self._init_opt(params[name]) for name in NETS},
+            tables=self._refresh(env, params, nudge),
+            buffer=replay.init_buffer(example, cfg.replay_capacity),
+            env_state=tabular.reset(env, k_reset, cfg.num_envs),
+            key=key,
+            nudge=nudge,
+            error_estimate=jnp.zeros((), jnp.float32),
+        )
+
+    # ------------------------------------------------------------------ acting
+    def _act(self, env, state: LearnerState, epsilon, key):
+        cfg = self.config
+        k_rec, k_rand_rec, k_agent, k_rand_agent, k_env = jax.random.split(key, 5)
+        s, t = state.env_state.state, state.env_state.t
+        index = self._index(s, t)
+        q_bar = mlp_apply(state.params["agent"], index)  # [N, A]
+        q_p = mlp_apply(state.params["principal"], index)
+        probs = env.outcome_probs[s]  # [N, A, O]
+        contracts, _, ok = min_pay_all_targets(q_bar, probs, state.nudge)
+        greedy = jnp.argmax(jnp.where(ok, q_p, -jnp.inf), axis=1)
+        random_rec = jax.random.categorical(k_rand_rec, jnp.where(ok, 0.0, -jnp.inf))
+        explore = jax.random.uniform(k_rec, greedy.shape) < epsilon
+        rec = jnp.where(explore, random_rec, greedy)
+        contract = jnp.take_along_axis(contracts, rec[:, None, None], axis=1)[:, 0]  # [N, O]
+        full = q_bar + jnp.einsum("nao,no->na", probs, contract)
+        top = jnp.max(full, axis=1)
+        follow = jnp.take_along_axis(full, rec[:, None], axis=1)[:, 0] >= top - cfg.tie_tol
+        agent_greedy = jnp.where(follow, rec, jnp.argmax(full, axis=1))
+        random_act = jax.random.randint(k_rand_agent, rec.shape, 0, self.spec.num_actions)
+        agent_explore = jax.random.uniform(k_agent, rec.shape) < epsilon
+        action = jnp.where(agent_explore, random_act, agent_greedy)
+        env_state, step = tabular.step(env, state.env_state, action, contract, k_env)
+        # past the horizon the transition ends (bootstraps zero): any valid index will do
+        t_next = jnp.minimum(t + 1, (self.spec.horizon or 1) - 1)
+        next_index = self._index(step.next_state, t_next)
+        transitions = Transition(
+            index=index, state=s, action=action, outcome=step.outcome, next_index=next_index,
+            agent_reward=step.agent_reward, principal_reward=step.principal_reward,
+            end=step.done.astype(jnp.float32),
+        )
+        metrics = (jnp.mean(step.payment), jnp.mean((action == rec).astype(jnp.float32)),
+                   jnp.mean(step.done.astype(jnp.float32)))
+        return state.replace(env_state=env_state), transitions, metrics
+
+    # ------------------------------------------------------------------ learning
+    def _losses(self, rest, rows, inverse, env, state: LearnerState, batch: Transition, weights,
+                a_next):
+        """Both TD losses from the dense parameters ``rest`` and the input-table rows of the
+        batch's distinct inputs (``inverse [B]`` maps each sample to its row)."""
+        gamma = env.discount
+        q_bar = mlp_from_rows(rest["agent"], rows["agent"])[inverse]  # [B, A]
+        q_p = mlp_from_rows(rest["principal"], rows["principal"])[inverse]
+        idx = jnp.arange(batch.index.shape[0])
+        not_end = 1.0 - batch.end
+        tables = state.tables
+        y_agent = batch.agent_reward + gamma * not_end * tables.agent_value[batch.next_index,
+                                                                            a_next]
+        contracts, _, ok = min_pay_all_targets(jax.lax.stop_gradient(q_bar),
+                                               env.outcome_probs[batch.state], state.nudge)
+        paid = contracts[idx, batch.action, batch.outcome]
+        valid = ok[idx, batch.action].astype(jnp.float32)
+        y_principal = (batch.principal_reward - jnp.where(valid > 0, paid, 0.0)
+                       + gamma * not_end * tables.principal_q[batch.next_index, a_next])
+        delta_agent = q_bar[idx, batch.action] - jax.lax.stop_gradient(y_agent)
+        delta_principal = q_p[idx, batch.action] - jax.lax.stop_gradient(y_principal)
+        per = optax.huber_loss if self.config.loss == "huber" else (lambda d: 0.5 * d**2)
+        agent_loss = jnp.mean(weights * per(delta_agent))
+        principal_loss = jnp.sum(weights * valid * per(delta_principal)) / jnp.maximum(
+            jnp.sum(valid), 1.0)
+        aux = (agent_loss, principal_loss, delta_agent, delta_principal * valid, q_bar)
+        return agent_loss + principal_loss, aux
+
+    def _expected_bellman_error(self, env, state: LearnerState, batch: Transition, q_bar):
+        """``|Q̄_φ(s,a) - E[r + γ V'(s')]|`` over the batch, expectation over outcomes and
+        successors under the known model (Proposition 4.1's per-step error)."""
+        spec = self.spec
+        s, a = batch.state, batch.action
+        probs = env.outcome_probs[s, a]  # [B, O]
+        succ = env.next_state[s]  # [B, O, K]
+        succ_p = env.next_prob[s]  # [B, O, K]
+        if spec.time_input:
+            t = batch.index // spec.num_states
+            at_horizon = (t + 1 >= spec.horizon)[:, None, None]
+            succ_index = jnp.where(at_horizon, 0, (t + 1)[:, None, None] * spec.num_states + succ)
+            succ_p = jnp.where(at_horizon, 0.0, succ_p)
+        else:
+            succ_index = succ
+        v_next = jnp.sum(succ_p * state.tables.agent_value_star[succ_index], axis=-1)  # [B, O]
+        expected = env.agent_reward[s, a] + env.discount * jnp.sum(probs * v_next, axis=-1)
+        return jnp.abs(q_bar[jnp.arange(a.shape[0]), a] - expected)
+
+    def _apply_gradients(self, params, opt_state, grad_rest, row_grads, rows, mask, lr):
+        """Clip by the global norm of the networks being trained, then Adam.
+
+        ``rows [B]`` are the distinct input rows of the batch (out-of-range fill ignored) and
+        ``row_grads[net] [B, H0]`` their summed gradients. The input table gets row-sparse Adam
+        unless ``sparse_input_adam`` is off (then dense Adam over every row).
+        """
+        cfg, num_inputs = self.config, self.spec.num_inputs
+        if not cfg.sparse_input_adam:
+            row_grads = {n: jnp.zeros((num_inputs, g.shape[-1])).at[rows].add(g, mode="drop")
+                         for n, g in row_grads.items()}
+            rows = jnp.arange(num_inputs)
+        if cfg.max_grad_norm:
+            sq = sum(jnp.where(mask[n], optax.global_norm((grad_rest[n], row_grads[n])) ** 2, 0.0)
+                     for n in NETS)
+            factor = jnp.minimum(1.0, cfg.max_grad_norm / (jnp.sqrt(sq) + 1e-12))
+        else:
+            factor = 1.0
+        new_params, new_opt = {}, {}
+        for n in NETS:
+            st = opt_state[n]
+            g_rest = jax.tree_util.tree_map(lambda g: g * factor, grad_rest[n])
+            updates, dense = self.dense_adam.update(g_rest, st.dense)
+            rest = {k: v for k, v in params[n].items() if k != "table"}
+            rest = optax.apply_updates(rest, jax.tree_util.tree_map(lambda u: -lr * u, updates))
+            count = st.count + 1
+            table, mu, nu = sparse_adam_rows(params[n]["table"], st.table_mu, st.table_nu, rows,
+                                             row_grads[n] * factor, count, lr)
+            candidate_params = {**rest, "table": table}
+            candidate_opt = NetOptState(dense, mu, nu, count)
+            new_params[n] = jax.tree_util.tree_map(lambda a, b, m=mask[n]: jnp.where(m, a, b),
+                                                   candidate_params, params[n])
+            new_opt[n] = jax.tree_util.tree_map(lambda a, b, m=mask[n]: jnp.where(m, a, b),
+                                                candidate_opt, st)
+        return new_params, new_opt
+
+    def _sizes(self, batched: bool) -> list[int]:
+        batch = self.config.batch_size
+        small = sorted(u for u in set(self.config.dedup_sizes) if 0 < u < batch)
+        return [batch] if batched else [*small, batch]
+
+    def _gradients(self, params, env, state, batch, weights, a_next, batched: bool):
+        """Gradients of both losses, the networks evaluated on the distinct inputs only."""
+        num_inputs = self.spec.num_inputs
+        rows, inverse = unique_rows(batch.index, num_inputs)
+        count = jnp.sum(rows < num_inputs)
+        sizes = self._sizes(batched)
+
+        def branch(size):
+            def run(_):
+                u = jnp.minimum(rows[:size], num_inputs - 1)
+                rest = {n: {k: v for k, v in params[n].items() if k != "table"} for n in NETS}
+                gathered = {n: params[n]["table"][u] for n in NETS}
+                (g_rest, g_rows), aux = jax.grad(self._losses, argnums=(0, 1), has_aux=True)(
+                    rest, gathered, inverse, env, state, batch, weights, a_next)
+                pad = batch.index.shape[0] - size
+                g_rows = {n: jnp.pad(g, ((0, pad), (0, 0))) for n, g in g_rows.items()}
+                return g_rest, g_rows, aux
+            return run
+
+        which = jnp.searchsorted(jnp.asarray(sizes), count)
+        g_rest, g_rows, aux = jax.lax.switch(which, [branch(u) for u in sizes], None)
+        return rows, g_rest, g_rows, aux
+
+    def _forward_dedup(self, net_params, index, batched: bool):
+        """``mlp_apply`` on the distinct inputs only, scattered back (exact)."""
+        num_inputs = self.spec.num_inputs
+        rows, inverse = unique_rows(index, num_inputs)
+        count = jnp.sum(rows < num_inputs)
+        sizes = self._sizes(batched)
+
+        def branch(size):
+            return lambda _: mlp_apply(net_params, jnp.minimum(rows[:size],
+                                                               num_inputs - 1))[inverse]
+
+        which = jnp.searchsorted(jnp.asarray(sizes), count)
+        return jax.lax.switch(which, [branch(u) for u in sizes], None)
+
+    def _update(self, env, state: LearnerState, mask, lr, key, batched: bool):
+        cfg = self.config
+        if cfg.prioritized:
+            batch, idx, weights = replay.sample_prioritized(
+                state.buffer, key, cfg.batch_size, cfg.priority_alpha, cfg.priority_beta)
+        else:
+            batch, idx, weights = replay.sample_uniform(state.buffer, key, cfg.batch_size)
+        q_next = self._forward_dedup(state.params["principal"], batch.next_index, batched)
+        a_next = jnp.argmax(jnp.where(state.tables.implementable[batch.next_index], q_next,
+                                      -jnp.inf), axis=1)
+        rows, grad_rest, grad_rows, aux = self._gradients(state.params, env, state, batch,
+                                                          weights, a_next, batched)
+        agent_loss, principal_loss, d_agent, d_principal, q_bar = aux
+        params, opt_state = self._apply_gradients(state.params, state.opt_state, grad_rest,
+                                                  grad_rows, rows, mask, lr)
+        buffer = state.buffer
+        if cfg.prioritized:
+            buffer = replay.update_priorities(buffer, idx, jnp.abs(d_agent) + jnp.abs(d_principal),
+                                              cfg.priority_eps)
+        nudge, estimate = state.nudge, state.error_estimate
+        if cfg.auto_nudge:
+            errors = self._expected_bellman_error(env, state, batch, q_bar)
+            quantile = jnp.quantile(errors, cfg.auto_nudge_quantile)
+            estimate = cfg.auto_nudge_decay * estimate + (1 - cfg.auto_nudge_decay) * quantile
+            nudge = cfg.auto_nudge_scale * estimate
+        state = state.replace(params=params, opt_state=opt_state, buffer=buffer, nudge=nudge,
+                              error_estimate=estimate)
+        return state, (agent_loss, principal_loss)
+
+    # ------------------------------------------------------------------ one iteration
+    def _iteration(self, env, state: LearnerState, epsilon, lr, learn, mask, batched=False):
+        key, k_act, k_learn = jax.random.split(state.key, 3)
+        state = state.replace(key=key)
+        state, transitions, (payment, follow, ends) = self._act(env, state, epsilon, k_act)
+        state = state.replace(buffer=replay.add_batch(state.buffer, transitions))
+
+        def learn_fn(st):
+            return self._update(env, st, mask, lr, k_learn, batched)
+
+        def skip_fn(st):
+            return st, (jnp.zeros(()), jnp.zeros(()))
+
+        state, (agent_loss, principal_loss) = jax.lax.cond(learn, learn_fn, skip_fn, state)
+        metrics = IterationMetrics(agent_loss, principal_loss, state.nudge, state.error_estimate,
+                                   payment, follow, ends)
+        return state, metrics
+
+    def _train_chunk(self, envs, states: LearnerState, num_iterations: int, start,
+                     batched: bool):
+        """Run ``num_iterations`` iterations from iteration ``start``.
+
+        ``batched``: ``envs``/``states`` carry a leading run axis trained together with
+        ``vmap`` (best on accelerators); otherwise one run. Returns the new state(s) and
+        per-iteration :class:`IterationMetrics` (``[iters]`` or ``[iters, runs]``).
+        """
+        cfg = self.config
+        iterate, refresh = functools.partial(self._iteration, batched=batched), self._refresh
+        if batched:
+            iterate = jax.vmap(iterate, in_axes=(0, 0, None, None, None, None))
+            refresh = jax.vmap(refresh)
+
+        def body(states, i):
+            if cfg.schedule == "iterative":
+                agent_phase = (i // cfg.phase_length) % 2 == 0
+                mask = {"agent": agent_phase, "principal": ~agent_phase}
+            else:
+                mask = {"agent": jnp.array(True), "principal": jnp.array(True)}
+            states, metrics = iterate(envs, states, self.epsilon(i), self.lr(i),
+                                      i >= cfg.learning_starts, mask)
+            # the predicate is shared by all runs, so this stays a real branch under vmap
+            due = (i + 1) % cfg.target_period == 0
+            tables = jax.lax.cond(due, lambda p, n: refresh(envs, p, n),
+                                  lambda p, n: states.tables, states.params, states.nudge)
+            return states.replace(tables=tables), metrics
+
+        return jax.lax.scan(body, states, start + jnp.arange(num_iterations))
+
+
+def learner_spec(game) -> LearnerSpec:
+    """Static shapes for a game; time is an input when a state can recur within the horizon."""
+    from contractrl.sweep import make_schedule
+
+    needs_time = game.horizon is not None and make_schedule(game).kind == "time"
+    return LearnerSpec(game.num_states, game.num_actions, game.num_outcomes, game.horizon,
+                       needs_time)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def init_state(learner: Learner, env, key, batched: bool = False) -> LearnerState:
+    """Initial state of one run, or of several (``env``/``key`` stacked) when ``batched``."""
+    return jax.vmap(learner.init)(env, key) if batched else learner.init(env, key)

@@ -1,0 +1,89 @@
+"""Q-networks (SPEC §5–6) as pure functions over a params dict, with a row-sparse input layer.
+
+The input is one of ``I`` discrete items (a state, or a (time, state) pair) encoded one-hot. A
+one-hot vector times a dense matrix is one row of it, so the first layer is a table ``[I, H0]``
+whose rows are looked up, plus a bias; then ReLU hidden layers and a linear head with one value
+per action. Initialisation is LeCun normal (fan-in = ``I`` for the table, as for a dense layer
+on one-hot inputs).
+
+Because a batch touches at most ``B`` rows of the table, the optimiser can update only those
+rows (:func:`sparse_adam_rows`, the semantics of PyTorch's ``SparseAdam``/lazy Adam) instead of
+streaming the whole table through Adam every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def init_mlp(key: jax.Array, num_inputs: int, num_actions: int, hidden: Sequence[int]) -> dict:
+    """Parameters ``{"table": [I, H0], "bias": [H0], "layers": [{"w", "b"}, ...]}``."""
+    widths = [*hidden, num_actions]
+    keys = jax.random.split(key, len(widths))
+    table = jax.random.truncated_normal(keys[0], -2.0, 2.0, (num_inputs, widths[0]))
+    # truncated normal on [-2, 2] has std 0.8796; rescale to 1/sqrt(fan_in)
+    table = table / (0.8796 * jnp.sqrt(num_inputs))
+    layers = []
+    for k, (fan_in, fan_out) in zip(keys[1:], zip(widths[:-1], widths[1:], strict=True),
+                                    strict=True):
+        w = jax.random.truncated_normal(k, -2.0, 2.0, (fan_in, fan_out)) / (
+            0.8796 * jnp.sqrt(fan_in))
+        layers.append({"w": w, "b": jnp.zeros(fan_out)})
+    return {"table": table, "bias": jnp.zeros(widths[0]), "layers": layers}
+
+
+def mlp_from_rows(params: dict, rows: jax.Array) -> jax.Array:
+    """Q-values ``[..., A]`` from already looked-up table rows ``[..., H0]``."""
+    x = jax.nn.relu(rows + params["bias"])
+    layers = params["layers"]
+    for layer in layers[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def mlp_apply(params: dict, index: jax.Array) -> jax.Array:
+    """Q-values ``[..., A]`` of the discrete inputs ``index [...]``."""
+    return mlp_from_rows(params, jnp.take(params["table"], index, axis=0))
+
+
+def split_table(params: dict) -> tuple[jax.Array, dict]:
+    """``(table, rest)``: the input table and every other parameter."""
+    rest = {k: v for k, v in params.items() if k != "table"}
+    return params["table"], rest
+
+
+def unique_rows(index: jax.Array, num_inputs: int) -> tuple[jax.Array, jax.Array]:
+    """Fixed-size unique: ``(rows [B], inverse [B])``; unused slots hold ``num_inputs``
+    (out of range: dropped by scatters with ``mode="drop"``)."""
+    rows, inverse = jnp.unique(index, size=index.shape[0], fill_value=num_inputs,
+                               return_inverse=True)
+    return rows, inverse.reshape(index.shape)
+
+
+def sparse_adam_rows(
+    table: jax.Array, mu: jax.Array, nu: jax.Array, rows: jax.Array, grad_rows: jax.Array,
+    count: jax.Array, lr: jax.Array, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+):
+    """Adam on the given rows only (lazy Adam): moments and parameters of other rows stay.
+
+    Args:
+        table, mu, nu: ``[I, H]`` parameters and Adam moments.
+        rows: ``[B]`` distinct row indices (out-of-range entries are ignored).
+        grad_rows: ``[B, H]`` gradient of each listed row.
+        count: Adam step number (1-based) for bias correction.
+        lr: learning rate.
+
+    Returns:
+        ``(table, mu, nu)`` updated.
+    """
+    safe = jnp.minimum(rows, table.shape[0] - 1)
+    m = b1 * mu[safe] + (1 - b1) * grad_rows
+    v = b2 * nu[safe] + (1 - b2) * grad_rows**2
+    m_hat = m / (1 - b1**count)
+    v_hat = v / (1 - b2**count)
+    new = table[safe] - lr * m_hat / (jnp.sqrt(v_hat) + eps)
+    return (table.at[rows].set(new, mode="drop"), mu.at[rows].set(m, mode="drop"),
+            nu.at[rows].set(v, mode="drop"))
