@@ -105,7 +105,42 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_generate_options(tree)
     tree.set_defaults(handler=_cmd_tree)
+
+    train = sub.add_parser("train", help="train learners (experiments with presets)")
+    train_sub = train.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    _add_train_parser(train_sub)
+
+    plot = sub.add_parser("plot", help="draw the figures of a finished experiment directory")
+    plot.add_argument("run_dir", type=Path, help="experiment directory (holds results.json)")
+    plot.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/<figure>.png)")
+    plot.set_defaults(handler=_cmd_plot)
     return parser
+
+
+def _add_train_parser(train_sub) -> None:
+    from contractrl.experiments.config import TREE_PRESETS, TreeExperimentConfig, add_config_flags
+
+    tree = train_sub.add_parser(
+        "tree",
+        help="Algorithm 2 on random Tree MDPs (paper Figure 3)",
+        description="Train Algorithm 2 on random binary Tree MDPs. Every config field is a "
+        "flag; a preset fills the defaults.",
+    )
+    tree.add_argument(
+        "--preset",
+        choices=sorted(TREE_PRESETS),
+        default="paper",
+        help="starting config (default: paper)",
+    )
+    tree.add_argument("--out", type=Path, required=True, help="experiment directory")
+    tree.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted experiment from its checkpoints",
+    )
+    tree.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(tree, TreeExperimentConfig)
+    tree.set_defaults(handler=_cmd_train_tree)
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +216,43 @@ def _cmd_tree(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _emit(game, args)
+
+
+def _cmd_train_tree(args: argparse.Namespace) -> None:
+    from contractrl.experiments.config import TREE_PRESETS, apply_overrides
+    from contractrl.experiments.tree import ExperimentExistsError, run_tree
+
+    config = apply_overrides(TREE_PRESETS[args.preset], args)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    command = "contractrl " + " ".join(sys.argv[1:])
+    try:
+        results = run_tree(
+            config, args.out, resume=args.resume, progress=not args.no_progress, command=command
+        )
+    except ExperimentExistsError as exc:
+        raise UsageError(str(exc)) from None
+    mean = results["mean"]
+    print(
+        f"principal utility ratio {mean['principal_utility_ratio']:.4f} "
+        f"± {mean['principal_utility_ratio_se']:.4f}, accuracy {mean['accuracy']:.4f}, "
+        f"agent utility {mean['agent_utility']:.4f} (SPE {mean['spe_agent_value']:.4f}), "
+        f"{mean['runs']} runs in {mean['wall_seconds']:.1f} s -> {args.out}/results.json"
+    )
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    from contractrl.experiments.store import read_json
+
+    results_path = args.run_dir / "results.json"
+    if not results_path.exists():
+        raise UsageError(f"{results_path} not found: is {args.run_dir} a finished experiment?")
+    from contractrl.plotting.figures import plot_experiment
+
+    for path in plot_experiment(args.run_dir, read_json(results_path), args.out):
+        print(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

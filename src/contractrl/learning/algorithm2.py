@@ -131,18 +131,26 @@ class DQNConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        positive = ("iterations", "num_envs", "batch_size", "target_period", "replay_capacity",
-                    "phase_length")
+        positive = (
+            "iterations",
+            "num_envs",
+            "batch_size",
+            "target_period",
+            "replay_capacity",
+            "phase_length",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
         checks = [
-            ("lr_start", self.lr_start > 0), ("lr_end", self.lr_end > 0),
+            ("lr_start", self.lr_start > 0),
+            ("lr_end", self.lr_end > 0),
             ("epsilon_start", 0 <= self.epsilon_start <= 1),
             ("epsilon_end", 0 <= self.epsilon_end <= 1),
             ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
-            ("loss", self.loss in LOSSES), ("schedule", self.schedule in SCHEDULES),
+            ("loss", self.loss in LOSSES),
+            ("schedule", self.schedule in SCHEDULES),
             ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
             ("priority_alpha", self.priority_alpha >= 0),
             ("priority_beta", self.priority_beta >= 0),
@@ -223,7 +231,8 @@ class TargetTables:
 @struct.dataclass
 class NetOptState:
     """Adam state of one network: optax state of the dense layers, moments of the input
-    table, and the step count."""
+    table, and the step count.
+    """
 
     dense: Any
     table_mu: jax.Array
@@ -273,8 +282,11 @@ class Learner:
         config.validate()
         self.spec = spec
         self.config = config
-        self.epsilon = linear_epsilon(config.epsilon_start, config.epsilon_end,
-                                      int(config.epsilon_fraction * config.iterations))
+        self.epsilon = linear_epsilon(
+            config.epsilon_start,
+            config.epsilon_end,
+            int(config.epsilon_fraction * config.iterations),
+        )
         self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
         self.dense_adam = optax.scale_by_adam()
         self.train_chunk = jax.jit(self._train_chunk, static_argnums=(2, 4))
@@ -318,9 +330,12 @@ class Learner:
             "principal": init_mlp(k_principal, spec.num_inputs, spec.num_actions, cfg.hidden),
         }
         nudge = jnp.asarray(cfg.nudge, jnp.float32)
-        example = Transition(*(jnp.zeros((), jnp.int32) for _ in range(5)),
-                             jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
-                             jnp.zeros((), jnp.float32))
+        example = Transition(
+            *(jnp.zeros((), jnp.int32) for _ in range(5)),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
+        )
         return LearnerState(
             params=params,
             opt_state={name: self._init_opt(params[name]) for name in NETS},
@@ -359,45 +374,62 @@ class Learner:
         t_next = jnp.minimum(t + 1, (self.spec.horizon or 1) - 1)
         next_index = self._index(step.next_state, t_next)
         transitions = Transition(
-            index=index, state=s, action=action, outcome=step.outcome, next_index=next_index,
-            agent_reward=step.agent_reward, principal_reward=step.principal_reward,
+            index=index,
+            state=s,
+            action=action,
+            outcome=step.outcome,
+            next_index=next_index,
+            agent_reward=step.agent_reward,
+            principal_reward=step.principal_reward,
             end=step.done.astype(jnp.float32),
         )
-        metrics = (jnp.mean(step.payment), jnp.mean((action == rec).astype(jnp.float32)),
-                   jnp.mean(step.done.astype(jnp.float32)))
+        metrics = (
+            jnp.mean(step.payment),
+            jnp.mean((action == rec).astype(jnp.float32)),
+            jnp.mean(step.done.astype(jnp.float32)),
+        )
         return state.replace(env_state=env_state), transitions, metrics
 
     # ------------------------------------------------------------------ learning
-    def _losses(self, rest, rows, inverse, env, state: LearnerState, batch: Transition, weights,
-                a_next):
+    def _losses(
+        self, rest, rows, inverse, env, state: LearnerState, batch: Transition, weights, a_next
+    ):
         """Both TD losses from the dense parameters ``rest`` and the input-table rows of the
-        batch's distinct inputs (``inverse [B]`` maps each sample to its row)."""
+        batch's distinct inputs (``inverse [B]`` maps each sample to its row).
+        """
         gamma = env.discount
         q_bar = mlp_from_rows(rest["agent"], rows["agent"])[inverse]  # [B, A]
         q_p = mlp_from_rows(rest["principal"], rows["principal"])[inverse]
         idx = jnp.arange(batch.index.shape[0])
         not_end = 1.0 - batch.end
         tables = state.tables
-        y_agent = batch.agent_reward + gamma * not_end * tables.agent_value[batch.next_index,
-                                                                            a_next]
-        contracts, _, ok = min_pay_all_targets(jax.lax.stop_gradient(q_bar),
-                                               env.outcome_probs[batch.state], state.nudge)
+        y_agent = (
+            batch.agent_reward + gamma * not_end * tables.agent_value[batch.next_index, a_next]
+        )
+        contracts, _, ok = min_pay_all_targets(
+            jax.lax.stop_gradient(q_bar), env.outcome_probs[batch.state], state.nudge
+        )
         paid = contracts[idx, batch.action, batch.outcome]
         valid = ok[idx, batch.action].astype(jnp.float32)
-        y_principal = (batch.principal_reward - jnp.where(valid > 0, paid, 0.0)
-                       + gamma * not_end * tables.principal_q[batch.next_index, a_next])
+        y_principal = (
+            batch.principal_reward
+            - jnp.where(valid > 0, paid, 0.0)
+            + gamma * not_end * tables.principal_q[batch.next_index, a_next]
+        )
         delta_agent = q_bar[idx, batch.action] - jax.lax.stop_gradient(y_agent)
         delta_principal = q_p[idx, batch.action] - jax.lax.stop_gradient(y_principal)
         per = optax.huber_loss if self.config.loss == "huber" else (lambda d: 0.5 * d**2)
         agent_loss = jnp.mean(weights * per(delta_agent))
         principal_loss = jnp.sum(weights * valid * per(delta_principal)) / jnp.maximum(
-            jnp.sum(valid), 1.0)
+            jnp.sum(valid), 1.0
+        )
         aux = (agent_loss, principal_loss, delta_agent, delta_principal * valid, q_bar)
         return agent_loss + principal_loss, aux
 
     def _expected_bellman_error(self, env, state: LearnerState, batch: Transition, q_bar):
         """``|Q̄_φ(s,a) - E[r + γ V'(s')]|`` over the batch, expectation over outcomes and
-        successors under the known model (Proposition 4.1's per-step error)."""
+        successors under the known model (Proposition 4.1's per-step error).
+        """
         spec = self.spec
         s, a = batch.state, batch.action
         probs = env.outcome_probs[s, a]  # [B, O]
@@ -423,12 +455,16 @@ class Learner:
         """
         cfg, num_inputs = self.config, self.spec.num_inputs
         if not cfg.sparse_input_adam:
-            row_grads = {n: jnp.zeros((num_inputs, g.shape[-1])).at[rows].add(g, mode="drop")
-                         for n, g in row_grads.items()}
+            row_grads = {
+                n: jnp.zeros((num_inputs, g.shape[-1])).at[rows].add(g, mode="drop")
+                for n, g in row_grads.items()
+            }
             rows = jnp.arange(num_inputs)
         if cfg.max_grad_norm:
-            sq = sum(jnp.where(mask[n], optax.global_norm((grad_rest[n], row_grads[n])) ** 2, 0.0)
-                     for n in NETS)
+            sq = sum(
+                jnp.where(mask[n], optax.global_norm((grad_rest[n], row_grads[n])) ** 2, 0.0)
+                for n in NETS
+            )
             factor = jnp.minimum(1.0, cfg.max_grad_norm / (jnp.sqrt(sq) + 1e-12))
         else:
             factor = 1.0
@@ -440,14 +476,17 @@ class Learner:
             rest = {k: v for k, v in params[n].items() if k != "table"}
             rest = optax.apply_updates(rest, jax.tree_util.tree_map(lambda u: -lr * u, updates))
             count = st.count + 1
-            table, mu, nu = sparse_adam_rows(params[n]["table"], st.table_mu, st.table_nu, rows,
-                                             row_grads[n] * factor, count, lr)
+            table, mu, nu = sparse_adam_rows(
+                params[n]["table"], st.table_mu, st.table_nu, rows, row_grads[n] * factor, count, lr
+            )
             candidate_params = {**rest, "table": table}
             candidate_opt = NetOptState(dense, mu, nu, count)
-            new_params[n] = jax.tree_util.tree_map(lambda a, b, m=mask[n]: jnp.where(m, a, b),
-                                                   candidate_params, params[n])
-            new_opt[n] = jax.tree_util.tree_map(lambda a, b, m=mask[n]: jnp.where(m, a, b),
-                                                candidate_opt, st)
+            new_params[n] = jax.tree_util.tree_map(
+                lambda a, b, m=mask[n]: jnp.where(m, a, b), candidate_params, params[n]
+            )
+            new_opt[n] = jax.tree_util.tree_map(
+                lambda a, b, m=mask[n]: jnp.where(m, a, b), candidate_opt, st
+            )
         return new_params, new_opt
 
     def _sizes(self, batched: bool) -> list[int]:
@@ -468,10 +507,12 @@ class Learner:
                 rest = {n: {k: v for k, v in params[n].items() if k != "table"} for n in NETS}
                 gathered = {n: params[n]["table"][u] for n in NETS}
                 (g_rest, g_rows), aux = jax.grad(self._losses, argnums=(0, 1), has_aux=True)(
-                    rest, gathered, inverse, env, state, batch, weights, a_next)
+                    rest, gathered, inverse, env, state, batch, weights, a_next
+                )
                 pad = batch.index.shape[0] - size
                 g_rows = {n: jnp.pad(g, ((0, pad), (0, 0))) for n, g in g_rows.items()}
                 return g_rest, g_rows, aux
+
             return run
 
         which = jnp.searchsorted(jnp.asarray(sizes), count)
@@ -486,8 +527,9 @@ class Learner:
         sizes = self._sizes(batched)
 
         def branch(size):
-            return lambda _: mlp_apply(net_params, jnp.minimum(rows[:size],
-                                                               num_inputs - 1))[inverse]
+            return lambda _: mlp_apply(net_params, jnp.minimum(rows[:size], num_inputs - 1))[
+                inverse
+            ]
 
         which = jnp.searchsorted(jnp.asarray(sizes), count)
         return jax.lax.switch(which, [branch(u) for u in sizes], None)
@@ -496,29 +538,35 @@ class Learner:
         cfg = self.config
         if cfg.prioritized:
             batch, idx, weights = replay.sample_prioritized(
-                state.buffer, key, cfg.batch_size, cfg.priority_alpha, cfg.priority_beta)
+                state.buffer, key, cfg.batch_size, cfg.priority_alpha, cfg.priority_beta
+            )
         else:
             batch, idx, weights = replay.sample_uniform(state.buffer, key, cfg.batch_size)
         q_next = self._forward_dedup(state.params["principal"], batch.next_index, batched)
-        a_next = jnp.argmax(jnp.where(state.tables.implementable[batch.next_index], q_next,
-                                      -jnp.inf), axis=1)
-        rows, grad_rest, grad_rows, aux = self._gradients(state.params, env, state, batch,
-                                                          weights, a_next, batched)
+        a_next = jnp.argmax(
+            jnp.where(state.tables.implementable[batch.next_index], q_next, -jnp.inf), axis=1
+        )
+        rows, grad_rest, grad_rows, aux = self._gradients(
+            state.params, env, state, batch, weights, a_next, batched
+        )
         agent_loss, principal_loss, d_agent, d_principal, q_bar = aux
-        params, opt_state = self._apply_gradients(state.params, state.opt_state, grad_rest,
-                                                  grad_rows, rows, mask, lr)
+        params, opt_state = self._apply_gradients(
+            state.params, state.opt_state, grad_rest, grad_rows, rows, mask, lr
+        )
         buffer = state.buffer
         if cfg.prioritized:
-            buffer = replay.update_priorities(buffer, idx, jnp.abs(d_agent) + jnp.abs(d_principal),
-                                              cfg.priority_eps)
+            buffer = replay.update_priorities(
+                buffer, idx, jnp.abs(d_agent) + jnp.abs(d_principal), cfg.priority_eps
+            )
         nudge, estimate = state.nudge, state.error_estimate
         if cfg.auto_nudge:
             errors = self._expected_bellman_error(env, state, batch, q_bar)
             quantile = jnp.quantile(errors, cfg.auto_nudge_quantile)
             estimate = cfg.auto_nudge_decay * estimate + (1 - cfg.auto_nudge_decay) * quantile
             nudge = cfg.auto_nudge_scale * estimate
-        state = state.replace(params=params, opt_state=opt_state, buffer=buffer, nudge=nudge,
-                              error_estimate=estimate)
+        state = state.replace(
+            params=params, opt_state=opt_state, buffer=buffer, nudge=nudge, error_estimate=estimate
+        )
         return state, (agent_loss, principal_loss)
 
     # ------------------------------------------------------------------ one iteration
@@ -535,12 +583,12 @@ class Learner:
             return st, (jnp.zeros(()), jnp.zeros(()))
 
         state, (agent_loss, principal_loss) = jax.lax.cond(learn, learn_fn, skip_fn, state)
-        metrics = IterationMetrics(agent_loss, principal_loss, state.nudge, state.error_estimate,
-                                   payment, follow, ends)
+        metrics = IterationMetrics(
+            agent_loss, principal_loss, state.nudge, state.error_estimate, payment, follow, ends
+        )
         return state, metrics
 
-    def _train_chunk(self, envs, states: LearnerState, num_iterations: int, start,
-                     batched: bool):
+    def _train_chunk(self, envs, states: LearnerState, num_iterations: int, start, batched: bool):
         """Run ``num_iterations`` iterations from iteration ``start``.
 
         ``batched``: ``envs``/``states`` carry a leading run axis trained together with
@@ -559,12 +607,18 @@ class Learner:
                 mask = {"agent": agent_phase, "principal": ~agent_phase}
             else:
                 mask = {"agent": jnp.array(True), "principal": jnp.array(True)}
-            states, metrics = iterate(envs, states, self.epsilon(i), self.lr(i),
-                                      i >= cfg.learning_starts, mask)
+            states, metrics = iterate(
+                envs, states, self.epsilon(i), self.lr(i), i >= cfg.learning_starts, mask
+            )
             # the predicate is shared by all runs, so this stays a real branch under vmap
             due = (i + 1) % cfg.target_period == 0
-            tables = jax.lax.cond(due, lambda p, n: refresh(envs, p, n),
-                                  lambda p, n: states.tables, states.params, states.nudge)
+            tables = jax.lax.cond(
+                due,
+                lambda p, n: refresh(envs, p, n),
+                lambda p, n: states.tables,
+                states.params,
+                states.nudge,
+            )
             return states.replace(tables=tables), metrics
 
         return jax.lax.scan(body, states, start + jnp.arange(num_iterations))
@@ -575,8 +629,9 @@ def learner_spec(game) -> LearnerSpec:
     from contractrl.sweep import make_schedule
 
     needs_time = game.horizon is not None and make_schedule(game).kind == "time"
-    return LearnerSpec(game.num_states, game.num_actions, game.num_outcomes, game.horizon,
-                       needs_time)
+    return LearnerSpec(
+        game.num_states, game.num_actions, game.num_outcomes, game.horizon, needs_time
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

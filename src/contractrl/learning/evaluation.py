@@ -37,7 +37,10 @@ class OracleEvaluation:
 
 
 def learned_policy(
-    game: PrincipalAgentMDP, agent_q: np.ndarray, principal_q: np.ndarray, nudge: float,
+    game: PrincipalAgentMDP,
+    agent_q: np.ndarray,
+    principal_q: np.ndarray,
+    nudge: float,
     time_input: bool,
 ) -> PrincipalPolicy:
     """The principal policy defined by the two networks' tables.
@@ -77,6 +80,7 @@ def evaluate_with_oracle(
         principal_utility=float(values.principal[0, s0]),
         agent_utility=float(values.agent[0, s0]),
         accuracy=float(np.mean(rec == spe_action)),
-        follow_rate=float(np.mean(response.action == np.broadcast_to(
-            policy.action, response.action.shape))),
+        follow_rate=float(
+            np.mean(response.action == np.broadcast_to(policy.action, response.action.shape))
+        ),
     )

@@ -27,10 +27,12 @@ def init_mlp(key: jax.Array, num_inputs: int, num_actions: int, hidden: Sequence
     # truncated normal on [-2, 2] has std 0.8796; rescale to 1/sqrt(fan_in)
     table = table / (0.8796 * jnp.sqrt(num_inputs))
     layers = []
-    for k, (fan_in, fan_out) in zip(keys[1:], zip(widths[:-1], widths[1:], strict=True),
-                                    strict=True):
+    for k, (fan_in, fan_out) in zip(
+        keys[1:], zip(widths[:-1], widths[1:], strict=True), strict=True
+    ):
         w = jax.random.truncated_normal(k, -2.0, 2.0, (fan_in, fan_out)) / (
-            0.8796 * jnp.sqrt(fan_in))
+            0.8796 * jnp.sqrt(fan_in)
+        )
         layers.append({"w": w, "b": jnp.zeros(fan_out)})
     return {"table": table, "bias": jnp.zeros(widths[0]), "layers": layers}
 
@@ -57,15 +59,25 @@ def split_table(params: dict) -> tuple[jax.Array, dict]:
 
 def unique_rows(index: jax.Array, num_inputs: int) -> tuple[jax.Array, jax.Array]:
     """Fixed-size unique: ``(rows [B], inverse [B])``; unused slots hold ``num_inputs``
-    (out of range: dropped by scatters with ``mode="drop"``)."""
-    rows, inverse = jnp.unique(index, size=index.shape[0], fill_value=num_inputs,
-                               return_inverse=True)
+    (out of range: dropped by scatters with ``mode="drop"``).
+    """
+    rows, inverse = jnp.unique(
+        index, size=index.shape[0], fill_value=num_inputs, return_inverse=True
+    )
     return rows, inverse.reshape(index.shape)
 
 
 def sparse_adam_rows(
-    table: jax.Array, mu: jax.Array, nu: jax.Array, rows: jax.Array, grad_rows: jax.Array,
-    count: jax.Array, lr: jax.Array, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+    table: jax.Array,
+    mu: jax.Array,
+    nu: jax.Array,
+    rows: jax.Array,
+    grad_rows: jax.Array,
+    count: jax.Array,
+    lr: jax.Array,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
 ):
     """Adam on the given rows only (lazy Adam): moments and parameters of other rows stay.
 
@@ -85,5 +97,8 @@ def sparse_adam_rows(
     m_hat = m / (1 - b1**count)
     v_hat = v / (1 - b2**count)
     new = table[safe] - lr * m_hat / (jnp.sqrt(v_hat) + eps)
-    return (table.at[rows].set(new, mode="drop"), mu.at[rows].set(m, mode="drop"),
-            nu.at[rows].set(v, mode="drop"))
+    return (
+        table.at[rows].set(new, mode="drop"),
+        mu.at[rows].set(m, mode="drop"),
+        nu.at[rows].set(v, mode="drop"),
+    )

@@ -1,0 +1,166 @@
+"""Run independent training runs in parallel, with a progress bar and ETA.
+
+Backends:
+
+* ``local``: a pool of worker processes, one per core, each pinned to its core with
+  single-threaded XLA (on CPU, one run per core beats sharing cores between runs).
+* ``ray``: one Ray task per run (a local Ray, or a cluster via ``ray_address``).
+* ``inline``: this process, one run after another (tests, debugging, accelerators).
+
+Tasks are ``fn(**kwargs)`` with ``fn`` importable at module level; each writes
+``<run_dir>/progress.json`` (``{"iteration": i, "total": n}``) as it goes, which the driver polls
+to draw a single progress bar over all runs, so the same mechanism serves every backend.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contractrl.experiments.store import read_json
+
+#: XLA flags of a worker process: one thread (the worker owns one core).
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run: call ``fn(**kwargs)``; progress in ``run_dir/progress.json``."""
+
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any]
+    run_dir: Path
+    total: int
+
+
+def available_cores() -> list[int]:
+    """Cores this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _init_worker(core_queue) -> None:
+    """Pin the worker to one core and make XLA single-threaded (before JAX is imported)."""
+    core = core_queue.get()
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} {SINGLE_THREAD_XLA}".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _progress(tasks: list[Task]) -> int:
+    done = 0
+    for task in tasks:
+        try:
+            done += int(read_json(task.run_dir / "progress.json")["iteration"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return done
+
+
+def _bar(total: int, enabled: bool, description: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="it", smoothing=0.05, dynamic_ncols=True)
+
+
+def run_tasks(
+    tasks: list[Task],
+    backend: str = "local",
+    workers: int = 0,
+    ray_address: str | None = None,
+    progress: bool = True,
+    description: str = "training",
+) -> list[Any]:
+    """Run every task; return their results in order.
+
+    Args:
+        tasks: the runs.
+        backend: ``local``, ``ray`` or ``inline``.
+        workers: ``local`` worker processes (0: one per available core).
+        ray_address: ``ray`` cluster address (``None``: local Ray).
+        progress: draw a progress bar (stderr) with an ETA.
+        description: the bar's label.
+    """
+    total = sum(t.total for t in tasks)
+    bar = _bar(total, progress, description)
+    try:
+        if backend == "inline":
+            results = []
+            for task in tasks:
+                results.append(task.fn(**task.kwargs))
+                _refresh(bar, tasks)
+            return results
+        if backend == "ray":
+            return _run_ray(tasks, ray_address, bar)
+        return _run_local(tasks, workers, bar)
+    finally:
+        if bar is not None:
+            _refresh(bar, tasks)
+            bar.close()
+
+
+def _refresh(bar, tasks: list[Task]) -> None:
+    if bar is not None:
+        bar.n = _progress(tasks)
+        bar.refresh()
+
+
+def _run_local(tasks: list[Task], workers: int, bar) -> list[Any]:
+    cores = available_cores()
+    count = max(1, min(len(tasks), workers or len(cores)))
+    ctx = multiprocessing.get_context("spawn")
+    core_queue = ctx.Queue()
+    for i in range(count):
+        core_queue.put(cores[i % len(cores)] if count <= len(cores) else None)
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=count, mp_context=ctx, initializer=_init_worker, initargs=(core_queue,)
+    ) as pool:
+        futures = [pool.submit(t.fn, **t.kwargs) for t in tasks]
+        while True:
+            done, pending = concurrent.futures.wait(futures, timeout=1.0)
+            _refresh(bar, tasks)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                for f in pending:
+                    f.cancel()
+                raise failed[0].exception()
+            if not pending:
+                break
+        return [f.result() for f in futures]
+
+
+def _run_ray(tasks: list[Task], address: str | None, bar) -> list[Any]:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("backend 'ray' needs Ray: pip install 'contractrl[ray]'") from exc
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA, "JAX_PLATFORMS": "cpu"}},
+        )
+        started = True
+    try:
+        refs = [ray.remote(num_cpus=1)(t.fn).remote(**t.kwargs) for t in tasks]
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            _refresh(bar, tasks)
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,106 @@
+"""Run directories: atomic JSON, metrics CSV, checkpoints and progress files.
+
+Layout of an experiment directory::
+
+    config.json            resolved config, version, git SHA, command
+    instances/             each training game in the instance format
+    runs/<run>/metrics.csv one row per evaluation
+    runs/<run>/checkpoint.msgpack   the learner state (atomic), with its iteration
+    runs/<run>/progress.json        iterations done (polled for the progress bar)
+    runs/<run>/final.json           written when the run completes
+    results.json           aggregated results
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class MetricsLog:
+    """Append-only CSV of evaluation rows; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path = Path(path)
+        self.columns = columns
+
+    def truncate_after(self, iteration: int) -> None:
+        """Keep only rows with ``iteration <= iteration`` (rows a crash left past the
+        checkpoint would otherwise be duplicated).
+        """
+        rows = [r for r in self.read() if int(float(r["iteration"])) <= iteration]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append one row (writing the header first if the file is new)."""
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: row.get(k, "") for k in self.columns})
+            fh.flush()
+
+    def read(self) -> list[dict[str, str]]:
+        """All rows (empty if the file does not exist)."""
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+
+def git_sha() -> str | None:
+    """The source tree's git commit, if available."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None

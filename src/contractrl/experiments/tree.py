@@ -1,0 +1,310 @@
+"""The Tree MDP experiment (SPEC §6, paper Figure 3): Algorithm 2 on random binary trees.
+
+:func:`run_tree` prepares an experiment directory (resolved config, each instance in the
+instance format, its exact SPE), trains ``instances x seeds`` runs through
+:mod:`contractrl.experiments.executor`, and aggregates ``results.json``. Each run is resumable
+from its last checkpoint and deterministic given its seed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contractrl import __version__
+from contractrl.experiments.config import TreeExperimentConfig, from_dict, to_dict
+from contractrl.experiments.executor import Task, run_tasks
+from contractrl.experiments.store import MetricsLog, git_sha, read_json, write_bytes, write_json
+
+METRIC_COLUMNS = [
+    "iteration",
+    "principal_utility",
+    "agent_utility",
+    "accuracy",
+    "principal_utility_ratio",
+    "follow_rate",
+    "nudge",
+    "epsilon",
+    "learning_rate",
+    "agent_loss",
+    "principal_loss",
+    "payment",
+    "train_seconds",
+]
+SUMMARY_KEYS = (
+    "principal_utility_ratio",
+    "accuracy",
+    "agent_utility",
+    "principal_utility",
+    "follow_rate",
+    "nudge",
+)
+
+
+class ExperimentExistsError(Exception):
+    """The output directory holds another experiment (use ``--resume`` or a new ``--out``)."""
+
+
+def run_name(instance: int, seed: int) -> str:
+    """Directory name of a run."""
+    return f"instance{instance}-seed{seed}"
+
+
+def prepare(config: TreeExperimentConfig, out: Path, resume: bool, command: str = "") -> dict:
+    """Create (or, with ``resume``, reopen) the experiment directory; returns its manifest.
+
+    Raises:
+        ExperimentExistsError: ``out`` holds results and ``resume`` is false, or ``resume`` is
+            asked for a directory whose config differs.
+    """
+    from contractrl.games import tree_mdp
+    from contractrl.instance import save_instance
+    from contractrl.solver import solve_spe
+
+    out = Path(out)
+    manifest_path = out / "config.json"
+    if manifest_path.exists():
+        if not resume:
+            raise ExperimentExistsError(
+                f"{out} already holds an experiment: pass --resume to "
+                "continue it, or choose another --out"
+            )
+        saved = from_dict(TreeExperimentConfig, read_json(manifest_path)["config"])
+        if saved != config:
+            raise ExperimentExistsError(
+                f"--resume: the config differs from the one saved in "
+                f"{manifest_path}; rerun without overrides to resume"
+            )
+        return read_json(manifest_path)
+    instances = []
+    for i in range(config.instances):
+        seed = config.instance_seed + i
+        game = tree_mdp(config.depth, seed)
+        path = out / "instances" / f"instance{i}.json"
+        save_instance(game, path)
+        spe = solve_spe(game)
+        instances.append(
+            {
+                "index": i,
+                "seed": seed,
+                "path": str(path.relative_to(out)),
+                "spe_principal_value": spe.initial_principal_value,
+                "spe_agent_value": spe.initial_agent_value,
+                "spe_high_effort_share": float(np.mean(spe.action == 1)),
+            }
+        )
+    manifest = {
+        "experiment": "tree",
+        "config": to_dict(config),
+        "instances": instances,
+        "version": __version__,
+        "git_sha": git_sha(),
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- one run
+_LEARNERS: dict[Any, Any] = {}
+
+
+def _learner(game, dqn):
+    """One compiled learner per (shapes, config) and process: runs reuse its jitted code."""
+    from contractrl.learning.algorithm2 import Learner, learner_spec
+
+    spec = learner_spec(game)
+    key = (spec, dqn)
+    if key not in _LEARNERS:
+        _LEARNERS[key] = Learner(spec, dqn)
+    return _LEARNERS[key]
+
+
+def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
+    """Train (or resume) one run of the experiment in ``exp_dir``; returns its final summary.
+
+    Writes ``runs/<run>/metrics.csv`` (one row per evaluation), checkpoints, progress and
+    ``final.json``. Determinism: the run depends only on the config, the instance and ``seed``.
+    """
+    import jax
+    from flax import serialization
+
+    from contractrl.envs.tabular import tabular_params
+    from contractrl.instance import load_instance
+    from contractrl.learning.algorithm2 import init_state
+    from contractrl.solver import solve_spe
+
+    exp = Path(exp_dir)
+    manifest = read_json(exp / "config.json")
+    config = from_dict(TreeExperimentConfig, manifest["config"])
+    dqn = config.dqn
+    run_dir = exp / "runs" / run_name(instance, seed)
+    final_path = run_dir / "final.json"
+    if final_path.exists():
+        return read_json(final_path)
+    game = load_instance(exp / manifest["instances"][instance]["path"])
+    spe = solve_spe(game)
+    learner = _learner(game, dqn)
+    env = tabular_params(game)
+    state = init_state(learner, env, jax.random.PRNGKey(seed))
+    log = MetricsLog(run_dir / "metrics.csv", METRIC_COLUMNS)
+    iteration, train_seconds = 0, 0.0
+    ckpt_path = run_dir / "checkpoint.msgpack"
+    if ckpt_path.exists():
+        saved = serialization.msgpack_restore(ckpt_path.read_bytes())
+        state = serialization.from_state_dict(state, saved["state"])
+        iteration, train_seconds = int(saved["iteration"]), float(saved["train_seconds"])
+        log.truncate_after(iteration)
+    elif log.path.exists():
+        log.path.unlink()
+    last_ckpt = time.monotonic()
+    write_json(run_dir / "progress.json", {"iteration": iteration, "total": dqn.iterations})
+    while iteration < dqn.iterations:
+        steps = min(config.eval_every, dqn.iterations - iteration)
+        start = time.perf_counter()
+        state, metrics = learner.train_chunk(env, state, steps, iteration, False)
+        jax.block_until_ready(state)
+        train_seconds += time.perf_counter() - start
+        iteration += steps
+        row = _evaluate(learner, game, spe, state, metrics, iteration)
+        row["train_seconds"] = train_seconds
+        log.append(row)
+        done = iteration >= dqn.iterations
+        if done or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
+            payload = {
+                "iteration": iteration,
+                "train_seconds": train_seconds,
+                "state": serialization.to_state_dict(state),
+            }
+            write_bytes(ckpt_path, serialization.msgpack_serialize(payload))
+            last_ckpt = time.monotonic()
+        write_json(run_dir / "progress.json", {"iteration": iteration, "total": dqn.iterations})
+    summary = {k: row[k] for k in SUMMARY_KEYS}
+    summary.update(
+        instance=instance,
+        seed=seed,
+        iterations=iteration,
+        train_seconds=train_seconds,
+        iterations_per_second=iteration / max(train_seconds, 1e-9),
+    )
+    write_json(final_path, summary)
+    return summary
+
+
+def _evaluate(learner, game, spe, state, metrics, iteration: int) -> dict[str, float]:
+    """Couple the learned principal with the oracle agent; one metrics row."""
+    from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
+
+    agent_q, principal_q = learner.q_tables(state.params)
+    nudge = float(state.nudge)
+    policy = learned_policy(
+        game, np.asarray(agent_q), np.asarray(principal_q), nudge, learner.spec.time_input
+    )
+    ev = evaluate_with_oracle(game, policy, spe)
+    return {
+        "iteration": iteration,
+        "principal_utility": ev.principal_utility,
+        "agent_utility": ev.agent_utility,
+        "accuracy": ev.accuracy,
+        "principal_utility_ratio": ev.principal_utility / spe.initial_principal_value,
+        "follow_rate": ev.follow_rate,
+        "nudge": nudge,
+        "epsilon": float(learner.epsilon(iteration)),
+        "learning_rate": float(learner.lr(iteration)),
+        "agent_loss": float(np.mean(metrics.agent_loss)),
+        "principal_loss": float(np.mean(metrics.principal_loss)),
+        "payment": float(np.mean(metrics.payment)),
+    }
+
+
+# ----------------------------------------------------------------------------- experiment
+def run_tree(
+    config: TreeExperimentConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run the whole experiment; returns (and writes) ``results.json``."""
+    config.validate()
+    out = Path(out)
+    start = time.perf_counter()
+    manifest = prepare(config, out, resume, command)
+    tasks = [
+        Task(
+            train_tree_run,
+            {"exp_dir": str(out), "instance": i, "seed": s},
+            out / "runs" / run_name(i, s),
+            config.dqn.iterations,
+        )
+        for i in range(config.instances)
+        for s in range(config.seeds)
+    ]
+    summaries = run_tasks(
+        tasks,
+        config.backend,
+        config.workers,
+        config.ray_address,
+        progress,
+        description=f"tree d{config.depth}",
+    )
+    timing_path = out / "timing.json"
+    previous = read_json(timing_path)["wall_seconds"] if timing_path.exists() else 0.0
+    wall = previous + time.perf_counter() - start
+    write_json(timing_path, {"wall_seconds": wall})
+    results = aggregate(manifest, summaries, wall)
+    write_json(out / "results.json", results)
+    return results
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
+    return float(arr.mean()), se
+
+
+def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dict[str, Any]:
+    """``results.json``: per instance (mean and standard error over seeds) and overall."""
+    per_instance = []
+    for inst in manifest["instances"]:
+        runs = [r for r in summaries if r["instance"] == inst["index"]]
+        entry = {
+            "index": inst["index"],
+            "seed": inst["seed"],
+            "spe_principal_value": inst["spe_principal_value"],
+            "spe_agent_value": inst["spe_agent_value"],
+            "runs": runs,
+            # per instance: the training time of its runs (they ran in parallel)
+            "wall_seconds": sum(r["train_seconds"] for r in runs),
+        }
+        for key in SUMMARY_KEYS:
+            entry[key], entry[f"{key}_se"] = _mean_se([r[key] for r in runs])
+        per_instance.append(entry)
+    overall: dict[str, Any] = {}
+    for key in SUMMARY_KEYS:
+        overall[key], overall[f"{key}_se"] = _mean_se([r[key] for r in summaries])
+    for key in ("spe_principal_value", "spe_agent_value"):
+        overall[key] = float(np.mean([i[key] for i in per_instance]))
+    train = sum(r["train_seconds"] for r in summaries)
+    iterations = sum(r["iterations"] for r in summaries)
+    overall.update(
+        wall_seconds=wall_seconds,
+        runs=len(summaries),
+        iterations_per_second_per_run=iterations / max(train, 1e-9),
+        iterations_per_second_total=iterations / max(wall_seconds, 1e-9),
+    )
+    return {
+        "experiment": "tree",
+        "config": manifest["config"],
+        "version": manifest["version"],
+        "git_sha": manifest["git_sha"],
+        "mean": overall,
+        "instances": per_instance,
+        "python": sys.version.split()[0],
+    }
