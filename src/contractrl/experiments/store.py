@@ -61,8 +61,9 @@ class MetricsLog:
         self.columns = columns
 
     def truncate_after(self, iteration: int) -> None:
-        """Keep only rows with ``iteration <= iteration`` (rows a crash left past the
-        checkpoint would otherwise be duplicated).
+        """Keep only rows up to ``iteration``.
+
+        Rows a crash left past the checkpoint would otherwise be duplicated on resume.
         """
         rows = [r for r in self.read() if int(float(r["iteration"])) <= iteration]
         tmp = self.path.with_name(f".{self.path.name}.tmp")

@@ -230,8 +230,9 @@ class TargetTables:
 
 @struct.dataclass
 class NetOptState:
-    """Adam state of one network: optax state of the dense layers, moments of the input
-    table, and the step count.
+    """Adam state of one network.
+
+    Holds the optax state of the dense layers, the moments of the input table and the count.
     """
 
     dense: Any
@@ -394,8 +395,10 @@ class Learner:
     def _losses(
         self, rest, rows, inverse, env, state: LearnerState, batch: Transition, weights, a_next
     ):
-        """Both TD losses from the dense parameters ``rest`` and the input-table rows of the
-        batch's distinct inputs (``inverse [B]`` maps each sample to its row).
+        """Both TD losses.
+
+        From the dense parameters ``rest`` and the input-table rows of the batch's distinct
+        inputs (``inverse [B]`` maps each sample to its row).
         """
         gamma = env.discount
         q_bar = mlp_from_rows(rest["agent"], rows["agent"])[inverse]  # [B, A]
@@ -427,8 +430,10 @@ class Learner:
         return agent_loss + principal_loss, aux
 
     def _expected_bellman_error(self, env, state: LearnerState, batch: Transition, q_bar):
-        """``|Q̄_φ(s,a) - E[r + γ V'(s')]|`` over the batch, expectation over outcomes and
-        successors under the known model (Proposition 4.1's per-step error).
+        """``|Q̄_φ(s,a) - E[r + γ V'(s')]|`` over the batch.
+
+        The expectation runs over outcomes and successors under the known model: the one-step
+        error behind Proposition 4.1.
         """
         spec = self.spec
         s, a = batch.state, batch.action

@@ -58,8 +58,9 @@ def split_table(params: dict) -> tuple[jax.Array, dict]:
 
 
 def unique_rows(index: jax.Array, num_inputs: int) -> tuple[jax.Array, jax.Array]:
-    """Fixed-size unique: ``(rows [B], inverse [B])``; unused slots hold ``num_inputs``
-    (out of range: dropped by scatters with ``mode="drop"``).
+    """Fixed-size unique: ``(rows [B], inverse [B])``.
+
+    Unused slots hold ``num_inputs`` (out of range: dropped by scatters with ``mode="drop"``).
     """
     rows, inverse = jnp.unique(
         index, size=index.shape[0], fill_value=num_inputs, return_inverse=True
@@ -82,11 +83,16 @@ def sparse_adam_rows(
     """Adam on the given rows only (lazy Adam): moments and parameters of other rows stay.
 
     Args:
-        table, mu, nu: ``[I, H]`` parameters and Adam moments.
+        table: ``[I, H]`` parameters.
+        mu: ``[I, H]`` first Adam moments.
+        nu: ``[I, H]`` second Adam moments.
         rows: ``[B]`` distinct row indices (out-of-range entries are ignored).
         grad_rows: ``[B, H]`` gradient of each listed row.
         count: Adam step number (1-based) for bias correction.
         lr: learning rate.
+        b1: first-moment decay.
+        b2: second-moment decay.
+        eps: denominator floor.
 
     Returns:
         ``(table, mu, nu)`` updated.

@@ -37,8 +37,9 @@ def _mean_se(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
-    """Paper Figure 3: principal utility, agent utility and accuracy against iterations, one
-    colour per instance (mean over seeds, shaded standard error), SPE values dashed.
+    """Paper Figure 3: principal utility, agent utility and accuracy against iterations.
+
+    One colour per instance (mean over seeds, shaded standard error); SPE values dashed.
     """
     plt = _figure()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
