@@ -172,7 +172,7 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
         jax.block_until_ready(state)
         train_seconds += time.perf_counter() - start
         iteration += steps
-        row = _evaluate(learner, game, spe, state, metrics, iteration)
+        row = _evaluate(learner, game, env, spe, state, metrics, iteration)
         row["train_seconds"] = train_seconds
         log.append(row)
         done = iteration >= dqn.iterations
@@ -197,11 +197,11 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
     return summary
 
 
-def _evaluate(learner, game, spe, state, metrics, iteration: int) -> dict[str, float]:
+def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[str, float]:
     """Couple the learned principal with the oracle agent; one metrics row."""
     from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
 
-    agent_q, principal_q = learner.q_tables(state.params)
+    agent_q, principal_q = learner.q_tables(state.params, env)
     nudge = float(state.nudge)
     policy = learned_policy(
         game, np.asarray(agent_q), np.asarray(principal_q), nudge, learner.spec.time_input

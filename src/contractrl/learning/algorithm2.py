@@ -62,6 +62,7 @@ from contractrl.learning.schedules import exponential_lr, linear_epsilon
 
 SCHEDULES = ("simultaneous", "iterative")
 LOSSES = ("huber", "mse")
+AGENT_MODELS = ("truncated_q", "outcome_value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +100,12 @@ class DQNConfig:
         auto_nudge_quantile: quantile of the batch's absolute Bellman errors tracked by ``Ê``.
         auto_nudge_decay: exponential-moving-average factor of ``Ê`` per iteration.
         tie_tol: the simulated agent treats payoffs within this as ties (follows ``a*``).
+        agent_model: ``truncated_q`` (the paper's: the agent network outputs ``Q̄(s, ·)``) or
+            ``outcome_value``: it outputs ``W(s, ·)``, the expected next value after each
+            outcome, and ``Q̄(s, a) = r(s, a) + γ P[s, a]·W(s, ·)``. Transitions depend on the
+            outcome only, so every transition trains ``W(s, o)`` whatever action was taken
+            and the non-recommended actions' values never go stale (needs the agent's reward
+            table, which the agent knows in contract theory).
     """
 
     iterations: int = 20_000
@@ -128,6 +135,7 @@ class DQNConfig:
     auto_nudge_quantile: float = 0.9
     auto_nudge_decay: float = 0.99
     tie_tol: float = 1e-6
+    agent_model: str = "truncated_q"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -150,6 +158,7 @@ class DQNConfig:
             ("epsilon_end", 0 <= self.epsilon_end <= 1),
             ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
             ("loss", self.loss in LOSSES),
+            ("agent_model", self.agent_model in AGENT_MODELS),
             ("schedule", self.schedule in SCHEDULES),
             ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
             ("priority_alpha", self.priority_alpha >= 0),
@@ -256,6 +265,14 @@ class LearnerState:
 
 
 @struct.dataclass
+class LearnerStateView:
+    """What the losses read besides the parameters: target tables and the current nudge."""
+
+    tables: TargetTables
+    nudge: jax.Array
+
+
+@struct.dataclass
 class IterationMetrics:
     """Per-iteration diagnostics (averaged over a chunk by the platform)."""
 
@@ -290,7 +307,7 @@ class Learner:
         )
         self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
         self.dense_adam = optax.scale_by_adam()
-        self.train_chunk = jax.jit(self._train_chunk, static_argnums=(2, 4))
+        self._segment_jit = jax.jit(self._segment, static_argnums=(4, 5, 6))
         self.q_tables = jax.jit(self._q_tables)
 
     # ------------------------------------------------------------------ helpers
@@ -302,13 +319,22 @@ class Learner:
     def _state_of(self, index):
         return index % self.spec.num_states if self.spec.time_input else index
 
-    def _q_tables(self, params):
+    def _agent_q(self, out, env, states):
+        """The agent's truncated Q ``[..., A]`` from its network's output at ``states``."""
+        if self.config.agent_model == "truncated_q":
+            return out
+        return env.agent_reward[states] + env.discount * jnp.einsum(
+            "...ao,...o->...a", env.outcome_probs[states], out
+        )
+
+    def _q_tables(self, params, env):
         """Both networks on every input: ``(Q̄ [I, A], q [I, A])``."""
         idx = jnp.arange(self.spec.num_inputs)
-        return mlp_apply(params["agent"], idx), mlp_apply(params["principal"], idx)
+        q_bar = self._agent_q(mlp_apply(params["agent"], idx), env, self._state_of(idx))
+        return q_bar, mlp_apply(params["principal"], idx)
 
     def _refresh(self, env: tabular.TabularParams, params, nudge) -> TargetTables:
-        q_bar, q_p = self._q_tables(params)
+        q_bar, q_p = self._q_tables(params, env)
         probs = env.outcome_probs[self._state_of(jnp.arange(self.spec.num_inputs))]
         _, payment, ok = min_pay_all_targets(q_bar, probs, nudge)
         value = jnp.where(ok, q_bar + jnp.where(ok, payment, 0.0), 0.0)
@@ -326,8 +352,9 @@ class Learner:
         """Fresh state of one run (vmap over ``key`` and ``env`` for several runs)."""
         spec, cfg = self.spec, self.config
         k_agent, k_principal, k_reset, key = jax.random.split(key, 4)
+        agent_outputs = spec.num_actions if cfg.agent_model == "truncated_q" else spec.num_outcomes
         params = {
-            "agent": init_mlp(k_agent, spec.num_inputs, spec.num_actions, cfg.hidden),
+            "agent": init_mlp(k_agent, spec.num_inputs, agent_outputs, cfg.hidden),
             "principal": init_mlp(k_principal, spec.num_inputs, spec.num_actions, cfg.hidden),
         }
         nudge = jnp.asarray(cfg.nudge, jnp.float32)
@@ -354,7 +381,7 @@ class Learner:
         k_rec, k_rand_rec, k_agent, k_rand_agent, k_env = jax.random.split(key, 5)
         s, t = state.env_state.state, state.env_state.t
         index = self._index(s, t)
-        q_bar = mlp_apply(state.params["agent"], index)  # [N, A]
+        q_bar = self._agent_q(mlp_apply(state.params["agent"], index), env, s)  # [N, A]
         q_p = mlp_apply(state.params["principal"], index)
         probs = env.outcome_probs[s]  # [N, A, O]
         contracts, _, ok = min_pay_all_targets(q_bar, probs, state.nudge)
@@ -392,23 +419,29 @@ class Learner:
         return state.replace(env_state=env_state), transitions, metrics
 
     # ------------------------------------------------------------------ learning
-    def _losses(
-        self, rest, rows, inverse, env, state: LearnerState, batch: Transition, weights, a_next
-    ):
-        """Both TD losses.
+    def _losses(self, rest, rows, frozen, inverse, env, state, batch, weights, a_next):
+        """TD losses of the networks in ``rest`` (the others' outputs come in ``frozen``).
 
-        From the dense parameters ``rest`` and the input-table rows of the batch's distinct
-        inputs (``inverse [B]`` maps each sample to its row).
+        ``rest[net]`` are the dense parameters and ``rows[net]`` the input-table rows of the
+        batch's distinct inputs (``inverse [B]`` maps each sample to its row).
         """
+        outs = dict(frozen)
+        for net in rest:
+            outs[net] = mlp_from_rows(rest[net], rows[net])[inverse]
         gamma = env.discount
-        q_bar = mlp_from_rows(rest["agent"], rows["agent"])[inverse]  # [B, A]
-        q_p = mlp_from_rows(rest["principal"], rows["principal"])[inverse]
+        agent_out = outs["agent"]  # [B, A] (truncated Q) or [B, O] (outcome values)
+        q_bar = self._agent_q(agent_out, env, batch.state)  # [B, A]
+        q_p = outs["principal"]
         idx = jnp.arange(batch.index.shape[0])
         not_end = 1.0 - batch.end
         tables = state.tables
-        y_agent = (
-            batch.agent_reward + gamma * not_end * tables.agent_value[batch.next_index, a_next]
-        )
+        next_value = not_end * tables.agent_value[batch.next_index, a_next]
+        if self.config.agent_model == "truncated_q":
+            predicted = q_bar[idx, batch.action]
+            y_agent = batch.agent_reward + gamma * next_value
+        else:  # W(s, o) is the expected next value after outcome o, whatever the action
+            predicted = agent_out[idx, batch.outcome]
+            y_agent = next_value
         contracts, _, ok = min_pay_all_targets(
             jax.lax.stop_gradient(q_bar), env.outcome_probs[batch.state], state.nudge
         )
@@ -419,17 +452,19 @@ class Learner:
             - jnp.where(valid > 0, paid, 0.0)
             + gamma * not_end * tables.principal_q[batch.next_index, a_next]
         )
-        delta_agent = q_bar[idx, batch.action] - jax.lax.stop_gradient(y_agent)
+        delta_agent = predicted - jax.lax.stop_gradient(y_agent)
         delta_principal = q_p[idx, batch.action] - jax.lax.stop_gradient(y_principal)
         per = optax.huber_loss if self.config.loss == "huber" else (lambda d: 0.5 * d**2)
-        agent_loss = jnp.mean(weights * per(delta_agent))
-        principal_loss = jnp.sum(weights * valid * per(delta_principal)) / jnp.maximum(
-            jnp.sum(valid), 1.0
-        )
-        aux = (agent_loss, principal_loss, delta_agent, delta_principal * valid, q_bar)
-        return agent_loss + principal_loss, aux
+        losses = {
+            "agent": jnp.mean(weights * per(delta_agent)),
+            "principal": jnp.sum(weights * valid * per(delta_principal))
+            / jnp.maximum(jnp.sum(valid), 1.0),
+        }
+        deltas = {"agent": delta_agent, "principal": delta_principal * valid}
+        total = sum(losses[net] for net in rest)
+        return total, (losses, deltas, q_bar)
 
-    def _expected_bellman_error(self, env, state: LearnerState, batch: Transition, q_bar):
+    def _expected_bellman_error(self, env, state: LearnerStateView, batch: Transition, q_bar):
         """``|Q̄_φ(s,a) - E[r + γ V'(s')]|`` over the batch.
 
         The expectation runs over outcomes and successors under the known model: the one-step
@@ -451,14 +486,15 @@ class Learner:
         expected = env.agent_reward[s, a] + env.discount * jnp.sum(probs * v_next, axis=-1)
         return jnp.abs(q_bar[jnp.arange(a.shape[0]), a] - expected)
 
-    def _apply_gradients(self, params, opt_state, grad_rest, row_grads, rows, mask, lr):
-        """Clip by the global norm of the networks being trained, then Adam.
+    def _apply_gradients(self, params, opt_state, grad_rest, row_grads, rows, lr):
+        """Clip by the global norm of the trained networks (the keys of ``grad_rest``); Adam.
 
         ``rows [B]`` are the distinct input rows of the batch (out-of-range fill ignored) and
         ``row_grads[net] [B, H0]`` their summed gradients. The input table gets row-sparse Adam
         unless ``sparse_input_adam`` is off (then dense Adam over every row).
         """
         cfg, num_inputs = self.config, self.spec.num_inputs
+        nets = tuple(grad_rest)
         if not cfg.sparse_input_adam:
             row_grads = {
                 n: jnp.zeros((num_inputs, g.shape[-1])).at[rows].add(g, mode="drop")
@@ -466,15 +502,12 @@ class Learner:
             }
             rows = jnp.arange(num_inputs)
         if cfg.max_grad_norm:
-            sq = sum(
-                jnp.where(mask[n], optax.global_norm((grad_rest[n], row_grads[n])) ** 2, 0.0)
-                for n in NETS
-            )
-            factor = jnp.minimum(1.0, cfg.max_grad_norm / (jnp.sqrt(sq) + 1e-12))
+            norm = optax.global_norm((grad_rest, row_grads))
+            factor = jnp.minimum(1.0, cfg.max_grad_norm / (norm + 1e-12))
         else:
             factor = 1.0
-        new_params, new_opt = {}, {}
-        for n in NETS:
+        params, opt_state = dict(params), dict(opt_state)
+        for n in nets:
             st = opt_state[n]
             g_rest = jax.tree_util.tree_map(lambda g: g * factor, grad_rest[n])
             updates, dense = self.dense_adam.update(g_rest, st.dense)
@@ -482,25 +515,29 @@ class Learner:
             rest = optax.apply_updates(rest, jax.tree_util.tree_map(lambda u: -lr * u, updates))
             count = st.count + 1
             table, mu, nu = sparse_adam_rows(
-                params[n]["table"], st.table_mu, st.table_nu, rows, row_grads[n] * factor, count, lr
+                params[n]["table"],
+                st.table_mu,
+                st.table_nu,
+                rows,
+                row_grads[n] * factor,
+                count,
+                lr,
             )
-            candidate_params = {**rest, "table": table}
-            candidate_opt = NetOptState(dense, mu, nu, count)
-            new_params[n] = jax.tree_util.tree_map(
-                lambda a, b, m=mask[n]: jnp.where(m, a, b), candidate_params, params[n]
-            )
-            new_opt[n] = jax.tree_util.tree_map(
-                lambda a, b, m=mask[n]: jnp.where(m, a, b), candidate_opt, st
-            )
-        return new_params, new_opt
+            params[n] = {**rest, "table": table}
+            opt_state[n] = NetOptState(dense, mu, nu, count)
+        return params, opt_state
 
     def _sizes(self, batched: bool) -> list[int]:
         batch = self.config.batch_size
         small = sorted(u for u in set(self.config.dedup_sizes) if 0 < u < batch)
         return [batch] if batched else [*small, batch]
 
-    def _gradients(self, params, env, state, batch, weights, a_next, batched: bool):
-        """Gradients of both losses, the networks evaluated on the distinct inputs only."""
+    def _gradients(self, params, env, state, batch, weights, a_next, nets, batched: bool):
+        """Gradients of the losses of ``nets``.
+
+        Every network runs on the batch's distinct inputs only (the smallest static size that
+        fits is picked at run time).
+        """
         num_inputs = self.spec.num_inputs
         rows, inverse = unique_rows(batch.index, num_inputs)
         count = jnp.sum(rows < num_inputs)
@@ -509,10 +546,15 @@ class Learner:
         def branch(size):
             def run(_):
                 u = jnp.minimum(rows[:size], num_inputs - 1)
-                rest = {n: {k: v for k, v in params[n].items() if k != "table"} for n in NETS}
-                gathered = {n: params[n]["table"][u] for n in NETS}
+                rest = {n: {k: v for k, v in params[n].items() if k != "table"} for n in nets}
+                gathered = {n: params[n]["table"][u] for n in nets}
+                frozen = {
+                    n: jax.lax.stop_gradient(mlp_apply(params[n], u))[inverse]
+                    for n in NETS
+                    if n not in nets
+                }
                 (g_rest, g_rows), aux = jax.grad(self._losses, argnums=(0, 1), has_aux=True)(
-                    rest, gathered, inverse, env, state, batch, weights, a_next
+                    rest, gathered, frozen, inverse, env, state, batch, weights, a_next
                 )
                 pad = batch.index.shape[0] - size
                 g_rows = {n: jnp.pad(g, ((0, pad), (0, 0))) for n, g in g_rows.items()}
@@ -539,82 +581,114 @@ class Learner:
         which = jnp.searchsorted(jnp.asarray(sizes), count)
         return jax.lax.switch(which, [branch(u) for u in sizes], None)
 
-    def _update(self, env, state: LearnerState, mask, lr, key, batched: bool):
+    def _sample(self, buffer, key):
         cfg = self.config
         if cfg.prioritized:
-            batch, idx, weights = replay.sample_prioritized(
-                state.buffer, key, cfg.batch_size, cfg.priority_alpha, cfg.priority_beta
+            return replay.sample_prioritized(
+                buffer, key, cfg.batch_size, cfg.priority_alpha, cfg.priority_beta
             )
-        else:
-            batch, idx, weights = replay.sample_uniform(state.buffer, key, cfg.batch_size)
-        q_next = self._forward_dedup(state.params["principal"], batch.next_index, batched)
+        return replay.sample_uniform(buffer, key, cfg.batch_size)
+
+    def _update(self, env, learning, batch, weights, nets, lr, batched: bool):
+        """One gradient step of the networks ``nets`` (static), the others frozen.
+
+        ``learning`` is the part of the state a step changes (the replay buffer stays outside,
+        so that branching on the phase never copies it): ``(params, opt_state, tables, nudge,
+        error_estimate)``. Returns it updated, the losses and the TD errors for priorities.
+        """
+        cfg = self.config
+        params, opt_state, tables, nudge, estimate = learning
+        q_next = self._forward_dedup(params["principal"], batch.next_index, batched)
         a_next = jnp.argmax(
-            jnp.where(state.tables.implementable[batch.next_index], q_next, -jnp.inf), axis=1
+            jnp.where(tables.implementable[batch.next_index], q_next, -jnp.inf), axis=1
         )
+        view = LearnerStateView(tables, nudge)
         rows, grad_rest, grad_rows, aux = self._gradients(
-            state.params, env, state, batch, weights, a_next, batched
+            params, env, view, batch, weights, a_next, nets, batched
         )
-        agent_loss, principal_loss, d_agent, d_principal, q_bar = aux
-        params, opt_state = self._apply_gradients(
-            state.params, state.opt_state, grad_rest, grad_rows, rows, mask, lr
-        )
-        buffer = state.buffer
-        if cfg.prioritized:
-            buffer = replay.update_priorities(
-                buffer, idx, jnp.abs(d_agent) + jnp.abs(d_principal), cfg.priority_eps
-            )
-        nudge, estimate = state.nudge, state.error_estimate
+        losses, deltas, q_bar = aux
+        params, opt_state = self._apply_gradients(params, opt_state, grad_rest, grad_rows, rows, lr)
         if cfg.auto_nudge:
-            errors = self._expected_bellman_error(env, state, batch, q_bar)
+            errors = self._expected_bellman_error(env, view, batch, q_bar)
             quantile = jnp.quantile(errors, cfg.auto_nudge_quantile)
             estimate = cfg.auto_nudge_decay * estimate + (1 - cfg.auto_nudge_decay) * quantile
             nudge = cfg.auto_nudge_scale * estimate
-        state = state.replace(
-            params=params, opt_state=opt_state, buffer=buffer, nudge=nudge, error_estimate=estimate
+        td = sum(jnp.abs(deltas[n]) for n in nets)
+        return (params, opt_state, tables, nudge, estimate), (
+            losses["agent"],
+            losses["principal"],
+            td,
         )
-        return state, (agent_loss, principal_loss)
 
     # ------------------------------------------------------------------ one iteration
-    def _iteration(self, env, state: LearnerState, epsilon, lr, learn, mask, batched=False):
+    def _iteration(self, env, state: LearnerState, epsilon, lr, nets, batched=False):
+        """Act, store, and take a gradient step of the networks ``nets``.
+
+        ``nets`` is static; it is empty while the replay fills up.
+        """
         key, k_act, k_learn = jax.random.split(state.key, 3)
         state = state.replace(key=key)
         state, transitions, (payment, follow, ends) = self._act(env, state, epsilon, k_act)
-        state = state.replace(buffer=replay.add_batch(state.buffer, transitions))
-
-        def learn_fn(st):
-            return self._update(env, st, mask, lr, k_learn, batched)
-
-        def skip_fn(st):
-            return st, (jnp.zeros(()), jnp.zeros(()))
-
-        state, (agent_loss, principal_loss) = jax.lax.cond(learn, learn_fn, skip_fn, state)
+        buffer = replay.add_batch(state.buffer, transitions)
+        zero = jnp.zeros(())
+        agent_loss = principal_loss = zero
+        if nets:
+            batch, idx, weights = self._sample(buffer, k_learn)
+            learning = (
+                state.params,
+                state.opt_state,
+                state.tables,
+                state.nudge,
+                state.error_estimate,
+            )
+            learning, (agent_loss, principal_loss, td) = self._update(
+                env, learning, batch, weights, nets, lr, batched
+            )
+            if self.config.prioritized:
+                buffer = replay.update_priorities(buffer, idx, td, self.config.priority_eps)
+            params, opt_state, tables, nudge, estimate = learning
+            state = state.replace(
+                params=params, opt_state=opt_state, nudge=nudge, error_estimate=estimate
+            )
+        state = state.replace(buffer=buffer)
         metrics = IterationMetrics(
             agent_loss, principal_loss, state.nudge, state.error_estimate, payment, follow, ends
         )
         return state, metrics
 
-    def _train_chunk(self, envs, states: LearnerState, num_iterations: int, start, batched: bool):
-        """Run ``num_iterations`` iterations from iteration ``start``.
+    def phase_nets(self, i: int) -> tuple[str, ...]:
+        """The networks iteration ``i`` trains.
 
-        ``batched``: ``envs``/``states`` carry a leading run axis trained together with
-        ``vmap`` (best on accelerators); otherwise one run. Returns the new state(s) and
-        per-iteration :class:`IterationMetrics` (``[iters]`` or ``[iters, runs]``).
+        None while the replay fills up; both (simultaneous); or alternately the agent and the
+        principal (iterative: phases of ``phase_length`` iterations counted from the end, so
+        that the last one trains the agent).
         """
         cfg = self.config
-        iterate, refresh = functools.partial(self._iteration, batched=batched), self._refresh
-        if batched:
-            iterate = jax.vmap(iterate, in_axes=(0, 0, None, None, None, None))
-            refresh = jax.vmap(refresh)
+        if i < cfg.learning_starts:
+            return ()
+        if cfg.schedule == "iterative":
+            agent_phase = ((cfg.iterations - 1 - i) // cfg.phase_length) % 2 == 0
+            return ("agent",) if agent_phase else ("principal",)
+        return NETS
 
-        def body(states, i):
-            if cfg.schedule == "iterative":
-                agent_phase = (i // cfg.phase_length) % 2 == 0
-                mask = {"agent": agent_phase, "principal": ~agent_phase}
-            else:
-                mask = {"agent": jnp.array(True), "principal": jnp.array(True)}
-            states, metrics = iterate(
-                envs, states, self.epsilon(i), self.lr(i), i >= cfg.learning_starts, mask
-            )
+    def _segment(self, envs, states, start, length, nets, max_length: int, batched: bool):
+        """``length <= max_length`` iterations from ``start``, all training ``nets``."""
+        cfg = self.config
+        iterate = functools.partial(self._iteration, nets=nets, batched=batched)
+        refresh = self._refresh
+        if batched:
+            iterate = jax.vmap(iterate, in_axes=(0, 0, None, None))
+            refresh = jax.vmap(refresh)
+        _, example = jax.eval_shape(iterate, envs, states, 0.0, 0.0)
+        empty = jax.tree_util.tree_map(
+            lambda x: jnp.zeros((max_length, *x.shape), x.dtype), example
+        )
+
+        def body(j, carry):
+            states, log = carry
+            i = start + j
+            states, metrics = iterate(envs, states, self.epsilon(i), self.lr(i))
+            log = jax.tree_util.tree_map(lambda buf, m: buf.at[j].set(m), log, metrics)
             # the predicate is shared by all runs, so this stays a real branch under vmap
             due = (i + 1) % cfg.target_period == 0
             tables = jax.lax.cond(
@@ -624,9 +698,36 @@ class Learner:
                 states.params,
                 states.nudge,
             )
-            return states.replace(tables=tables), metrics
+            return states.replace(tables=tables), log
 
-        return jax.lax.scan(body, states, start + jnp.arange(num_iterations))
+        return jax.lax.fori_loop(0, length, body, (states, empty))
+
+    def train_chunk(
+        self, envs, states: LearnerState, num_iterations: int, start: int, batched: bool = False
+    ):
+        """Run ``num_iterations`` iterations from iteration ``start`` (host integers).
+
+        ``batched``: ``envs``/``states`` carry a leading run axis trained together with
+        ``vmap`` (best on accelerators); otherwise one run. The range is split where the
+        trained networks change, and each piece runs in a loop specialised to them (no
+        branching on the phase inside). Returns the new state(s) and per-iteration
+        :class:`IterationMetrics` (``[iters]`` or ``[iters, runs]``).
+        """
+        pieces = []
+        seg_start = start
+        for i in range(start, start + num_iterations + 1):
+            end = i == start + num_iterations
+            if end or self.phase_nets(i) != self.phase_nets(seg_start):
+                pieces.append((seg_start, i - seg_start, self.phase_nets(seg_start)))
+                seg_start = i
+        logs = []
+        for seg_start, length, nets in pieces:
+            states, log = self._segment_jit(
+                envs, states, seg_start, length, nets, num_iterations, batched
+            )
+            logs.append(jax.tree_util.tree_map(lambda x, n=length: x[:n], log))
+        metrics = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *logs)
+        return states, metrics
 
 
 def learner_spec(game) -> LearnerSpec:

@@ -1,0 +1,41 @@
+"""The Gymnasium facade passes Gymnasium's checker and reports the contract bookkeeping."""
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from contractrl.envs.gym import AgentEnv
+from contractrl.games import figure1, random_game
+from contractrl.solver import solve_spe
+
+
+@pytest.mark.parametrize("make", [figure1, lambda: random_game(4, 3, 2, horizon=3, seed=2)])
+def test_check_env_passes(make):
+    game = make()
+    env = AgentEnv(game, solve_spe(game).policy)
+    check_env(env, skip_render_check=True)
+
+
+def test_rewards_include_payments_and_episode_ends():
+    game = figure1()
+    env = AgentEnv(game, solve_spe(game).policy)
+    obs, _ = env.reset(seed=0)
+    assert obs["state"] == 0 and obs["recommendation"] == 0
+    assert np.allclose(obs["contract"], [1.0, 0.0])
+    total = 0.0
+    for step in range(2):
+        obs, reward, terminated, truncated, info = env.step(0)
+        assert reward == pytest.approx(-0.8 + info["payment"])
+        assert info["payment"] == (1.0 if info["outcome"] == 0 else 0.0)
+        total += reward
+    assert terminated and not truncated
+
+
+def test_same_seed_same_episode():
+    game = random_game(4, 2, 2, horizon=4, seed=5)
+    env = AgentEnv(game, solve_spe(game).policy)
+    runs = []
+    for _ in range(2):
+        env.reset(seed=11)
+        runs.append([env.step(1)[4]["outcome"] for _ in range(4)])
+    assert runs[0] == runs[1]
