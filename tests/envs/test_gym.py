@@ -23,7 +23,7 @@ def test_rewards_include_payments_and_episode_ends():
     assert obs["state"] == 0 and obs["recommendation"] == 0
     assert np.allclose(obs["contract"], [1.0, 0.0])
     total = 0.0
-    for step in range(2):
+    for _ in range(2):
         obs, reward, terminated, truncated, info = env.step(0)
         assert reward == pytest.approx(-0.8 + info["payment"])
         assert info["payment"] == (1.0 if info["outcome"] == 0 else 0.0)

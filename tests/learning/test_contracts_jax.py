@@ -46,7 +46,7 @@ def test_float32_tree_cases(rng):
 
 
 def test_batched_leading_axes_and_vmap(rng):
-    probs = rng.dirichlet(np.ones(3), size=(4, 5, 3, 3))
+    probs = rng.dirichlet(np.ones(3), size=(4, 5, 3))
     q_bar = rng.normal(size=(4, 5, 3))
     flat = min_pay_all_targets(
         jnp.asarray(q_bar.reshape(20, 3)), jnp.asarray(probs.reshape(20, 3, 3))

@@ -502,7 +502,7 @@ class Learner:
             }
             rows = jnp.arange(num_inputs)
         if cfg.max_grad_norm:
-            norm = optax.global_norm((grad_rest, row_grads))
+            norm = optax.tree.norm((grad_rest, row_grads))
             factor = jnp.minimum(1.0, cfg.max_grad_norm / (norm + 1e-12))
         else:
             factor = 1.0

@@ -1,0 +1,220 @@
+"""The Tree MDP experiment through the platform: smoke preset, resume, Ray, config flags."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from contractrl.experiments.cli import main
+from contractrl.experiments.config import TREE_PRESETS, TreeExperimentConfig, from_dict, to_dict
+
+TINY = [
+    "--depth",
+    "4",
+    "--instances",
+    "1",
+    "--seeds",
+    "1",
+    "--iterations",
+    "1200",
+    "--eval-every",
+    "200",
+    "--checkpoint-seconds",
+    "0",
+    "--hidden",
+    "32,32",
+    "--replay-capacity",
+    "4000",
+    "--phase-length",
+    "300",
+    "--no-progress",
+]
+RESULT_KEYS = {
+    "principal_utility_ratio",
+    "accuracy",
+    "agent_utility",
+    "spe_principal_value",
+    "spe_agent_value",
+    "wall_seconds",
+}
+
+
+def cli(log, *args, **kwargs):
+    """Start the CLI in a subprocess, its output in the file ``log``."""
+    with open(log, "w") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "contractrl.experiments.cli", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            **kwargs,
+        )
+
+
+def metrics_rows(path):
+    with open(path, newline="") as fh:
+        return [
+            {k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(fh)
+        ]
+
+
+def test_smoke_preset_end_to_end(tmp_path):
+    """The smoke preset: training, evaluation, results and the figure, in under 2 minutes."""
+    out = tmp_path / "smoke"
+    start = time.monotonic()
+    assert main(["train", "tree", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    assert time.monotonic() - start < 120
+    results = json.loads((out / "results.json").read_text())
+    assert RESULT_KEYS <= set(results["mean"])
+    for inst in results["instances"]:
+        assert RESULT_KEYS <= set(inst)
+    assert results["mean"]["principal_utility_ratio"] >= 0.9
+    assert results["mean"]["accuracy"] >= 0.8
+    assert (out / "instances" / "instance0.json").exists()
+    rows = metrics_rows(out / "runs" / "instance0-seed0" / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(500, 4001, 500))
+    assert main(["plot", str(out)]) == 0
+    assert (out / "figure3.png").stat().st_size > 10_000
+
+
+def test_killed_run_resumes_to_identical_metrics(tmp_path):
+    whole = cli(
+        tmp_path / "whole.log",
+        "train",
+        "tree",
+        "--preset",
+        "smoke",
+        "--out",
+        str(tmp_path / "whole"),
+        "--backend",
+        "inline",
+        *TINY,
+    )
+    killed_dir = tmp_path / "killed"
+    proc = cli(
+        tmp_path / "killed.log",
+        "train",
+        "tree",
+        "--preset",
+        "smoke",
+        "--out",
+        str(killed_dir),
+        "--backend",
+        "inline",
+        *TINY,
+        start_new_session=True,
+    )
+    progress = killed_dir / "runs" / "instance0-seed0" / "progress.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(progress.read_text())["iteration"] >= 600:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "results.json").exists()
+    assert whole.wait() == 0, (tmp_path / "whole.log").read_text()
+    resumed = cli(
+        tmp_path / "resumed.log",
+        "train",
+        "tree",
+        "--preset",
+        "smoke",
+        "--out",
+        str(killed_dir),
+        "--backend",
+        "inline",
+        *TINY,
+        "--resume",
+    )
+    assert resumed.wait() == 0, (tmp_path / "resumed.log").read_text()
+    run = "runs/instance0-seed0/metrics.csv"
+    assert metrics_rows(killed_dir / run) == metrics_rows(tmp_path / "whole" / run)
+    assert len(metrics_rows(killed_dir / run)) == 6
+
+
+def test_ray_backend_matches_local(tmp_path):
+    pytest.importorskip("ray")
+    args = ["--preset", "smoke", *TINY, "--seeds", "2", "--iterations", "400"]
+    assert main(["train", "tree", *args, "--out", str(tmp_path / "ray"), "--backend", "ray"]) == 0
+    assert (
+        main(["train", "tree", *args, "--out", str(tmp_path / "local"), "--backend", "local"]) == 0
+    )
+    for seed in (0, 1):
+        run = f"runs/instance0-seed{seed}/metrics.csv"
+        assert metrics_rows(tmp_path / "ray" / run) == metrics_rows(tmp_path / "local" / run)
+
+
+def test_existing_directory_needs_resume(tmp_path, capsys):
+    out = tmp_path / "x"
+    args = [
+        "train",
+        "tree",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--backend",
+        "inline",
+        *TINY,
+        "--iterations",
+        "200",
+    ]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume", "--seeds", "3"]) == 2
+    assert "config differs" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0  # already complete: nothing to do
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--depth", "0"], "depth"),
+        (["--iterations", "-5"], "iterations"),
+        (["--loss", "l3"], "loss"),
+        (["--backend", "slurm"], "backend"),
+    ],
+)
+def test_bad_config_is_refused_before_work(tmp_path, capsys, flags, needle):
+    out = tmp_path / "bad"
+    assert main(["train", "tree", "--preset", "smoke", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_presets_round_trip_and_flags_override():
+    for config in TREE_PRESETS.values():
+        config.validate()
+        assert from_dict(TreeExperimentConfig, json.loads(json.dumps(to_dict(config)))) == config
+    from contractrl.experiments.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "tree",
+            "--out",
+            "x",
+            "--hidden",
+            "64,32",
+            "--auto-nudge",
+            "--nudge",
+            "0.5",
+            "--seeds",
+            "2",
+        ]
+    )
+    from contractrl.experiments.config import apply_overrides
+
+    config = apply_overrides(TREE_PRESETS["paper"], args)
+    assert config.dqn.hidden == (64, 32) and config.dqn.auto_nudge and config.seeds == 2
+    assert config.dqn.nudge == 0.5 and config.depth == TREE_PRESETS["paper"].depth
