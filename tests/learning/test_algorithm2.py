@@ -16,8 +16,14 @@ from contractrl.learning.networks import sparse_adam_rows
 from contractrl.solver import solve_spe
 
 
+_LEARNERS = {}
+
+
 def train(game, cfg, seed=0, chunk=500, batched=False):
-    learner = Learner(learner_spec(game), cfg)
+    key = (learner_spec(game), cfg)
+    if key not in _LEARNERS:  # one compilation per shape and config
+        _LEARNERS[key] = Learner(*key)
+    learner = _LEARNERS[key]
     env = tabular_params(game)
     state = init_state(learner, env, jax.random.PRNGKey(seed))
     done, metrics = 0, []
