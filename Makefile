@@ -27,9 +27,15 @@ demo: install
 	@echo
 	@echo "== A random depth-10 binary Tree MDP (1023 states)"
 	$(BIN)/contractrl tree --depth 10 --seed 0 --solve --max-rows 12
+	@echo
+	@echo "== Learning contracts with deep Q-networks (Algorithm 2), smoke preset, then its plot"
+	rm -rf runs/demo-tree
+	$(BIN)/contractrl train tree --preset smoke --out runs/demo-tree
+	$(BIN)/contractrl plot runs/demo-tree
 
 bench: install
 	$(BIN)/python benchmarks/bench_exact.py
+	$(BIN)/python benchmarks/bench_tree_learner.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -201,8 +201,13 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
     """Couple the learned principal with the oracle agent; one metrics row."""
     from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
 
-    agent_q, principal_q = learner.q_tables(state.params, env)
+    agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env))
     nudge = float(state.nudge)
+    if not (np.isfinite(agent_q).all() and np.isfinite(principal_q).all() and np.isfinite(nudge)):
+        raise RuntimeError(
+            f"training diverged by iteration {iteration}: non-finite Q-values "
+            f"or nudge ({nudge}); lower the learning rate or the nudge"
+        )
     policy = learned_policy(
         game, np.asarray(agent_q), np.asarray(principal_q), nudge, learner.spec.time_input
     )

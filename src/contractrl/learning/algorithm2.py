@@ -63,6 +63,7 @@ from contractrl.learning.schedules import exponential_lr, linear_epsilon
 SCHEDULES = ("simultaneous", "iterative")
 LOSSES = ("huber", "mse")
 AGENT_MODELS = ("truncated_q", "outcome_value")
+ACCUMULATIONS = ("none", "sqrt", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +100,10 @@ class DQNConfig:
         auto_nudge_scale: ``ξ = scale · Ê`` (Proposition 4.1: 2).
         auto_nudge_quantile: quantile of the batch's absolute Bellman errors tracked by ``Ê``.
         auto_nudge_decay: exponential-moving-average factor of ``Ê`` per iteration.
+        auto_nudge_accumulation: how one-step errors add up to the Q error ``E`` of
+            Proposition 4.1 over the effective horizon ``H_eff`` (``H``, or ``1/(1-γ)``):
+            ``none`` (``E = q``), ``sqrt`` (``E = q·√H_eff``, independent errors) or
+            ``linear`` (``E = q·H_eff``, the worst case).
         tie_tol: the simulated agent treats payoffs within this as ties (follows ``a*``).
         agent_model: ``truncated_q`` (the paper's: the agent network outputs ``Q̄(s, ·)``) or
             ``outcome_value``: it outputs ``W(s, ·)``, the expected next value after each
@@ -134,6 +139,7 @@ class DQNConfig:
     auto_nudge_scale: float = 2.0
     auto_nudge_quantile: float = 0.9
     auto_nudge_decay: float = 0.99
+    auto_nudge_accumulation: str = "sqrt"
     tie_tol: float = 1e-6
     agent_model: str = "truncated_q"
 
@@ -167,6 +173,7 @@ class DQNConfig:
             ("auto_nudge_scale", self.auto_nudge_scale >= 0),
             ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1),
             ("auto_nudge_decay", 0 <= self.auto_nudge_decay < 1),
+            ("auto_nudge_accumulation", self.auto_nudge_accumulation in ACCUMULATIONS),
             ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
             ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
             ("batch_size", self.batch_size <= self.replay_capacity),
@@ -192,6 +199,7 @@ class LearnerSpec:
         horizon: ``H`` (``None``: infinite).
         time_input: networks see ``(t, s)`` (index ``t·S + s``) instead of ``s``; needed when
             a state can occur at several time steps of a finite horizon.
+        effective_horizon: ``H``, or ``1/(1-γ)`` for an infinite horizon.
     """
 
     num_states: int
@@ -199,6 +207,7 @@ class LearnerSpec:
     num_outcomes: int
     horizon: int | None
     time_input: bool
+    effective_horizon: float = 1.0
 
     @property
     def num_inputs(self) -> int:
@@ -581,6 +590,15 @@ class Learner:
         which = jnp.searchsorted(jnp.asarray(sizes), count)
         return jax.lax.switch(which, [branch(u) for u in sizes], None)
 
+    def _accumulate(self, one_step_error):
+        """Q error ``E`` from a one-step error (see ``auto_nudge_accumulation``)."""
+        factor = {
+            "none": 1.0,
+            "sqrt": self.spec.effective_horizon**0.5,
+            "linear": self.spec.effective_horizon,
+        }[self.config.auto_nudge_accumulation]
+        return factor * one_step_error
+
     def _sample(self, buffer, key):
         cfg = self.config
         if cfg.prioritized:
@@ -608,11 +626,14 @@ class Learner:
         )
         losses, deltas, q_bar = aux
         params, opt_state = self._apply_gradients(params, opt_state, grad_rest, grad_rows, rows, lr)
-        if cfg.auto_nudge:
+        # Only a learning agent's error measures its accuracy: a frozen agent (iterative
+        # schedule, principal phase) falls behind the moving targets, and since a larger nudge
+        # raises those targets, measuring then would feed the nudge back into itself.
+        if cfg.auto_nudge and "agent" in nets:
             errors = self._expected_bellman_error(env, view, batch, q_bar)
             quantile = jnp.quantile(errors, cfg.auto_nudge_quantile)
             estimate = cfg.auto_nudge_decay * estimate + (1 - cfg.auto_nudge_decay) * quantile
-            nudge = cfg.auto_nudge_scale * estimate
+            nudge = cfg.auto_nudge_scale * self._accumulate(estimate)
         td = sum(jnp.abs(deltas[n]) for n in nets)
         return (params, opt_state, tables, nudge, estimate), (
             losses["agent"],
@@ -735,8 +756,9 @@ def learner_spec(game) -> LearnerSpec:
     from contractrl.sweep import make_schedule
 
     needs_time = game.horizon is not None and make_schedule(game).kind == "time"
+    effective = float(game.horizon) if game.horizon is not None else 1.0 / (1.0 - game.discount)
     return LearnerSpec(
-        game.num_states, game.num_actions, game.num_outcomes, game.horizon, needs_time
+        game.num_states, game.num_actions, game.num_outcomes, game.horizon, needs_time, effective
     )
 
 
