@@ -95,21 +95,27 @@ def main() -> None:
         ("contractrl, 5 seeds vmapped, 1 process", measure(ours, n, 5, batched=True), 5),
     ]
     base = rows[0][1]
-    lines = ["| configuration | it/s per seed | it/s total | vs baseline (per seed) |",
-             "|---|---|---|---|"]
+    lines = [
+        "| configuration | it/s per seed | it/s total | vs baseline (per seed) |",
+        "|---|---|---|---|",
+    ]
     for name, rate, seeds in rows:
         lines.append(f"| {name} | {rate:.0f} | {rate * seeds:.0f} | {rate / base:.2f}x |")
     table = "\n".join(lines)
     print(table)
     protocol = rows[2][1] * 5
-    note = (f"\n\nAt {protocol:.0f} it/s in total, the paper's protocol (15 runs x 20,000 "
-            f"iterations) needs {15 * 20000 / protocol:.0f} s of training.")
+    note = (
+        f"\n\nAt {protocol:.0f} it/s in total, the paper's protocol (15 runs x 20,000 "
+        f"iterations) needs {15 * 20000 / protocol:.0f} s of training."
+    )
     if not args.no_record:
         record_section(
-            "bench_tree_learner", "Tree MDP learner (Algorithm 2), depth 10",
+            "bench_tree_learner",
+            "Tree MDP learner (Algorithm 2), depth 10",
             f"{machine_summary()}\n\nCommand: `python benchmarks/bench_tree_learner.py "
             f"--iterations {n}` ({n} timed iterations after compilation and warm-up).\n\n"
-            + table + note,
+            + table
+            + note,
         )
 
 

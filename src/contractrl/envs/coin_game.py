@@ -1,0 +1,253 @@
+"""The Coin Game (SPEC §8) as pure JAX functions, every rule a flag, ``n >= 2`` agents.
+
+Agents move on a toroidal ``G x G`` grid; one coin at a time, of one agent's colour. Collecting
+a coin of one's own colour pays ``own_reward`` (paper: +1), another's colour ``other_reward``
+(paper: +0.2) and costs the coin's owner ``owner_penalty`` (paper: 0; the classic game: +1 and
+-2). Grabbing every coin is individually rational but lowers welfare: the social dilemma.
+
+Defaults (**[choice]**, the widely used RLlib rules): the coin's colour alternates between
+agents; a new coin never appears on an agent's cell; agents start on distinct cells; when several
+agents reach the coin at once, each of them collects. Four moves (a fifth, "stay", is a flag).
+Observations are egocentric — each agent sees the grid rolled so that it sits at the centre —
+with four channels: own position, the others' positions, coins of its own colour, coins of
+another colour; so agents can share parameters.
+
+Functions work on one environment (``vmap`` them for a batch; :func:`reset_batch` and
+:func:`step_batch` do): ``reset(config, key) -> (obs [n, G, G, 4], state)`` and
+``step(config, state, actions [n], key) -> (obs, state, StepInfo)``; ``step`` resets the
+environment when the horizon is reached (``StepInfo.done``; the observation returned is the new
+episode's first one, the final one is in ``StepInfo.final_obs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+#: Moves as (row, column) offsets: up, down, left, right, stay.
+MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1), (0, 0))
+COLOUR_RULES = ("alternate", "random")
+SPAWN_RULES = ("avoid_agents", "anywhere")
+TIE_RULES = ("all_collect", "random_one")
+NUM_CHANNELS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class CoinGameConfig:
+    """Rules of the Coin Game (static: hashable, one compilation per config).
+
+    Attributes:
+        grid_size: side ``G`` of the toroidal grid.
+        horizon: steps per episode.
+        num_agents: ``n >= 2``.
+        num_actions: 4 moves, or 5 with "stay".
+        colour_rule: ``alternate`` (next coin: the next agent's colour) or ``random``.
+        spawn_rule: ``avoid_agents`` (never on an agent's cell) or ``anywhere``.
+        tie_rule: ``all_collect`` (every agent on the coin collects) or ``random_one``.
+        own_reward: reward for a coin of one's own colour.
+        other_reward: reward for a coin of another agent's colour.
+        owner_penalty: added to the owner's reward when another agent takes its coin.
+        distinct_starts: agents start on distinct cells.
+    """
+
+    grid_size: int = 7
+    horizon: int = 50
+    num_agents: int = 2
+    num_actions: int = 4
+    colour_rule: str = "alternate"
+    spawn_rule: str = "avoid_agents"
+    tie_rule: str = "all_collect"
+    own_reward: float = 1.0
+    other_reward: float = 0.2
+    owner_penalty: float = 0.0
+    distinct_starts: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        checks = [
+            ("grid_size", isinstance(self.grid_size, int) and self.grid_size >= 2),
+            ("horizon", isinstance(self.horizon, int) and self.horizon >= 1),
+            ("num_agents", isinstance(self.num_agents, int) and self.num_agents >= 2),
+            ("num_actions", self.num_actions in (4, 5)),
+            ("colour_rule", self.colour_rule in COLOUR_RULES),
+            ("spawn_rule", self.spawn_rule in SPAWN_RULES),
+            ("tie_rule", self.tie_rule in TIE_RULES),
+            ("num_agents", self.num_agents + 1 <= self.grid_size**2 or not self.distinct_starts),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """``(G, G, 4)``: one agent's observation."""
+        return (self.grid_size, self.grid_size, NUM_CHANNELS)
+
+
+PRESETS = {
+    "paper-7x7": CoinGameConfig(grid_size=7, horizon=50),
+    "paper-3x3": CoinGameConfig(grid_size=3, horizon=20),
+    "classic": CoinGameConfig(other_reward=1.0, owner_penalty=-2.0),
+}
+
+
+@struct.dataclass
+class CoinState:
+    """One environment: ``positions [n, 2]``, ``coin [2]``, ``colour`` (owner), ``t``."""
+
+    positions: jax.Array
+    coin: jax.Array
+    colour: jax.Array
+    t: jax.Array
+
+
+@struct.dataclass
+class StepInfo:
+    """What a step reports besides the observation.
+
+    Attributes:
+        rewards: ``[n]`` each agent's reward.
+        collected: ``[n]`` 1 where the agent collected the coin this step.
+        own_coin: ``[n]`` 1 where what it collected was its own colour.
+        done: the episode ended (the environment was reset).
+        final_obs: ``[n, G, G, 4]`` the observation before the reset (equals the returned one
+            when not done).
+    """
+
+    rewards: jax.Array
+    collected: jax.Array
+    own_coin: jax.Array
+    done: jax.Array
+    final_obs: jax.Array
+
+
+def _cells(config: CoinGameConfig) -> jax.Array:
+    g = config.grid_size
+    return jnp.stack(jnp.meshgrid(jnp.arange(g), jnp.arange(g), indexing="ij"), -1).reshape(-1, 2)
+
+
+def _spawn_coin(config: CoinGameConfig, positions: jax.Array, key: jax.Array) -> jax.Array:
+    cells = _cells(config)
+    if config.spawn_rule == "avoid_agents":
+        occupied = jnp.any(jnp.all(cells[:, None, :] == positions[None], axis=-1), axis=1)
+        logits = jnp.where(occupied, -jnp.inf, 0.0)
+    else:
+        logits = jnp.zeros(cells.shape[0])
+    return cells[jax.random.categorical(key, logits)].astype(jnp.int32)
+
+
+def _start_positions(config: CoinGameConfig, key: jax.Array) -> jax.Array:
+    num_cells = config.grid_size**2
+    if config.distinct_starts:
+        idx = jax.random.choice(key, num_cells, (config.num_agents,), replace=False)
+    else:
+        idx = jax.random.randint(key, (config.num_agents,), 0, num_cells)
+    return _cells(config)[idx].astype(jnp.int32)
+
+
+def observe(config: CoinGameConfig, state: CoinState) -> jax.Array:
+    """Egocentric observations ``[n, G, G, 4]`` (float32)."""
+    g, n = config.grid_size, config.num_agents
+    centre = g // 2
+
+    def one_hot(pos):
+        return jnp.zeros((g, g), jnp.float32).at[pos[0], pos[1]].add(1.0)
+
+    agents = jax.vmap(one_hot)(state.positions)  # [n, G, G]
+    coin = one_hot(state.coin)
+
+    def view(i):
+        others = jnp.sum(agents, axis=0) - agents[i]
+        own_colour = (state.colour == i).astype(jnp.float32)
+        grid = jnp.stack([agents[i], others, coin * own_colour, coin * (1 - own_colour)], -1)
+        shift = centre - state.positions[i]
+        return jnp.roll(grid, (shift[0], shift[1]), axis=(0, 1))
+
+    return jax.vmap(view)(jnp.arange(n))
+
+
+def reset(config: CoinGameConfig, key: jax.Array) -> tuple[jax.Array, CoinState]:
+    """A new episode: start positions, a coin off the agents, a random colour."""
+    k_pos, k_coin, k_colour = jax.random.split(key, 3)
+    positions = _start_positions(config, k_pos)
+    state = CoinState(
+        positions=positions,
+        coin=_spawn_coin(config, positions, k_coin),
+        colour=jax.random.randint(k_colour, (), 0, config.num_agents, jnp.int32),
+        t=jnp.zeros((), jnp.int32),
+    )
+    return observe(config, state), state
+
+
+def step(config: CoinGameConfig, state: CoinState, actions: jax.Array, key: jax.Array):
+    """All agents move at once; the coin may be collected; a new one appears.
+
+    Args:
+        config: the rules.
+        state: the environment.
+        actions: ``[n]`` moves (int).
+        key: PRNG key.
+
+    Returns:
+        ``(obs [n, G, G, 4], next state, StepInfo)``; auto-reset at the horizon.
+    """
+    n = config.num_agents
+    k_tie, k_coin, k_colour, k_reset = jax.random.split(key, 4)
+    moves = jnp.asarray(MOVES, jnp.int32)[actions]
+    positions = (state.positions + moves) % config.grid_size
+    on_coin = jnp.all(positions == state.coin[None], axis=-1)  # [n]
+    if config.tie_rule == "random_one":
+        pick = jax.random.categorical(k_tie, jnp.where(on_coin, 0.0, -jnp.inf))
+        collectors = on_coin & (jnp.arange(n) == pick)
+    else:
+        collectors = on_coin
+    own = jnp.arange(n) == state.colour
+    gains = jnp.where(own, config.own_reward, config.other_reward)
+    rewards = jnp.where(collectors, gains, 0.0)
+    thefts = jnp.sum(collectors & ~own)
+    rewards = rewards + jnp.where(own, config.owner_penalty * thefts, 0.0)
+    taken = jnp.any(collectors)
+    if config.colour_rule == "alternate":
+        next_colour = (state.colour + 1) % n
+    else:
+        next_colour = jax.random.randint(k_colour, (), 0, n, jnp.int32)
+    moved = CoinState(
+        positions=positions,
+        coin=jnp.where(taken, _spawn_coin(config, positions, k_coin), state.coin),
+        colour=jnp.where(taken, next_colour, state.colour).astype(jnp.int32),
+        t=state.t + 1,
+    )
+    final_obs = observe(config, moved)
+    done = moved.t >= config.horizon
+    fresh_obs, fresh = reset(config, k_reset)
+    next_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, moved)
+    obs = jnp.where(done, fresh_obs, final_obs)
+    info = StepInfo(
+        rewards=rewards.astype(jnp.float32),
+        collected=collectors.astype(jnp.float32),
+        own_coin=(collectors & own).astype(jnp.float32),
+        done=done,
+        final_obs=final_obs,
+    )
+    return obs, next_state, info
+
+
+def reset_batch(config: CoinGameConfig, keys: jax.Array):
+    """:func:`reset` over a batch of keys ``[N, 2]``."""
+    return jax.vmap(reset, in_axes=(None, 0))(config, keys)
+
+
+def step_batch(config: CoinGameConfig, states: CoinState, actions: jax.Array, keys: jax.Array):
+    """:func:`step` over a batch: ``actions [N, n]``, ``keys [N, 2]``."""
+    return jax.vmap(step, in_axes=(None, 0, 0, 0))(config, states, actions, keys)
+
+
+def parallel_env(**flags):
+    """PettingZoo ``ParallelEnv`` of the Coin Game (flags: :class:`CoinGameConfig` fields;
+    none: the paper's 7x7 rules)."""
+    from contractrl.envs.coin_game_pz import CoinGameParallelEnv
+
+    return CoinGameParallelEnv(CoinGameConfig(**flags))
