@@ -15,7 +15,10 @@ MOVES = [(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)]
 def reference_step(cfg, positions, coin, colour, actions, rng):
     """Plain-Python rules: returns (positions, collectors, rewards)."""
     g, n = cfg.grid_size, cfg.num_agents
-    new = [((r + MOVES[a][0]) % g, (c + MOVES[a][1]) % g) for (r, c), a in zip(positions, actions)]
+    new = [
+        ((r + MOVES[a][0]) % g, (c + MOVES[a][1]) % g)
+        for (r, c), a in zip(positions, actions, strict=True)
+    ]
     on = [p == tuple(coin) for p in new]
     if cfg.tie_rule == "random_one" and any(on):
         chosen = [i for i in range(n) if on[i]]
@@ -74,7 +77,7 @@ def test_batched_env_matches_reference_rules(cfg):
     step = jax.jit(lambda s, a, k: coin_game.step_batch(cfg, s, a, k))
     rng = np.random.default_rng(0)
     collected_any = False
-    for t in range(steps):
+    for _ in range(steps):
         pos = np.asarray(state.positions)
         coin, colour, tt = np.asarray(state.coin), np.asarray(state.colour), np.asarray(state.t)
         for e in range(num_envs):

@@ -15,7 +15,6 @@ from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
 from contractrl.learning.networks import sparse_adam_rows
 from contractrl.solver import solve_spe
 
-
 _LEARNERS = {}
 
 

@@ -246,8 +246,10 @@ def step_batch(config: CoinGameConfig, states: CoinState, actions: jax.Array, ke
 
 
 def parallel_env(**flags):
-    """PettingZoo ``ParallelEnv`` of the Coin Game (flags: :class:`CoinGameConfig` fields;
-    none: the paper's 7x7 rules)."""
+    """PettingZoo ``ParallelEnv`` of the Coin Game.
+
+    Flags are :class:`CoinGameConfig` fields; with none, the paper's 7x7 rules.
+    """
     from contractrl.envs.coin_game_pz import CoinGameParallelEnv
 
     return CoinGameParallelEnv(CoinGameConfig(**flags))

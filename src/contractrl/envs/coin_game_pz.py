@@ -14,7 +14,7 @@ from contractrl.envs import coin_game
 from contractrl.envs.coin_game import CoinGameConfig
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(config: CoinGameConfig):
     return (
         jax.jit(functools.partial(coin_game.reset, config)),
