@@ -156,15 +156,30 @@ def test_iterative_schedule_freezes_the_other_network():
         assert any(jax.tree_util.tree_leaves(changed))
 
 
-def test_auto_nudge_tracks_the_bellman_error():
+def test_auto_nudge_is_twice_the_accumulated_model_error():
+    """The nudge moves at the end of each agent-training period to 2 q sqrt(H), q the quantile
+    of the one-step model error over every input (Proposition 4.1 with E = q sqrt(H))."""
     game = tree_mdp(5, 3)
-    cfg = DQNConfig(iterations=1500, hidden=(32, 32), replay_capacity=5000, auto_nudge=True)
-    _, state, metrics = train(game, cfg)
+    env = tabular_params(game)
+    cfg = DQNConfig(
+        iterations=1500,
+        hidden=(32, 32),
+        replay_capacity=5000,
+        auto_nudge=True,
+        auto_nudge_period=500,
+    )
+    learner, state, metrics = train(game, cfg)
     nudges = np.concatenate([np.asarray(m.nudge) for m in metrics])
     estimates = np.concatenate([np.asarray(m.error_estimate) for m in metrics])
     assert nudges[-1] > 0
-    # E = one-step error x sqrt(H) (default accumulation), nudge = 2 E (Proposition 4.1)
-    assert np.allclose(nudges, cfg.auto_nudge_scale * np.sqrt(5) * estimates, rtol=1e-5)
+    assert nudges[-1] == pytest.approx(cfg.auto_nudge_scale * np.sqrt(5) * estimates[-1], rel=1e-5)
+    assert len(np.unique(nudges[cfg.learning_starts :])) <= 4  # moves once per period
+    tables = learner._refresh(env, state.params, state.nudge)
+    agent_q = learner.q_tables(state.params, env)[0]
+    errors = np.asarray(learner._model_errors(env, agent_q, tables.agent_value_star))
+    assert float(tables.error) == pytest.approx(
+        np.quantile(errors, cfg.auto_nudge_quantile), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(

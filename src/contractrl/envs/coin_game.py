@@ -115,6 +115,7 @@ class StepInfo:
         done: the episode ended (the environment was reset).
         final_obs: ``[n, G, G, 4]`` the observation before the reset (equals the returned one
             when not done).
+        final_state: the state before the reset (equals the returned one when not done).
     """
 
     rewards: jax.Array
@@ -122,6 +123,7 @@ class StepInfo:
     own_coin: jax.Array
     done: jax.Array
     final_obs: jax.Array
+    final_state: CoinState
 
 
 def _cells(config: CoinGameConfig) -> jax.Array:
@@ -231,6 +233,7 @@ def step(config: CoinGameConfig, state: CoinState, actions: jax.Array, key: jax.
         own_coin=(collectors & own).astype(jnp.float32),
         done=done,
         final_obs=final_obs,
+        final_state=moved,
     )
     return obs, next_state, info
 

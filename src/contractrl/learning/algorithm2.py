@@ -27,10 +27,11 @@ Schedules: ``simultaneous`` (both networks every iteration, the paper's) or ``it
 (alternating phases of ``phase_length`` iterations in which only the agent, then only the
 principal, learns — the faithful variant of Algorithm 1).
 
-Nudging: a fixed ``ξ``, or ``auto``: ``ξ = scale · Ê`` where ``Ê`` tracks a high quantile of the
-agent network's one-step Bellman error computed *in expectation* over outcomes and successors
-(the outcome model and transitions are known), i.e. the per-step Q error of Proposition 4.1
-(which secures the principal's utility with ``ξ = 2 E_t``).
+Nudging: a fixed ``ξ``, or ``auto``: Proposition 4.1 secures the principal's utility with
+``ξ = 2 E`` for an agent whose Q error is at most ``E``. ``E`` is estimated from ``q``, a high
+quantile over every input and action of the agent network's one-step error in expectation under
+the known model, accumulated over the horizon (``auto_nudge_accumulation``); the nudge moves
+once per ``auto_nudge_period``, at the end of agent training.
 
 The training state of several runs (seeds, game instances with the same shapes) is stacked on
 a leading axis and trained together with ``vmap``; iterations run in ``lax.scan`` chunks.
@@ -98,8 +99,11 @@ class DQNConfig:
         nudge: fixed nudge ``ξ >= 0`` (ignored when ``auto_nudge``).
         auto_nudge: derive ``ξ`` from the agent network's estimated Bellman error.
         auto_nudge_scale: ``ξ = scale · Ê`` (Proposition 4.1: 2).
-        auto_nudge_quantile: quantile of the batch's absolute Bellman errors tracked by ``Ê``.
-        auto_nudge_decay: exponential-moving-average factor of ``Ê`` per iteration.
+        auto_nudge_quantile: quantile, over every input and action, of the agent network's
+            one-step error (in expectation under the known model) taken as ``q``.
+        auto_nudge_period: iterations between updates of the automatic nudge (aligned with the
+            end of the run; with the iterative schedule, use ``phase_length`` so that it moves
+            at the end of each agent phase).
         auto_nudge_accumulation: how one-step errors add up to the Q error ``E`` of
             Proposition 4.1 over the effective horizon ``H_eff`` (``H``, or ``1/(1-γ)``):
             ``none`` (``E = q``), ``sqrt`` (``E = q·√H_eff``, independent errors) or
@@ -138,14 +142,15 @@ class DQNConfig:
     auto_nudge: bool = False
     auto_nudge_scale: float = 2.0
     auto_nudge_quantile: float = 0.9
-    auto_nudge_decay: float = 0.99
     auto_nudge_accumulation: str = "sqrt"
+    auto_nudge_period: int = 1000
     tie_tol: float = 1e-6
     agent_model: str = "truncated_q"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
         positive = (
+            "auto_nudge_period",
             "iterations",
             "num_envs",
             "batch_size",
@@ -172,7 +177,6 @@ class DQNConfig:
             ("priority_eps", self.priority_eps > 0),
             ("auto_nudge_scale", self.auto_nudge_scale >= 0),
             ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1),
-            ("auto_nudge_decay", 0 <= self.auto_nudge_decay < 1),
             ("auto_nudge_accumulation", self.auto_nudge_accumulation in ACCUMULATIONS),
             ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
             ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
@@ -237,13 +241,16 @@ class TargetTables:
         principal_q: ``[I, A]`` ``q_θ'``.
         agent_value: ``[I, A]`` ``Q̄_φ'(x, a) + P·b'_a`` (0 where not implementable).
         implementable: ``[I, A]``.
-        agent_value_star: ``[I]`` ``agent_value`` at ``argmax q_θ'`` (for the auto nudge).
+        agent_value_star: ``[I]`` ``agent_value`` at ``argmax q_θ'``.
+        error: the ``auto_nudge_quantile`` quantile, over every input and action, of the
+            agent network's one-step error in expectation under the known model.
     """
 
     principal_q: jax.Array
     agent_value: jax.Array
     implementable: jax.Array
     agent_value_star: jax.Array
+    error: jax.Array
 
 
 @struct.dataclass
@@ -349,7 +356,34 @@ class Learner:
         value = jnp.where(ok, q_bar + jnp.where(ok, payment, 0.0), 0.0)
         best = jnp.argmax(jnp.where(ok, q_p, -jnp.inf), axis=1)
         star = jnp.take_along_axis(value, best[:, None], axis=1)[:, 0]
-        return TargetTables(q_p, value, ok, star)
+        if self.config.auto_nudge:
+            errors = self._model_errors(env, q_bar, star)
+            error = jnp.quantile(errors, self.config.auto_nudge_quantile)
+        else:
+            error = jnp.zeros((), q_bar.dtype)
+        return TargetTables(q_p, value, ok, star, error)
+
+    def _model_errors(self, env, q_bar, star):
+        """``[I, A]``: ``|Q̄(x, a) - E[r + γ V*(x')]|`` for every input and action.
+
+        The expectation runs over outcomes and successors under the known model: the one-step
+        error behind Proposition 4.1, measured on every input so that rarely visited ones count.
+        """
+        spec = self.spec
+        idx = jnp.arange(spec.num_inputs)
+        s = self._state_of(idx)
+        succ = env.next_state[s]  # [I, O, K]
+        succ_p = env.next_prob[s]
+        if spec.time_input:
+            t = idx // spec.num_states
+            at_horizon = (t + 1 >= spec.horizon)[:, None, None]
+            succ = jnp.where(at_horizon, 0, (t + 1)[:, None, None] * spec.num_states + succ)
+            succ_p = jnp.where(at_horizon, 0.0, succ_p)
+        v_next = jnp.sum(succ_p * star[succ], axis=-1)  # [I, O]
+        expected = env.agent_reward[s] + env.discount * jnp.einsum(
+            "iao,io->ia", env.outcome_probs[s], v_next
+        )
+        return jnp.abs(q_bar - expected)
 
     # ------------------------------------------------------------------ init
     def _init_opt(self, net_params) -> NetOptState:
@@ -377,7 +411,7 @@ class Learner:
             params=params,
             opt_state={name: self._init_opt(params[name]) for name in NETS},
             tables=self._refresh(env, params, nudge),
-            buffer=replay.init_buffer(example, cfg.replay_capacity),
+            buffer=replay.init_buffer(example, cfg.replay_capacity, cfg.priority_alpha),
             env_state=tabular.reset(env, k_reset, cfg.num_envs),
             key=key,
             nudge=nudge,
@@ -472,28 +506,6 @@ class Learner:
         deltas = {"agent": delta_agent, "principal": delta_principal * valid}
         total = sum(losses[net] for net in rest)
         return total, (losses, deltas, q_bar)
-
-    def _expected_bellman_error(self, env, state: LearnerStateView, batch: Transition, q_bar):
-        """``|Q̄_φ(s,a) - E[r + γ V'(s')]|`` over the batch.
-
-        The expectation runs over outcomes and successors under the known model: the one-step
-        error behind Proposition 4.1.
-        """
-        spec = self.spec
-        s, a = batch.state, batch.action
-        probs = env.outcome_probs[s, a]  # [B, O]
-        succ = env.next_state[s]  # [B, O, K]
-        succ_p = env.next_prob[s]  # [B, O, K]
-        if spec.time_input:
-            t = batch.index // spec.num_states
-            at_horizon = (t + 1 >= spec.horizon)[:, None, None]
-            succ_index = jnp.where(at_horizon, 0, (t + 1)[:, None, None] * spec.num_states + succ)
-            succ_p = jnp.where(at_horizon, 0.0, succ_p)
-        else:
-            succ_index = succ
-        v_next = jnp.sum(succ_p * state.tables.agent_value_star[succ_index], axis=-1)  # [B, O]
-        expected = env.agent_reward[s, a] + env.discount * jnp.sum(probs * v_next, axis=-1)
-        return jnp.abs(q_bar[jnp.arange(a.shape[0]), a] - expected)
 
     def _apply_gradients(self, params, opt_state, grad_rest, row_grads, rows, lr):
         """Clip by the global norm of the trained networks (the keys of ``grad_rest``); Adam.
@@ -602,9 +614,7 @@ class Learner:
     def _sample(self, buffer, key):
         cfg = self.config
         if cfg.prioritized:
-            return replay.sample_prioritized(
-                buffer, key, cfg.batch_size, cfg.priority_alpha, cfg.priority_beta
-            )
+            return replay.sample_prioritized(buffer, key, cfg.batch_size, cfg.priority_beta)
         return replay.sample_uniform(buffer, key, cfg.batch_size)
 
     def _update(self, env, learning, batch, weights, nets, lr, batched: bool):
@@ -614,7 +624,6 @@ class Learner:
         so that branching on the phase never copies it): ``(params, opt_state, tables, nudge,
         error_estimate)``. Returns it updated, the losses and the TD errors for priorities.
         """
-        cfg = self.config
         params, opt_state, tables, nudge, estimate = learning
         q_next = self._forward_dedup(params["principal"], batch.next_index, batched)
         a_next = jnp.argmax(
@@ -626,14 +635,6 @@ class Learner:
         )
         losses, deltas, q_bar = aux
         params, opt_state = self._apply_gradients(params, opt_state, grad_rest, grad_rows, rows, lr)
-        # Only a learning agent's error measures its accuracy: a frozen agent (iterative
-        # schedule, principal phase) falls behind the moving targets, and since a larger nudge
-        # raises those targets, measuring then would feed the nudge back into itself.
-        if cfg.auto_nudge and "agent" in nets:
-            errors = self._expected_bellman_error(env, view, batch, q_bar)
-            quantile = jnp.quantile(errors, cfg.auto_nudge_quantile)
-            estimate = cfg.auto_nudge_decay * estimate + (1 - cfg.auto_nudge_decay) * quantile
-            nudge = cfg.auto_nudge_scale * self._accumulate(estimate)
         td = sum(jnp.abs(deltas[n]) for n in nets)
         return (params, opt_state, tables, nudge, estimate), (
             losses["agent"],
@@ -709,6 +710,18 @@ class Learner:
             states, log = carry
             i = start + j
             states, metrics = iterate(envs, states, self.epsilon(i), self.lr(i))
+            if cfg.auto_nudge and "agent" in nets:
+                # The nudge moves once per period, at the end of agent training, from the
+                # error measured at a fixed nudge: a larger nudge raises the agent's targets, so
+                # moving it while measuring would feed it back into itself; and a frozen agent
+                # (principal phase) lags its moving targets, so only a learning agent's error
+                # measures its accuracy.
+                due_nudge = (cfg.iterations - 1 - i) % cfg.auto_nudge_period == 0
+                estimate = states.tables.error
+                new = cfg.auto_nudge_scale * self._accumulate(estimate)
+                states = states.replace(
+                    nudge=jnp.where(due_nudge, new, states.nudge), error_estimate=estimate
+                )
             log = jax.tree_util.tree_map(lambda buf, m: buf.at[j].set(m), log, metrics)
             # the predicate is shared by all runs, so this stays a real branch under vmap
             due = (i + 1) % cfg.target_period == 0

@@ -4,8 +4,9 @@ Uniform and proportional prioritised replay (Schaul et al. 2016) with the paper'
 (SPEC §8: ``α = 0.4``, ``β = 0``, ``ε = 1e-7``): a transition ``i`` is drawn with probability
 ``p_i^α / Σ_j p_j^α``, new transitions get the largest priority seen so far, and after a
 gradient step ``p_i = |δ_i| + ε``. Importance weights are ``(N · P(i))^-β``, normalised by
-their maximum. Sampling is an ``O(capacity)`` inverse-CDF search, which at the paper's
-capacities costs less than the network update and keeps the code simple and exact.
+their maximum. The scaled priorities ``p_i^α`` live in a sum tree (``[2M]``, leaves at
+``[M, 2M)`` for ``M`` the capacity rounded up to a power of two), so that updating ``B``
+priorities and drawing ``B`` samples both cost ``O(B log M)``.
 """
 
 from __future__ import annotations
@@ -19,30 +20,56 @@ from flax import struct
 
 @struct.dataclass
 class ReplayBuffer:
-    """A ring buffer of transitions.
+    """A ring buffer of transitions with a sum tree of scaled priorities.
 
     Attributes:
         data: pytree of ``[capacity, ...]`` arrays.
-        priorities: ``[capacity]`` raw priorities ``p_i`` (0 for empty slots).
-        max_priority: largest priority seen (new transitions get it).
+        tree: ``[2M]`` sum tree of ``p_i^α`` (leaf ``i`` at ``M + i``; 0 for empty slots).
+        max_priority: largest raw priority seen (new transitions get it).
+        alpha: the prioritisation exponent the tree holds.
         position: next slot to write.
         size: number of filled slots.
     """
 
     data: Any
-    priorities: jax.Array
+    tree: jax.Array
     max_priority: jax.Array
+    alpha: jax.Array
     position: jax.Array
     size: jax.Array
 
     @property
     def capacity(self) -> int:
         """Number of slots."""
-        return self.priorities.shape[0]
+        return jax.tree_util.tree_leaves(self.data)[0].shape[0]
+
+    @property
+    def priorities(self) -> jax.Array:
+        """``[capacity]`` scaled priorities ``p_i^α``."""
+        leaves = self.tree.shape[0] // 2
+        return self.tree[leaves : leaves + self.capacity]
 
 
-def init_buffer(example: Any, capacity: int) -> ReplayBuffer:
-    """An empty buffer whose slots have the shapes and dtypes of ``example`` (one transition)."""
+def _tree_size(capacity: int) -> int:
+    return 1 << max(0, (capacity - 1).bit_length())
+
+
+def _set_leaves(tree: jax.Array, idx: jax.Array, values: jax.Array) -> jax.Array:
+    """Set leaves ``idx`` to ``values`` and recompute their ancestors."""
+    leaves = tree.shape[0] // 2
+    tree = tree.at[leaves + idx].set(values)
+    nodes = leaves + idx
+    for _ in range(leaves.bit_length() - 1):
+        nodes = nodes // 2
+        tree = tree.at[nodes].set(tree[2 * nodes] + tree[2 * nodes + 1])
+    return tree
+
+
+def init_buffer(example: Any, capacity: int, alpha: float = 1.0) -> ReplayBuffer:
+    """An empty buffer whose slots have the shapes and dtypes of ``example`` (one transition).
+
+    ``alpha`` is the prioritisation exponent (ignored by uniform sampling).
+    """
     if capacity < 1:
         raise ValueError(f"replay capacity must be >= 1, got {capacity}")
     data = jax.tree_util.tree_map(
@@ -50,8 +77,9 @@ def init_buffer(example: Any, capacity: int) -> ReplayBuffer:
     )
     return ReplayBuffer(
         data=data,
-        priorities=jnp.zeros(capacity, jnp.float32),
+        tree=jnp.zeros(2 * _tree_size(capacity), jnp.float32),
         max_priority=jnp.ones((), jnp.float32),
+        alpha=jnp.asarray(alpha, jnp.float32),
         position=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
     )
@@ -62,9 +90,10 @@ def add_batch(buffer: ReplayBuffer, batch: Any) -> ReplayBuffer:
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
     idx = (buffer.position + jnp.arange(n)) % buffer.capacity
     data = jax.tree_util.tree_map(lambda d, x: d.at[idx].set(x), buffer.data, batch)
+    scaled = jnp.full(n, buffer.max_priority**buffer.alpha, jnp.float32)
     return buffer.replace(
         data=data,
-        priorities=buffer.priorities.at[idx].set(buffer.max_priority),
+        tree=_set_leaves(buffer.tree, idx, scaled),
         position=(buffer.position + n) % buffer.capacity,
         size=jnp.minimum(buffer.size + n, buffer.capacity),
     )
@@ -81,20 +110,24 @@ def sample_uniform(buffer: ReplayBuffer, key: jax.Array, batch_size: int):
     return batch, idx, jnp.ones(batch_size, jnp.float32)
 
 
-def sample_prioritized(
-    buffer: ReplayBuffer, key: jax.Array, batch_size: int, alpha: float, beta: float
-):
-    """Proportional prioritised sample: ``P(i) ∝ p_i^α``; weights ``(N P(i))^-β / max``.
+def sample_prioritized(buffer: ReplayBuffer, key: jax.Array, batch_size: int, beta: float):
+    """Proportional prioritised sample, ``P(i) ∝ p_i^α``, by descending the sum tree.
 
     Returns:
-        ``(batch, indices [B], weights [B])``.
+        ``(batch, indices [B], weights [B])`` with weights ``(N P(i))^-β / max``.
     """
-    scaled = jnp.where(buffer.priorities > 0, buffer.priorities**alpha, 0.0)
-    cdf = jnp.cumsum(scaled)
-    total = cdf[-1]
+    tree = buffer.tree
+    leaves = tree.shape[0] // 2
+    total = tree[1]
     u = jax.random.uniform(key, (batch_size,), jnp.float32) * total
-    idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, buffer.capacity - 1)
-    prob = scaled[idx] / total
+    node = jnp.ones(batch_size, jnp.int32)
+    for _ in range(leaves.bit_length() - 1):
+        left = tree[2 * node]
+        go_right = u >= left
+        u = jnp.where(go_right, u - left, u)
+        node = 2 * node + go_right.astype(jnp.int32)
+    idx = jnp.clip(node - leaves, 0, jnp.maximum(buffer.size, 1) - 1)
+    prob = tree[leaves + idx] / total
     weights = (buffer.size.astype(jnp.float32) * prob) ** (-beta)
     weights = weights / jnp.max(weights)
     batch = jax.tree_util.tree_map(lambda d: d[idx], buffer.data)
@@ -107,6 +140,6 @@ def update_priorities(
     """Set ``p_i = |δ_i| + ε`` for the sampled transitions."""
     new = jnp.abs(td_errors).astype(jnp.float32) + eps
     return buffer.replace(
-        priorities=buffer.priorities.at[indices].set(new),
+        tree=_set_leaves(buffer.tree, indices, new**buffer.alpha),
         max_priority=jnp.maximum(buffer.max_priority, jnp.max(new)),
     )

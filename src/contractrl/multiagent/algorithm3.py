@@ -1,0 +1,250 @@
+"""Contracts for a team of agents (paper Section 5, Algorithm 3, SPEC §7): the training phase.
+
+The principal recommends an action to each agent and pays agent ``i`` only if it follows.
+Each agent's choice is reduced to a *follow bit* ``f_i`` sampled per episode; the agents'
+shared-parameter Q-network conditions on the others' bits, ``Q_φ((s_i, f_-i), a)``, and learns
+selfishly: ``r_i + γ max_a' Q_φ'((s'_i, f_-i), a')``. The contract for agent ``i`` recommended
+``a_i`` is what makes following as good as its best selfish action when the others follow,
+
+    b_i = max_a Q_φ((s_i, f_-i = 1), a) - Q_φ((s_i, f_-i = 1), a_i)  (+ nudge),
+
+from the online network. The principal (shared parameters ``θ``) learns ``q_θ(s_i, a)`` with
+per-agent targets ``y_i = r_i - α b_i + γ max_a' q_θ'(s'_i, a')`` trained as VDN:
+``Σ_i q_θ(s_i, a_i)`` regresses on ``Σ_i y_i``. Followers play the principal's ε-greedy
+recommendation, the others ε-greedily from their own Q. One environment step and one gradient
+step (both networks) per iteration; prioritised replay.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from contractrl.envs import coin_game
+from contractrl.envs.coin_game import CoinGameConfig, CoinState
+from contractrl.learning import replay
+from contractrl.multiagent.common import (
+    CoinBase,
+    CoinDQNConfig,
+    CoinTransition,
+    epsilon_greedy,
+    others,
+)
+from contractrl.multiagent.networks import apply_conv_q, head_from_first, init_conv_q
+
+
+def follower_contracts(q_all_follow: jax.Array, recs: jax.Array, nudge) -> jax.Array:
+    """Contracts ``b_i = max_a Q_i(a) - Q_i(a_i) + nudge`` (SPEC §7), ``[..., n]``.
+
+    ``q_all_follow [..., n, A]`` are the agents' Q-values with the others following and
+    ``recs [..., n]`` the recommended actions.
+    """
+    chosen = jnp.take_along_axis(q_all_follow, recs[..., None], axis=-1)[..., 0]
+    return jnp.max(q_all_follow, axis=-1) - chosen + nudge
+
+
+def vdn_targets(rewards, payments, follow, next_q_max, done, alpha: float, gamma: float):
+    """Per-agent principal targets ``y_i = r_i - α b_i f_i + γ (1 - done) max q'`` and their sum.
+
+    Arrays are ``[B, n]`` (``done [B]``); returns ``(y [B, n], Σ_i y_i [B])`` (VDN).
+    """
+    y = rewards - alpha * payments * follow + gamma * (1.0 - done)[:, None] * next_q_max
+    return y, jnp.sum(y, axis=-1)
+
+
+@struct.dataclass
+class PrincipalState:
+    """One run of the training phase."""
+
+    params: Any
+    target: Any
+    opt_state: Any
+    buffer: replay.ReplayBuffer
+    env: CoinState
+    follow: jax.Array
+    key: jax.Array
+
+
+@struct.dataclass
+class StepStats:
+    """Per-iteration statistics of the training phase (the acting environment)."""
+
+    rewards: jax.Array
+    payments: jax.Array
+    follow: jax.Array
+    done: jax.Array
+    agent_loss: jax.Array
+    principal_loss: jax.Array
+
+
+class PrincipalLearner(CoinBase):
+    """Algorithm 3's training phase for one Coin Game configuration."""
+
+    def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
+        super().__init__(game, config)
+        self._warm_jit = jax.jit(
+            functools.partial(self._train_chunk, learn=False), static_argnums=(2,)
+        )
+        self._learn_jit = jax.jit(self._train_chunk, static_argnums=(2,))
+
+    # -------------------------------------------------------------- networks
+    def _init_params(self, key):
+        g, n, cfg = self.game, self.n, self.config
+        k_a, k_p = jax.random.split(key)
+        agent = init_conv_q(
+            k_a, g.grid_size, 4, n - 1, g.num_actions, self.padding, cfg.conv_channels, cfg.hidden
+        )
+        principal = init_conv_q(
+            k_p, g.grid_size, 4, 0, g.num_actions, self.padding, cfg.conv_channels, cfg.hidden
+        )
+        return {"agent": agent, "principal": principal}
+
+    def agent_q(self, params, obs, follow_others):
+        """``Q_φ((obs_i, f_-i), ·)`` of dense observations ``[..., G, G, 4]``."""
+        return apply_conv_q(params["agent"], obs, self.patches, follow_others)
+
+    def principal_q(self, params, obs):
+        """``q_θ(obs_i, ·)`` of dense observations."""
+        return apply_conv_q(params["principal"], obs, self.patches)
+
+    def contracts(self, params, states, recs, nudge):
+        """Contracts ``[..., n]`` for recommendations ``recs [..., n]`` at ``states``.
+
+        The others are assumed to follow.
+        """
+        ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
+        return follower_contracts(self.q_values(params["agent"], states, ones), recs, nudge)
+
+    # -------------------------------------------------------------- init
+    def init(self, key: jax.Array) -> PrincipalState:
+        """A fresh run."""
+        k_params, k_env, k_follow, key = jax.random.split(key, 4)
+        params = self._init_params(k_params)
+        _, env = coin_game.reset(self.game, k_env)
+        return PrincipalState(
+            params=params,
+            target=params,
+            opt_state=self.optimizer.init(params),
+            buffer=replay.init_buffer(
+                self.example_transition(), self.config.replay_capacity, self.config.priority_alpha
+            ),
+            env=env,
+            follow=self._sample_follow(k_follow),
+            key=key,
+        )
+
+    def _sample_follow(self, key):
+        return (jax.random.uniform(key, (self.n,)) < self.config.follow_prob).astype(jnp.float32)
+
+    # -------------------------------------------------------------- one iteration
+    def _act(self, state: PrincipalState, epsilon, key):
+        k_rec, k_own, k_env, k_follow = jax.random.split(key, 4)
+        params = state.params
+        recs = epsilon_greedy(k_rec, self.q_values(params["principal"], state.env), epsilon)
+        pre = self.first_layer(params["agent"], state.env)
+        own = epsilon_greedy(
+            k_own, head_from_first(params["agent"], pre, others(state.follow)), epsilon
+        )
+        actions = jnp.where(state.follow > 0, recs, own)
+        follow_q = head_from_first(params["agent"], pre, jnp.ones((self.n, self.n - 1)))
+        payments = follower_contracts(follow_q, recs, self.config.nudge) * state.follow
+        _, env, info = coin_game.step(self.game, state.env, actions, k_env)
+        transition = CoinTransition(
+            state=state.env,
+            next_state=info.final_state,
+            actions=actions,
+            recs=recs,
+            follow=state.follow,
+            rewards=info.rewards,
+            done=info.done.astype(jnp.float32),
+        )
+        follow = jnp.where(info.done, self._sample_follow(k_follow), state.follow)
+        stats = (info.rewards, payments, state.follow, info.done)
+        return state.replace(env=env, follow=follow), transition, stats
+
+    def _losses(self, params, target, batch: CoinTransition, weights):
+        cfg = self.config
+        f_others = others(batch.follow)  # [B, n, n-1]
+        # agent: selfish Q conditioned on the others' bits
+        pre = self.first_layer(params["agent"], batch.state)  # [B, n, H]
+        q = head_from_first(params["agent"], pre, f_others)  # [B, n, A]
+        q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
+        next_q = self.q_values(target["agent"], batch.next_state, f_others).max(axis=-1)
+        y_agent = batch.rewards + cfg.gamma * (1.0 - batch.done)[:, None] * next_q
+        delta_agent = q_taken - jax.lax.stop_gradient(y_agent)
+        # principal: contracts from the online agent network, the others assumed to follow
+        q_follow = head_from_first(params["agent"], pre, jnp.ones_like(f_others))
+        payments = jax.lax.stop_gradient(follower_contracts(q_follow, batch.actions, cfg.nudge))
+        next_qp = self.q_values(target["principal"], batch.next_state).max(axis=-1)
+        _, y_sum = vdn_targets(
+            batch.rewards, payments, batch.follow, next_qp, batch.done, cfg.alpha, cfg.gamma
+        )
+        qp = self.q_values(params["principal"], batch.state)
+        qp_sum = jnp.take_along_axis(qp, batch.actions[..., None], axis=-1)[..., 0].sum(-1)
+        delta_vdn = qp_sum - jax.lax.stop_gradient(y_sum)
+        agent_loss = self.td_loss(delta_agent, weights)
+        principal_loss = self.td_loss(delta_vdn, weights)
+        priority = jnp.abs(delta_vdn) + jnp.abs(delta_agent).mean(axis=-1)
+        return agent_loss + principal_loss, (agent_loss, principal_loss, priority)
+
+    def _iteration(self, state: PrincipalState, i, learn: bool):
+        cfg = self.config
+        key, k_act, k_sample = jax.random.split(state.key, 3)
+        state, transition, (rewards, payments, follow, done) = self._act(
+            state.replace(key=key), self.epsilon(i), k_act
+        )
+        buffer = replay.add_batch(
+            state.buffer, jax.tree_util.tree_map(lambda x: x[None], transition)
+        )
+        zero = jnp.zeros(())
+        agent_loss = principal_loss = zero
+        if learn:
+            batch, idx, weights = self.sample(buffer, k_sample)
+            grads, (agent_loss, principal_loss, priority) = jax.grad(self._losses, has_aux=True)(
+                state.params, state.target, batch, weights
+            )
+            params, opt_state = self.apply_updates(state.params, state.opt_state, grads, self.lr(i))
+            if cfg.prioritized:
+                buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps)
+            due = (i + 1) % cfg.target_period == 0
+            target = jax.tree_util.tree_map(lambda p, t: jnp.where(due, p, t), params, state.target)
+            state = state.replace(params=params, opt_state=opt_state, target=target)
+        state = state.replace(buffer=buffer)
+        return state, StepStats(rewards, payments, follow, done, agent_loss, principal_loss)
+
+    def _train_chunk(self, state, start, length: int, learn: bool = True):
+        def body(st, i):
+            return self._iteration(st, i, learn)
+
+        return jax.lax.scan(body, state, start + jnp.arange(length))
+
+    def train_chunk(self, state: PrincipalState, start: int, length: int):
+        """Run ``length`` iterations from ``start`` (host ints).
+
+        Returns ``(state, StepStats)`` with ``[length]``-leading statistics.
+        """
+        return _run_chunk(self, state, start, length)
+
+
+def _run_chunk(learner, state, start: int, length: int):
+    """Split off the replay warm-up (no gradient steps) and run the rest; shared by learners."""
+    warm = max(0, min(length, learner.config.batch_size - start))
+    parts = []
+    if warm:
+        state, stats = learner._warm_jit(state, start, warm)
+        parts.append(stats)
+    if length - warm:
+        state, stats = learner._learn_jit(state, start + warm, length - warm)
+        parts.append(stats)
+    stats = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+    return state, stats
+
+
+@functools.cache
+def principal_learner(game: CoinGameConfig, config: CoinDQNConfig) -> PrincipalLearner:
+    """One compiled learner per configuration and process."""
+    return PrincipalLearner(game, config)

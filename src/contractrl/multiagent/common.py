@@ -1,0 +1,247 @@
+"""Shared pieces of the Coin Game learners: config, replay of compact states, DQN helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from contractrl.envs import coin_game
+from contractrl.envs.coin_game import CoinGameConfig, CoinState
+from contractrl.learning import replay
+from contractrl.learning.schedules import exponential_lr, linear_epsilon
+from contractrl.multiagent.networks import (
+    first_layer,
+    head_from_first,
+    patch_indices,
+    resolve_padding,
+    response_table,
+    sparse_conv_features,
+    window_counts,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoinDQNConfig:
+    """Hyper-parameters of the Coin Game learners (defaults: the paper's, SPEC §8).
+
+    Attributes:
+        iterations: iterations of each phase (1 environment step + 1 gradient step each).
+        batch_size: transitions per gradient step.
+        target_period: iterations between target-network copies.
+        lr_start: initial learning rate (Adam).
+        lr_end: final learning rate (exponential decay).
+        epsilon_start: initial exploration rate.
+        epsilon_end: final exploration rate.
+        epsilon_fraction: share of the phase over which ε decays linearly.
+        gamma: discount.
+        replay_capacity: replay slots.
+        prioritized: prioritised replay.
+        priority_alpha: prioritisation exponent.
+        priority_beta: importance-weight exponent.
+        priority_eps: priority floor.
+        alpha: weight of payments in the principal's objective (``r^p = Σ r_i / α -
+            payments``; the principal's target per agent is ``r_i - α b_i + γ max q'``).
+        follow_prob: probability that an agent follows in an episode (training phase)
+            **[choice]**.
+        nudge: added to every contract (0: the agent is indifferent).
+        conv_padding: ``auto``, ``valid`` or ``circular`` (see :mod:`.networks`).
+        conv_channels: channels of the conv layer.
+        hidden: widths of the dense layers.
+        loss: ``huber`` or ``mse``.
+        max_grad_norm: global gradient-norm clip (``None``: none).
+    """
+
+    iterations: int = 1_000_000
+    batch_size: int = 128
+    target_period: int = 100
+    lr_start: float = 5e-4
+    lr_end: float = 1e-4
+    epsilon_start: float = 0.4
+    epsilon_end: float = 0.0
+    epsilon_fraction: float = 1.0
+    gamma: float = 0.99
+    replay_capacity: int = 100_000
+    prioritized: bool = True
+    priority_alpha: float = 0.4
+    priority_beta: float = 0.0
+    priority_eps: float = 1e-7
+    alpha: float = 0.1
+    follow_prob: float = 0.5
+    nudge: float = 0.0
+    conv_padding: str = "auto"
+    conv_channels: int = 32
+    hidden: tuple[int, ...] = (64, 64)
+    loss: str = "huber"
+    max_grad_norm: float | None = 10.0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        for name in (
+            "iterations",
+            "batch_size",
+            "target_period",
+            "replay_capacity",
+            "conv_channels",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        checks = [
+            ("lr_start", self.lr_start > 0),
+            ("lr_end", self.lr_end > 0),
+            ("epsilon_start", 0 <= self.epsilon_start <= 1),
+            ("epsilon_end", 0 <= self.epsilon_end <= 1),
+            ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
+            ("gamma", 0 < self.gamma <= 1),
+            ("alpha", self.alpha > 0),
+            ("follow_prob", 0 <= self.follow_prob <= 1),
+            ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
+            ("loss", self.loss in ("huber", "mse")),
+            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
+            ("batch_size", self.batch_size <= self.replay_capacity),
+            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+
+
+@struct.dataclass
+class CoinTransition:
+    """One stored step: compact states (observations are recomputed), ``[n]`` arrays."""
+
+    state: CoinState
+    next_state: CoinState
+    actions: jax.Array
+    recs: jax.Array
+    follow: jax.Array
+    rewards: jax.Array
+    done: jax.Array
+
+
+class CoinBase:
+    """Static settings shared by the Coin Game learners.
+
+    Args:
+        game: the Coin Game rules.
+        config: hyper-parameters.
+    """
+
+    def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
+        game.validate()
+        config.validate()
+        self.game = game
+        self.config = config
+        self.padding = resolve_padding(game.grid_size, config.conv_padding)
+        self.patches = patch_indices(game.grid_size, self.padding)
+        self.counts = window_counts(game.grid_size, self.padding)
+        self.epsilon = linear_epsilon(
+            config.epsilon_start,
+            config.epsilon_end,
+            int(config.epsilon_fraction * config.iterations),
+        )
+        self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
+        chain = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
+        self.optimizer = optax.chain(*chain, optax.scale_by_adam())
+
+    @property
+    def n(self) -> int:
+        """Number of agents."""
+        return self.game.num_agents
+
+    def example_transition(self) -> CoinTransition:
+        """A zero transition with the right shapes (for the replay buffer)."""
+        n = self.n
+        zero_state = CoinState(
+            jnp.zeros((n, 2), jnp.int32),
+            jnp.zeros(2, jnp.int32),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
+        ints, floats = jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.float32)
+        return CoinTransition(
+            zero_state, zero_state, ints, ints, floats, floats, jnp.zeros((), jnp.float32)
+        )
+
+    def observe_batch(self, states: CoinState) -> jax.Array:
+        """``[B, n, G, G, 4]`` observations of stored states."""
+        return jax.vmap(lambda s: coin_game.observe(self.game, s))(states)
+
+    def first_layer(self, net_params, states: CoinState) -> jax.Array:
+        """First dense pre-activation ``[..., n, H]`` of every agent's observation of ``states``.
+
+        Computed from the observations' ones; reusable across extra inputs.
+        """
+        table = response_table(net_params, self.counts)
+        cells, channels = self.ones_of(states)
+        return first_layer(net_params, sparse_conv_features(net_params, table, cells, channels))
+
+    def q_values(self, net_params, states: CoinState, extra=None) -> jax.Array:
+        """``[..., n, A]`` Q-values of every agent at ``states`` (and extra inputs)."""
+        return head_from_first(net_params, self.first_layer(net_params, states), extra)
+
+    def ones_of(self, states: CoinState) -> tuple[jax.Array, jax.Array]:
+        """The ones of every agent's egocentric observation, straight from the states.
+
+        Returns ``(cells, channels)``, each ``[..., n, n + 1]`` (self, the others, the coin).
+        """
+        g, n = self.game.grid_size, self.n
+        centre = g // 2
+        pos = states.positions  # [..., n, 2]
+        rel = (pos[..., None, :, :] - pos[..., :, None, :] + centre) % g  # [..., i, j, 2]
+        coin = (states.coin[..., None, :] - pos + centre) % g  # [..., n, 2]
+        cells = jnp.concatenate(
+            [rel[..., 0] * g + rel[..., 1], (coin[..., 0] * g + coin[..., 1])[..., None]], axis=-1
+        )
+        agent_channels = jnp.where(jnp.eye(n, dtype=bool), 0, 1)  # self 0, others 1
+        own = states.colour[..., None] == jnp.arange(n)  # [..., n]
+        coin_channel = jnp.where(own, 2, 3)[..., None]
+        channels = jnp.concatenate(
+            [jnp.broadcast_to(agent_channels, cells.shape[:-1] + (n,)), coin_channel], axis=-1
+        )
+        return cells, channels
+
+    def sample(self, buffer: replay.ReplayBuffer, key: jax.Array):
+        """A replay batch ``(batch, indices, weights)``."""
+        cfg = self.config
+        if cfg.prioritized:
+            return replay.sample_prioritized(buffer, key, cfg.batch_size, cfg.priority_beta)
+        return replay.sample_uniform(buffer, key, cfg.batch_size)
+
+    def td_loss(self, delta: jax.Array, weights: jax.Array) -> jax.Array:
+        """Weighted Huber or squared loss of TD errors ``[B, ...]``."""
+        per = optax.huber_loss(delta) if self.config.loss == "huber" else 0.5 * delta**2
+        per = per.reshape(per.shape[0], -1).mean(axis=1)
+        return jnp.mean(weights * per)
+
+    def apply_updates(self, params, opt_state, grads, lr):
+        """One Adam step with learning rate ``lr`` (after clipping)."""
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: -lr * u, updates))
+        return params, opt_state
+
+
+def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon) -> jax.Array:
+    """``[..., A]`` Q-values -> actions ``[...]``: greedy, or uniform with probability ε."""
+    k_explore, k_random = jax.random.split(key)
+    greedy = jnp.argmax(q, axis=-1)
+    random = jax.random.randint(k_random, greedy.shape, 0, q.shape[-1])
+    return jnp.where(jax.random.uniform(k_explore, greedy.shape) < epsilon, random, greedy)
+
+
+def others(bits: jax.Array) -> jax.Array:
+    """``[..., n]`` per-agent values -> ``[..., n, n-1]``: for each agent, the others'."""
+    n = bits.shape[-1]
+    idx = np.array([[j for j in range(n) if j != i] for i in range(n)])
+    return bits[..., idx]
+
+
+def tree_where(cond, a: Any, b: Any) -> Any:
+    """Leaf-wise ``where`` of two pytrees with a scalar condition."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
