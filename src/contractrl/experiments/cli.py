@@ -142,6 +142,31 @@ def _add_train_parser(train_sub) -> None:
     add_config_flags(tree, TreeExperimentConfig)
     tree.set_defaults(handler=_cmd_train_tree)
 
+    from contractrl.experiments.coin import COIN_PRESETS, CoinExperimentConfig
+
+    coin = train_sub.add_parser(
+        "coin",
+        help="Algorithm 3 in the Coin Game, validation and baselines (Figures 2, 4)",
+        description="Train the principal (Algorithm 3), validate it with fresh black-box agents "
+        "and train the selfish, cooperative and budget-matched constant baselines. Every "
+        "config field is a flag; a preset fills the defaults.",
+    )
+    coin.add_argument(
+        "--preset",
+        choices=sorted(COIN_PRESETS),
+        default="budget-3x3",
+        help="starting config (default: budget-3x3)",
+    )
+    coin.add_argument("--out", type=Path, required=True, help="experiment directory")
+    coin.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted experiment from its checkpoints",
+    )
+    coin.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(coin, CoinExperimentConfig)
+    coin.set_defaults(handler=_cmd_train_coin)
+
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -240,6 +265,34 @@ def _cmd_train_tree(args: argparse.Namespace) -> None:
         f"± {mean['principal_utility_ratio_se']:.4f}, accuracy {mean['accuracy']:.4f}, "
         f"agent utility {mean['agent_utility']:.4f} (SPE {mean['spe_agent_value']:.4f}), "
         f"{mean['runs']} runs in {mean['wall_seconds']:.1f} s -> {args.out}/results.json"
+    )
+
+
+def _cmd_train_coin(args: argparse.Namespace) -> None:
+    from contractrl.experiments.coin import COIN_PRESETS, run_coin
+    from contractrl.experiments.config import apply_overrides
+    from contractrl.experiments.tree import ExperimentExistsError
+
+    config = apply_overrides(COIN_PRESETS[args.preset], args)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    command = "contractrl " + " ".join(sys.argv[1:])
+    try:
+        results = run_coin(
+            config, args.out, resume=args.resume, progress=not args.no_progress, command=command
+        )
+    except ExperimentExistsError as exc:
+        raise UsageError(str(exc)) from None
+    m = results["mean"]
+    print(
+        f"welfare {m['welfare']:.2f} ± {m['welfare_se']:.2f} (selfish "
+        f"{m['welfare_selfish']:.2f}, cooperative {m['welfare_cooperative']:.2f}, constant "
+        f"{m['welfare_constant']:.2f}); payment share {m['payment_share']:.3f}, follow rate "
+        f"{m['follow_rate']:.3f}, SPE ratio {m['spe_ratio']:.3f}, IC ratio "
+        f"{m['ic_ratio']:.3f}; {m['seeds']} seeds in {m['wall_seconds']:.0f} s -> "
+        f"{args.out}/results.json"
     )
 
 

@@ -30,12 +30,13 @@ SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thr
 
 @dataclass(frozen=True)
 class Task:
-    """One run: call ``fn(**kwargs)``; progress in ``run_dir/progress.json``."""
+    """One run: call ``fn(**kwargs)``; progress in ``run_dir/progress_file``."""
 
     fn: Callable[..., Any]
     kwargs: dict[str, Any]
     run_dir: Path
     total: int
+    progress_file: str = "progress.json"
 
 
 def available_cores() -> list[int]:
@@ -60,7 +61,7 @@ def _progress(tasks: list[Task]) -> int:
     done = 0
     for task in tasks:
         try:
-            done += int(read_json(task.run_dir / "progress.json")["iteration"])
+            done += int(read_json(task.run_dir / task.progress_file)["iteration"])
         except (OSError, ValueError, KeyError):
             pass
     return done

@@ -119,6 +119,21 @@ class PrincipalLearner(CoinBase):
         ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
         return follower_contracts(self.q_values(params["agent"], states, ones), recs, nudge)
 
+    def policy(self, state: PrincipalState, principal=None):
+        """The principal's plan as an evaluation policy: every agent follows the greedy
+        recommendation and is paid its contract (see :mod:`.evaluation`).
+        """
+        params = state.params
+        del principal
+
+        def act(states, actions=None):
+            recs = jnp.argmax(self.q_values(params["principal"], states), axis=-1)
+            chosen = recs if actions is None else actions
+            paid = self.contracts(params, states, recs, self.config.nudge) * (chosen == recs)
+            return chosen, recs, paid
+
+        return act
+
     # -------------------------------------------------------------- init
     def init(self, key: jax.Array) -> PrincipalState:
         """A fresh run."""

@@ -1,0 +1,490 @@
+"""The Coin Game experiment (SPEC §7–8, paper Figures 2 and 4).
+
+Per seed, a *pipeline* task: Algorithm 3's training phase (``principal``), the validation phase
+with fresh black-box agents (``validation``), the same with a nudge worth ``nudge_share`` of
+welfare (``validation_nudged``), then the budget-matched constant-proportion baseline
+(``constant``, and ``constant_nudged``); and two independent tasks for the ``selfish`` and
+``cooperative`` baselines. Every phase has the same budget of iterations, evaluates every
+``eval_every`` iterations over ``eval_episodes`` episodes (``runs/seed<k>/<phase>.csv``),
+checkpoints, and can be resumed. ``results.json`` aggregates the final evaluations over seeds.
+
+Budget matching **[choice]**: the constant baseline pays agent ``i`` the share ``p`` of the
+others' rewards, with ``p`` the principal's payments over ``(n-1)`` times the welfare of the
+validation agents — the share the principal paid; the realised payments of the constant
+baseline are reported beside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contractrl import __version__
+from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
+from contractrl.envs.coin_game import CoinGameConfig
+from contractrl.experiments.executor import Task, run_tasks
+from contractrl.experiments.store import MetricsLog, git_sha, read_json, write_bytes, write_json
+from contractrl.multiagent.common import CoinDQNConfig
+
+BASELINES = ("selfish", "cooperative", "constant")
+PHASE_COLUMNS = [
+    "iteration",
+    "welfare",
+    "payments",
+    "payment_share",
+    "follow_rate",
+    "spe_ratio",
+    "ic_ratio",
+    "train_welfare",
+    "train_payments",
+    "loss",
+    "train_seconds",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CoinExperimentConfig:
+    """The Coin Game experiment.
+
+    Attributes:
+        seeds: independent runs.
+        seed: seed of the first run (run ``k`` uses ``seed + k``).
+        eval_every: iterations between evaluations.
+        eval_episodes: episodes per evaluation (paper: 80).
+        nudge_share: the nudged variant adds this share of welfare to payments (0: skip it).
+        baselines: which of ``selfish``, ``cooperative``, ``constant`` to train.
+        checkpoint_seconds: minimum wall time between checkpoints of a phase.
+        backend: ``local``, ``ray`` or ``inline`` (see :mod:`.executor`).
+        workers: ``local`` worker processes (0: one per core).
+        ray_address: Ray cluster address.
+        game: the Coin Game rules.
+        dqn: the learners' hyper-parameters (every phase uses the same).
+    """
+
+    seeds: int = 5
+    seed: int = 0
+    eval_every: int = 10_000
+    eval_episodes: int = 80
+    nudge_share: float = 0.1
+    baselines: tuple[str, ...] = BASELINES
+    checkpoint_seconds: float = 60.0
+    backend: str = "local"
+    workers: int = 0
+    ray_address: str | None = None
+    game: CoinGameConfig = dataclasses.field(default_factory=CoinGameConfig)
+    dqn: CoinDQNConfig = dataclasses.field(default_factory=CoinDQNConfig)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        for name in ("seeds", "eval_every", "eval_episodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if not 0 <= self.nudge_share < 1:
+            raise ValueError(f"nudge_share: must lie in [0, 1), got {self.nudge_share}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"baselines: unknown {unknown[0]!r} (choose from {BASELINES})")
+        if self.backend not in ("local", "ray", "inline"):
+            raise ValueError(f"backend: must be local, ray or inline, got {self.backend!r}")
+        self.game.validate()
+        self.dqn.validate()
+
+    def phases(self) -> tuple[str, ...]:
+        """The pipeline's phases, in order."""
+        out = ["principal", "validation"]
+        if self.nudge_share > 0:
+            out.append("validation_nudged")
+        if "constant" in self.baselines:
+            out.append("constant")
+            if self.nudge_share > 0:
+                out.append("constant_nudged")
+        return tuple(out)
+
+
+def _budget(iterations: int, eval_every: int, **game) -> CoinExperimentConfig:
+    return CoinExperimentConfig(
+        eval_every=eval_every,
+        game=CoinGameConfig(**game),
+        dqn=CoinDQNConfig(iterations=iterations),
+    )
+
+
+COIN_PRESETS: dict[str, CoinExperimentConfig] = {
+    # The paper's budgets (SPEC §8): 1M iterations per phase.
+    "paper-3x3": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+    "paper-7x7": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
+    # What fits in about an hour on a 2-core machine (docs/coin.md).
+    "budget-3x3": _budget(60_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+    "budget-7x7": _budget(30_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
+    # Three agents on a 4x4 grid (beyond the paper).
+    "three-agents": _budget(60_000, 5_000, grid_size=4, horizon=20, num_agents=3),
+    # The whole pipeline in a couple of minutes (tests, demo).
+    "smoke": dataclasses.replace(
+        _budget(2_000, 1_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+        seeds=2,
+        eval_episodes=40,
+        dqn=CoinDQNConfig(iterations=2_000, replay_capacity=5_000),
+    ),
+}
+
+
+def run_name(seed_index: int) -> str:
+    """Directory of a seed's runs."""
+    return f"seed{seed_index}"
+
+
+# ------------------------------------------------------------------------------ one phase
+def _phase_learner(config: CoinExperimentConfig, phase: str):
+    from contractrl.multiagent.agents import agents_learner
+    from contractrl.multiagent.algorithm3 import principal_learner
+
+    if phase == "principal":
+        return principal_learner(config.game, config.dqn)
+    mode = "validation" if phase.startswith("validation") else phase.split("_")[0]
+    return agents_learner(config.game, config.dqn, mode)
+
+
+@functools.cache
+def _rollout_fn(learner, episodes: int):
+    """A compiled rollout of ``learner``'s greedy policy mixed with following: agent ``i``
+    plays its own action where ``mask[i]``, else its recommendation.
+    """
+    import jax
+
+    from contractrl.multiagent.evaluation import mix, rollout
+
+    def run(state, principal, mask, key):
+        return rollout(learner.game, mix(learner.policy(state, principal), mask), key, episodes)
+
+    return jax.jit(run)
+
+
+def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]:
+    """One evaluation row: metrics (a), (c), (d) and, for validation, (e) and (f)."""
+    from contractrl.multiagent.evaluation import ratio, summarise
+
+    game, episodes = config.game, config.eval_episodes
+
+    fn = _rollout_fn(learner, episodes)
+
+    def run(mask=None):
+        mask = np.ones(game.num_agents) if mask is None else np.asarray(mask, np.float32)
+        return summarise(fn(state, principal, mask, key), game)
+
+    base = run()
+    row = {
+        "welfare": base.welfare,
+        "payments": base.payments,
+        "payment_share": base.payment_share,
+        "follow_rate": base.follow_rate,
+        "spe_ratio": float("nan"),
+        "ic_ratio": float("nan"),
+    }
+    if phase.startswith("validation"):
+        n = game.num_agents
+        follow_all = run(tuple([0] * n)).agent_utility
+        own_all = base.agent_utility
+        spe, ic = [], []
+        for i in range(n):
+            alone = tuple(int(j == i) for j in range(n))
+            others_own = tuple(1 - x for x in alone)
+            spe.append(ratio(run(alone).agent_utility[i], follow_all[i]))
+            ic.append(ratio(own_all[i], run(others_own).agent_utility[i]))
+        row["spe_ratio"], row["ic_ratio"] = float(np.mean(spe)), float(np.mean(ic))
+    return row
+
+
+def _train_phase(
+    exp: Path,
+    config: CoinExperimentConfig,
+    seed_index: int,
+    phase: str,
+    principal,
+    share: float,
+    nudge: float,
+    progress,
+) -> dict[str, Any]:
+    """Train (or resume) one phase; returns its summary (the final evaluation)."""
+    import jax
+    from flax import serialization
+
+    run_dir = exp / "runs" / run_name(seed_index)
+    done_path = run_dir / f"{phase}.json"
+    if done_path.exists():
+        return read_json(done_path)
+    learner = _phase_learner(config, phase)
+    seed = config.seed + seed_index
+    key = jax.random.fold_in(
+        jax.random.PRNGKey(seed),
+        config.phases().index(phase) if phase in config.phases() else 100 + BASELINES.index(phase),
+    )
+    state = learner.init(key) if phase == "principal" else learner.init(key, share, nudge)
+    log = MetricsLog(run_dir / f"{phase}.csv", PHASE_COLUMNS)
+    ckpt = run_dir / f"{phase}.checkpoint.msgpack"
+    iteration, seconds = 0, 0.0
+    if ckpt.exists():
+        saved = serialization.msgpack_restore(ckpt.read_bytes())
+        state = serialization.from_state_dict(state, saved["state"])
+        iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
+        log.truncate_after(iteration)
+    elif log.path.exists():
+        log.path.unlink()
+    total = config.dqn.iterations
+    last_ckpt = time.monotonic()
+    row: dict[str, Any] = {}
+    while iteration < total:
+        steps = min(config.eval_every, total - iteration)
+        start = time.perf_counter()
+        if phase == "principal":
+            state, stats = learner.train_chunk(state, iteration, steps)
+        else:
+            state, stats = learner.train_chunk(state, principal, iteration, steps)
+        jax.block_until_ready(state)
+        seconds += time.perf_counter() - start
+        iteration += steps
+        eval_key = jax.random.fold_in(jax.random.PRNGKey(seed + 10_000), iteration)
+        row = _evaluate(config, phase, learner, state, principal, eval_key)
+        episodes = max(float(np.asarray(stats.done).sum()), 1.0)
+        loss = getattr(stats, "loss", None)
+        loss = loss if loss is not None else stats.agent_loss + stats.principal_loss
+        row.update(
+            iteration=iteration,
+            train_seconds=seconds,
+            train_welfare=float(np.asarray(stats.rewards).sum()) / episodes,
+            train_payments=float(np.asarray(stats.payments).sum()) / episodes,
+            loss=float(np.mean(np.asarray(loss))),
+        )
+        log.append(row)
+        if iteration >= total or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
+            payload = {
+                "iteration": iteration,
+                "train_seconds": seconds,
+                "state": serialization.to_state_dict(state),
+            }
+            write_bytes(ckpt, serialization.msgpack_serialize(payload))
+            last_ckpt = time.monotonic()
+        progress(iteration)
+    summary = dict(
+        row,
+        phase=phase,
+        seed=seed_index,
+        share=share,
+        nudge=nudge,
+        iterations=iteration,
+        iterations_per_second=iteration / max(seconds, 1e-9),
+    )
+    if phase == "principal":
+        write_bytes(
+            run_dir / "principal.params.msgpack",
+            serialization.msgpack_serialize(serialization.to_state_dict(state.params)),
+        )
+    write_json(done_path, summary)
+    if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
+        ckpt.unlink()
+    return summary
+
+
+def _load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
+    import jax
+    from flax import serialization
+
+    from contractrl.multiagent.algorithm3 import principal_learner
+
+    learner = principal_learner(config.game, config.dqn)
+    template = learner.init(jax.random.PRNGKey(0)).params
+    data = (exp / "runs" / run_name(seed_index) / "principal.params.msgpack").read_bytes()
+    return serialization.from_state_dict(template, serialization.msgpack_restore(data))
+
+
+def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
+    """One task of a seed: ``pipeline`` (principal, validation, constant baseline and the nudged
+    variants) or one independent baseline (``selfish``, ``cooperative``).
+    """
+    exp = Path(exp_dir)
+    config = _config(exp)
+    phases = config.phases() if task == "pipeline" else (task,)
+    run_dir = exp / "runs" / run_name(seed_index)
+    per_phase = config.dqn.iterations
+
+    def progress_for(k):
+        def report(i):
+            write_json(
+                run_dir / f"progress-{task}.json",
+                {"iteration": k * per_phase + i, "total": len(phases) * per_phase},
+            )
+
+        return report
+
+    results: dict[str, Any] = {}
+    principal = None
+    for k, phase in enumerate(phases):
+        share, nudge = 0.0, config.dqn.nudge
+        if phase != "principal" and principal is None and task == "pipeline":
+            principal = _load_principal(exp, config, seed_index)
+        validation = results.get("validation")
+        if phase == "validation_nudged":
+            per_step = validation["welfare"] / (config.game.horizon * config.game.num_agents)
+            nudge = config.dqn.nudge + config.nudge_share * per_step
+        if phase.startswith("constant"):
+            n = config.game.num_agents
+            share = validation["payments"] / ((n - 1) * max(validation["welfare"], 1e-9))
+            if phase == "constant_nudged":
+                share += config.nudge_share / (n - 1)
+        results[phase] = _train_phase(
+            exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k)
+        )
+        progress_for(k)(per_phase)
+    return {"seed": seed_index, "task": task, "phases": results}
+
+
+# ------------------------------------------------------------------------------ experiment
+def _config(exp: Path) -> CoinExperimentConfig:
+    from contractrl.experiments.config import from_dict
+
+    return from_dict(CoinExperimentConfig, read_json(exp / "config.json")["config"])
+
+
+def prepare(config: CoinExperimentConfig, out: Path, resume: bool, command: str) -> dict:
+    """Create (or reopen) the experiment directory."""
+    from contractrl.experiments.config import from_dict, to_dict
+    from contractrl.experiments.tree import ExperimentExistsError
+
+    path = out / "config.json"
+    if path.exists():
+        if not resume:
+            raise ExperimentExistsError(
+                f"{out} already holds an experiment: pass --resume to "
+                "continue it, or choose another --out"
+            )
+        if from_dict(CoinExperimentConfig, read_json(path)["config"]) != config:
+            raise ExperimentExistsError(
+                f"--resume: the config differs from the one saved in "
+                f"{path}; rerun without overrides to resume"
+            )
+        return read_json(path)
+    manifest = {
+        "experiment": "coin",
+        "config": to_dict(config),
+        "version": __version__,
+        "git_sha": git_sha(),
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(path, manifest)
+    return manifest
+
+
+def run_coin(
+    config: CoinExperimentConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run the whole experiment; returns (and writes) ``results.json``."""
+    config.validate()
+    out = Path(out)
+    start = time.perf_counter()
+    manifest = prepare(config, out, resume, command)
+    per_phase = config.dqn.iterations
+    tasks = []
+    for k in range(config.seeds):
+        run_dir = out / "runs" / run_name(k)
+        tasks.append(
+            Task(
+                run_seed_task,
+                {"exp_dir": str(out), "seed_index": k, "task": "pipeline"},
+                run_dir,
+                len(config.phases()) * per_phase,
+                "progress-pipeline.json",
+            )
+        )
+    for k in range(config.seeds):
+        for base in ("selfish", "cooperative"):
+            if base in config.baselines:
+                tasks.append(
+                    Task(
+                        run_seed_task,
+                        {"exp_dir": str(out), "seed_index": k, "task": base},
+                        out / "runs" / run_name(k),
+                        per_phase,
+                        f"progress-{base}.json",
+                    )
+                )
+    outputs = run_tasks(
+        tasks,
+        config.backend,
+        config.workers,
+        config.ray_address,
+        progress,
+        description=f"coin {config.game.grid_size}x{config.game.grid_size}",
+    )
+    timing = out / "timing.json"
+    wall = read_json(timing)["wall_seconds"] if timing.exists() else 0.0
+    wall += time.perf_counter() - start
+    write_json(timing, {"wall_seconds": wall})
+    results = aggregate(manifest, config, outputs, wall)
+    write_json(out / "results.json", results)
+    return results
+
+
+def _mean_se(values) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
+    return float(arr.mean()), se
+
+
+def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> dict[str, Any]:
+    """``results.json``: the final evaluation of every phase, mean ± standard error over seeds."""
+    per_seed: dict[int, dict[str, dict]] = {}
+    for out in outputs:
+        per_seed.setdefault(out["seed"], {}).update(out["phases"])
+    n = config.game.num_agents
+    rows = []
+    for seed, phases in sorted(per_seed.items()):
+        val = phases.get("validation", {})
+        coop = phases.get("cooperative", {})
+        row = {
+            "seed": seed,
+            "welfare": val.get("welfare"),
+            "welfare_nudged": phases.get("validation_nudged", {}).get("welfare"),
+            "welfare_selfish": phases.get("selfish", {}).get("welfare"),
+            "welfare_cooperative": coop.get("welfare"),
+            "welfare_constant": phases.get("constant", {}).get("welfare"),
+            "welfare_constant_nudged": phases.get("constant_nudged", {}).get("welfare"),
+            "payment_share": val.get("payment_share"),
+            "payment_ratio": (
+                val["payments"] / ((n - 1) * coop["welfare"])
+                if val and coop and coop.get("welfare")
+                else None
+            ),
+            "follow_rate": val.get("follow_rate"),
+            "spe_ratio": val.get("spe_ratio"),
+            "ic_ratio": val.get("ic_ratio"),
+            "constant_share": phases.get("constant", {}).get("share"),
+            "iterations_per_second": phases.get("principal", {}).get("iterations_per_second"),
+            "principal_plan_welfare": phases.get("principal", {}).get("welfare"),
+        }
+        rows.append(row)
+    keys = [k for k in rows[0] if k != "seed"] if rows else []
+    mean: dict[str, Any] = {}
+    for key in keys:
+        mean[key], mean[f"{key}_se"] = _mean_se(r[key] for r in rows)
+    mean.update(wall_seconds=wall, seeds=len(rows), iterations_per_phase=config.dqn.iterations)
+    return {
+        "experiment": "coin",
+        "config": manifest["config"],
+        "version": manifest["version"],
+        "git_sha": manifest["git_sha"],
+        "mean": mean,
+        "seeds": rows,
+    }

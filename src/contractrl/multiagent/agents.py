@@ -1,0 +1,238 @@
+"""Self-interested DQN agents in the Coin Game: the validation phase and the baselines (SPEC §7–8).
+
+One learner, four reward modes, the same network and budget:
+
+* ``validation`` — fresh black-box selfish agents under the frozen principal: each observes its
+  recommendation, ``Q_ψ((s_i, a^p_i), a)``, and earns ``r_i + b_i·1[a_i = a^p_i]`` (paid only
+  when following; ``b_i`` from the principal's frozen agent model, plus the nudge). The
+  principal never sees ``ψ``.
+* ``selfish`` — ``r_i`` (no contracts);
+* ``cooperative`` — ``Σ_j r_j`` (each agent maximises welfare);
+* ``constant`` — ``r_i + p·Σ_{j≠i} r_j`` (constant-proportion contracts; ``p = 0`` is selfish,
+  ``p = 1`` cooperative) **[choice]**.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from contractrl.envs import coin_game
+from contractrl.envs.coin_game import CoinGameConfig, CoinState
+from contractrl.learning import replay
+from contractrl.multiagent.algorithm3 import _run_chunk, follower_contracts
+from contractrl.multiagent.common import CoinBase, CoinDQNConfig, CoinTransition, epsilon_greedy
+from contractrl.multiagent.networks import init_conv_q
+
+MODES = ("validation", "selfish", "cooperative", "constant")
+
+
+@struct.dataclass
+class AgentsState:
+    """One run of independent agents (shared parameters ``ψ``)."""
+
+    params: Any
+    target: Any
+    opt_state: Any
+    buffer: replay.ReplayBuffer
+    env: CoinState
+    key: jax.Array
+    share: jax.Array
+    nudge: jax.Array
+
+
+@struct.dataclass
+class AgentStats:
+    """Per-iteration statistics: environment rewards, payments, follows, episode ends, loss."""
+
+    rewards: jax.Array
+    payments: jax.Array
+    follow: jax.Array
+    done: jax.Array
+    loss: jax.Array
+
+
+class AgentsLearner(CoinBase):
+    """Selfish DQN agents with shaped rewards.
+
+    The constant share ``p`` and the validation nudge live in the state (:meth:`init`), so
+    one compiled learner serves every value.
+
+    Args:
+        game: the Coin Game rules.
+        config: hyper-parameters.
+        mode: one of :data:`MODES`.
+    """
+
+    def __init__(self, game: CoinGameConfig, config: CoinDQNConfig, mode: str):
+        super().__init__(game, config)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self._warm_jit = jax.jit(
+            functools.partial(self._train_chunk, learn=False), static_argnums=(3,)
+        )
+        self._learn_jit = jax.jit(self._train_chunk, static_argnums=(3,))
+
+    @property
+    def sees_recommendation(self) -> bool:
+        """Whether the agents observe the principal's recommendation."""
+        return self.mode == "validation"
+
+    def init(self, key: jax.Array, share: float = 0.0, nudge: float | None = None) -> AgentsState:
+        """Fresh agents; ``share`` is ``p`` of the ``constant`` mode, ``nudge`` the extra payment
+        per follow in ``validation`` mode (default: the config's).
+        """
+        g, cfg = self.game, self.config
+        k_params, k_env, key = jax.random.split(key, 3)
+        extra = g.num_actions if self.sees_recommendation else 0
+        params = init_conv_q(
+            k_params,
+            g.grid_size,
+            4,
+            extra,
+            g.num_actions,
+            self.padding,
+            cfg.conv_channels,
+            cfg.hidden,
+        )
+        _, env = coin_game.reset(g, k_env)
+        return AgentsState(
+            params=params,
+            target=params,
+            opt_state=self.optimizer.init(params),
+            buffer=replay.init_buffer(
+                self.example_transition(), cfg.replay_capacity, cfg.priority_alpha
+            ),
+            env=env,
+            key=key,
+            share=jnp.asarray(share, jnp.float32),
+            nudge=jnp.asarray(self.config.nudge if nudge is None else nudge, jnp.float32),
+        )
+
+    # ------------------------------------------------------------------ the principal's side
+    def recommendations(self, principal, states: CoinState) -> jax.Array:
+        """The frozen principal's greedy recommendations ``[..., n]`` (zeros without one)."""
+        if not self.sees_recommendation:
+            return jnp.zeros(states.positions.shape[:-1], jnp.int32)
+        return jnp.argmax(self.q_values(principal["principal"], states), axis=-1)
+
+    def payments(self, principal, states: CoinState, recs, actions, nudge) -> jax.Array:
+        """``[..., n]`` contracts paid to followers (0 for the others, and without principal)."""
+        if not self.sees_recommendation:
+            return jnp.zeros(recs.shape, jnp.float32)
+        ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
+        b = follower_contracts(self.q_values(principal["agent"], states, ones), recs, nudge)
+        return b * (actions == recs)
+
+    def shaped(self, rewards, payments, share) -> jax.Array:
+        """The reward each agent learns from, ``[..., n]``."""
+        total = jnp.sum(rewards, axis=-1, keepdims=True)
+        if self.mode == "cooperative":
+            return jnp.broadcast_to(total, rewards.shape)
+        if self.mode == "constant":
+            return rewards + share * (total - rewards)
+        return rewards + payments
+
+    def extra(self, recs) -> jax.Array | None:
+        """The agents' extra input: the one-hot recommendation (validation) or nothing."""
+        if not self.sees_recommendation:
+            return None
+        return jax.nn.one_hot(recs, self.game.num_actions)
+
+    def greedy_actions(self, params, principal, states: CoinState):
+        """``(actions, recs)`` of the greedy agents at ``states``."""
+        recs = self.recommendations(principal, states)
+        q = self.q_values(params, states, self.extra(recs))
+        return jnp.argmax(q, axis=-1), recs
+
+    def policy(self, state: AgentsState, principal):
+        """The greedy agents as an evaluation policy (see :mod:`.evaluation`)."""
+
+        def act(states, actions=None):
+            greedy, recs = self.greedy_actions(state.params, principal, states)
+            chosen = greedy if actions is None else actions
+            return chosen, recs, self.payments(principal, states, recs, chosen, state.nudge)
+
+        return act
+
+    # ------------------------------------------------------------------ training
+    def _iteration(self, state: AgentsState, principal, i, learn: bool):
+        cfg = self.config
+        key, k_act, k_env, k_sample = jax.random.split(state.key, 4)
+        recs = self.recommendations(principal, state.env)
+        q = self.q_values(state.params, state.env, self.extra(recs))
+        actions = epsilon_greedy(k_act, q, self.epsilon(i))
+        paid = self.payments(principal, state.env, recs, actions, state.nudge)
+        _, env, info = coin_game.step(self.game, state.env, actions, k_env)
+        follow = (actions == recs).astype(jnp.float32)
+        transition = CoinTransition(
+            state=state.env,
+            next_state=info.final_state,
+            actions=actions,
+            recs=recs,
+            follow=follow,
+            rewards=self.shaped(info.rewards, paid, state.share),
+            done=info.done.astype(jnp.float32),
+        )
+        buffer = replay.add_batch(
+            state.buffer, jax.tree_util.tree_map(lambda x: x[None], transition)
+        )
+        loss = jnp.zeros(())
+        state = state.replace(env=env, key=key)
+        if learn:
+            batch, idx, weights = self.sample(buffer, k_sample)
+            grads, (loss, priority) = jax.grad(self._loss, has_aux=True)(
+                state.params, state.target, principal, batch, weights
+            )
+            params, opt_state = self.apply_updates(state.params, state.opt_state, grads, self.lr(i))
+            if cfg.prioritized:
+                buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps)
+            due = (i + 1) % cfg.target_period == 0
+            target = jax.tree_util.tree_map(lambda p, t: jnp.where(due, p, t), params, state.target)
+            state = state.replace(params=params, target=target, opt_state=opt_state)
+        stats = AgentStats(info.rewards, paid, follow, info.done, loss)
+        return state.replace(buffer=buffer), stats
+
+    def _loss(self, params, target, principal, batch: CoinTransition, weights):
+        cfg = self.config
+        q = self.q_values(params, batch.state, self.extra(batch.recs))
+        q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
+        next_recs = self.recommendations(principal, batch.next_state)
+        next_q = self.q_values(target, batch.next_state, self.extra(next_recs)).max(axis=-1)
+        y = batch.rewards + cfg.gamma * (1.0 - batch.done)[:, None] * next_q
+        delta = q_taken - jax.lax.stop_gradient(y)
+        loss = self.td_loss(delta, weights)
+        return loss, (loss, jnp.abs(delta).mean(axis=-1))
+
+    def _train_chunk(self, state, principal, start, length: int, learn: bool = True):
+        def body(st, i):
+            return self._iteration(st, principal, i, learn)
+
+        return jax.lax.scan(body, state, start + jnp.arange(length))
+
+    def train_chunk(self, state: AgentsState, principal, start: int, length: int):
+        """Run ``length`` iterations from ``start`` with the frozen ``principal`` parameters
+        (``{}`` for the baselines); returns ``(state, AgentStats)``.
+        """
+        learner = _Bound(self, principal)
+        return _run_chunk(learner, state, start, length)
+
+
+class _Bound:
+    """Adapter giving :func:`_run_chunk` the ``(state, start, length)`` signature."""
+
+    def __init__(self, learner: AgentsLearner, principal):
+        self.config = learner.config
+        self._warm_jit = lambda st, s, n: learner._warm_jit(st, principal, s, n)
+        self._learn_jit = lambda st, s, n: learner._learn_jit(st, principal, s, n)
+
+
+@functools.cache
+def agents_learner(game: CoinGameConfig, config: CoinDQNConfig, mode: str) -> AgentsLearner:
+    """One compiled learner per configuration, mode and process."""
+    return AgentsLearner(game, config, mode)
