@@ -303,6 +303,16 @@ def _load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
     return serialization.from_state_dict(template, serialization.msgpack_restore(data))
 
 
+def budget_matched_share(payments: float, welfare: float, num_agents: int,
+                         extra_share: float = 0.0) -> float:
+    """``p`` such that paying each agent ``p`` times the others' rewards costs what the
+    principal paid: ``p (n-1) W = payments`` (plus ``extra_share`` of welfare, nudged variant).
+    """
+    if welfare <= 0:
+        raise ValueError(f"budget matching needs a positive welfare, got {welfare}")
+    return (payments + extra_share * welfare) / ((num_agents - 1) * welfare)
+
+
 def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
     """One task of a seed: ``pipeline`` (principal, validation, constant baseline and the nudged
     variants) or one independent baseline (``selfish``, ``cooperative``).
@@ -333,10 +343,9 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
             per_step = validation["welfare"] / (config.game.horizon * config.game.num_agents)
             nudge = config.dqn.nudge + config.nudge_share * per_step
         if phase.startswith("constant"):
-            n = config.game.num_agents
-            share = validation["payments"] / ((n - 1) * max(validation["welfare"], 1e-9))
-            if phase == "constant_nudged":
-                share += config.nudge_share / (n - 1)
+            extra = config.nudge_share if phase == "constant_nudged" else 0.0
+            share = budget_matched_share(validation["payments"], validation["welfare"],
+                                         config.game.num_agents, extra)
         results[phase] = _train_phase(
             exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k)
         )

@@ -86,7 +86,96 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     return path
 
 
-PLOTTERS = {"tree": plot_tree}
+def _phase_curves(exp_dir: Path, seeds: int, phase: str, key: str):
+    curves, x = [], None
+    for k in range(seeds):
+        path = exp_dir / "runs" / f"seed{k}" / f"{phase}.csv"
+        if not path.exists():
+            continue
+        data = _read_csv(path)
+        if data and key in data:
+            curves.append(data[key])
+            x = data["iteration"]
+    return x, curves
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows])
+            for k in rows[0]}
+
+
+def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
+    """Paper Figures 2 (7x7) and 4 (3x3): the six metrics of SPEC §8 against iterations.
+
+    (a) welfare of the validation agents and of the baselines, (b) the nudged variants,
+    (c) payments as a share of welfare, (d) follow rate, (e) SPE ratio, (f) IC ratio. Shading:
+    standard error over seeds for (a)-(d), min-max for the ratios.
+    """
+    plt = _figure()
+    config = results["config"]
+    seeds = results["mean"]["seeds"]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    panels = [
+        (axes[0, 0], "(a) social welfare", "welfare",
+         [("validation", "contracts (validation agents)"), ("selfish", "selfish"),
+          ("cooperative", "cooperative"), ("constant", "constant proportion"),
+          ("principal", "principal's plan (training)")], "se"),
+        (axes[0, 1], "(b) welfare, nudged variants", "welfare",
+         [("validation_nudged", "contracts + nudge"),
+          ("constant_nudged", "constant + same extra budget"), ("cooperative", "cooperative")],
+         "se"),
+        (axes[0, 2], "(c) payments / welfare", "payment_share",
+         [("validation", "contracts"), ("validation_nudged", "contracts + nudge")], "se"),
+        (axes[1, 0], "(d) recommendations followed", "follow_rate",
+         [("validation", "validation agents"), ("validation_nudged", "nudged")], "se"),
+        (axes[1, 1], "(e) SPE ratio", "spe_ratio",
+         [("validation", "validation agents"), ("validation_nudged", "nudged")], "minmax"),
+        (axes[1, 2], "(f) IC ratio", "ic_ratio",
+         [("validation", "validation agents"), ("validation_nudged", "nudged")], "minmax"),
+    ]
+    for ax, title, key, lines, shade in panels:
+        for phase, label in lines:
+            x, curves = _phase_curves(exp_dir, seeds, phase, key)
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            stack = np.stack([c[:length] for c in curves])
+            mean = np.nanmean(stack, axis=0)
+            if shade == "se" and len(curves) > 1:
+                half = np.nanstd(stack, axis=0, ddof=1) / np.sqrt(len(curves))
+                low, high = mean - half, mean + half
+            else:
+                low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+            line = ax.plot(x[:length], mean, label=label,
+                           linestyle=":" if phase == "principal" else "-")[0]
+            ax.fill_between(x[:length], low, high, color=line.get_color(), alpha=0.2,
+                            linewidth=0)
+        ax.set_title(title)
+        ax.set_xlabel("iteration (of each phase)")
+        if key in ("spe_ratio", "ic_ratio"):
+            ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.legend(fontsize=8)
+    game = config["game"]
+    m = results["mean"]
+    fig.suptitle(
+        f"Coin Game {game['grid_size']}x{game['grid_size']}, {game['num_agents']} agents, "
+        f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds — welfare "
+        f"{m['welfare']:.2f} vs cooperative {m['welfare_cooperative']:.2f}, selfish "
+        f"{m['welfare_selfish']:.2f}, constant {m['welfare_constant']:.2f}", fontsize=11)
+    fig.tight_layout()
+    name = {3: "figure4.png", 7: "figure2.png"}.get(game["grid_size"], "coin.png")
+    path = Path(out) if out is not None else exp_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS = {"tree": plot_tree, "coin": plot_coin}
 
 
 def plot_experiment(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> list[Path]:

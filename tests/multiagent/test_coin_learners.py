@@ -1,0 +1,161 @@
+"""Algorithm 3 and the Coin Game agents: formulas on hand-made batches, metrics on scripted
+policies, exactness of the fast paths, determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contractrl.envs import coin_game
+from contractrl.envs.coin_game import PRESETS, CoinGameConfig
+from contractrl.experiments.coin import budget_matched_share
+from contractrl.multiagent.algorithm3 import PrincipalLearner, follower_contracts, vdn_targets
+from contractrl.multiagent.common import CoinBase, CoinDQNConfig, others
+from contractrl.multiagent.evaluation import mix, ratio, rollout, summarise
+from contractrl.multiagent.networks import (
+    conv_features,
+    init_conv_q,
+    patch_indices,
+    response_table,
+    sparse_conv_features,
+    window_counts,
+)
+
+SMALL = CoinDQNConfig(iterations=300, replay_capacity=1000, hidden=(16, 16), conv_channels=8)
+
+
+def test_contract_formula():
+    """b_i = max_a Q_i((s, f_-i = 1), a) - Q_i((s, f_-i = 1), a_i) + nudge (SPEC §7)."""
+    q = jnp.array([[1.0, 3.0, 2.0, 0.0], [0.0, 0.0, 5.0, 1.0]])
+    b = follower_contracts(q, jnp.array([0, 2]), 0.1)
+    assert np.allclose(np.asarray(b), [2.1, 0.1])
+
+
+def test_vdn_targets_on_a_hand_made_batch():
+    rewards = jnp.array([[1.0, 0.2], [0.0, 1.0]])
+    payments = jnp.array([[0.5, 2.0], [1.0, 1.0]])
+    follow = jnp.array([[1.0, 0.0], [1.0, 1.0]])
+    next_q = jnp.array([[3.0, 4.0], [10.0, 20.0]])
+    done = jnp.array([0.0, 1.0])
+    y, total = vdn_targets(rewards, payments, follow, next_q, done, alpha=0.1, gamma=0.9)
+    expected = np.array([[1 - 0.05 + 2.7, 0.2 + 3.6], [0 - 0.1, 1 - 0.1]])
+    assert np.allclose(np.asarray(y), expected)
+    assert np.allclose(np.asarray(total), expected.sum(axis=1))
+
+
+def test_principal_loss_matches_an_independent_computation():
+    """The VDN TD error from the learner equals Σ_i q(s_i, a_i) - Σ_i y_i computed by hand from
+    the dense networks on the observations."""
+    game = PRESETS["paper-3x3"]
+    learner = PrincipalLearner(game, SMALL)
+    state = learner.init(jax.random.PRNGKey(0))
+    state, _ = learner._warm_jit(state, 0, 200)
+    batch, _, weights = learner.sample(state.buffer, jax.random.PRNGKey(1))
+    _, (_, _, priority) = learner._losses(state.params, state.target, batch, weights)
+    obs = learner.observe_batch(batch.state)
+    next_obs = learner.observe_batch(batch.next_state)
+    ones = jnp.ones((*batch.actions.shape, 1))
+    q_follow = learner.agent_q(state.params, obs, ones)
+    pay = np.asarray(follower_contracts(q_follow, batch.actions, SMALL.nudge))
+    next_qp = np.asarray(learner.principal_q(state.target, next_obs)).max(-1)
+    y = (np.asarray(batch.rewards) - SMALL.alpha * pay * np.asarray(batch.follow)
+         + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_qp)
+    qp = np.take_along_axis(np.asarray(learner.principal_q(state.params, obs)),
+                            np.asarray(batch.actions)[..., None], -1)[..., 0]
+    delta_vdn = qp.sum(-1) - y.sum(-1)
+    q_agent = np.take_along_axis(
+        np.asarray(learner.agent_q(state.params, obs, others(batch.follow))),
+        np.asarray(batch.actions)[..., None], -1)[..., 0]
+    next_q = np.asarray(learner.agent_q(state.target, next_obs, others(batch.follow))).max(-1)
+    y_agent = (np.asarray(batch.rewards)
+               + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_q)
+    expected_priority = np.abs(delta_vdn) + np.abs(q_agent - y_agent).mean(-1)
+    assert np.allclose(np.asarray(priority), expected_priority, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("game", [PRESETS["paper-3x3"], PRESETS["paper-7x7"],
+                                  CoinGameConfig(grid_size=5, num_agents=3)])
+def test_sparse_observation_conv_equals_dense_conv(game):
+    base = CoinBase(game, SMALL)
+    _, states = coin_game.reset_batch(game, jax.random.split(jax.random.PRNGKey(0), 32))
+    params = init_conv_q(jax.random.PRNGKey(1), game.grid_size, 4, 0, 4, base.padding, 8)
+    dense = conv_features(params, base.observe_batch(states), base.patches)
+    table = response_table(params, window_counts(game.grid_size, base.padding))
+    sparse = sparse_conv_features(params, table, *base.ones_of(states))
+    assert np.allclose(np.asarray(dense), np.asarray(sparse), atol=1e-6)
+
+
+def test_valid_padding_wastes_no_positions():
+    assert patch_indices(7, "valid").shape == (16, 16)  # 4x4 positions, 16 taps
+    assert patch_indices(3, "circular").shape == (9, 16)
+
+
+def test_budget_matching():
+    # the principal paid 3 on welfare 12 with 2 agents: p (n-1) W = 3 -> p = 0.25
+    assert budget_matched_share(3.0, 12.0, 2) == pytest.approx(0.25)
+    assert budget_matched_share(3.0, 12.0, 3) == pytest.approx(0.125)
+    # nudged variant: 10% of welfare more
+    assert budget_matched_share(3.0, 12.0, 2, 0.1) == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="welfare"):
+        budget_matched_share(1.0, 0.0, 2)
+
+
+def _scripted(recommend: int, play: int, pay: float):
+    """Everyone is recommended ``recommend``, plays ``play``, and is paid ``pay`` per follow."""
+    def policy(states, actions=None):
+        shape = states.positions.shape[:-1]
+        recs = jnp.full(shape, recommend, jnp.int32)
+        chosen = jnp.full(shape, play, jnp.int32) if actions is None else actions
+        return chosen, recs, pay * (chosen == recs)
+    return policy
+
+
+def test_metrics_on_scripted_agents():
+    game = PRESETS["paper-3x3"]
+    key = jax.random.PRNGKey(3)
+    # always following: follow rate 1, payments = pay x steps x agents
+    totals = rollout(game, _scripted(0, 0, 0.5), key, 16)
+    m = summarise(totals, game)
+    assert m.follow_rate == 1.0
+    assert m.payments == pytest.approx(0.5 * game.horizon * 2)
+    assert m.payment_share == pytest.approx(m.payments / m.welfare)
+    # never following: no payments
+    m2 = summarise(rollout(game, _scripted(0, 1, 0.5), key, 16), game)
+    assert m2.follow_rate == 0.0 and m2.payments == 0.0
+    # mixing: agent 0 plays its own action (1), agent 1 follows (0): half the steps followed
+    mixed = summarise(rollout(game, mix(_scripted(0, 1, 0.5), np.array([1, 0])), key, 16), game)
+    assert mixed.follow_rate == pytest.approx(0.5)
+    assert mixed.agent_utility[1] >= 0.5 * game.horizon
+    # a policy identical to following has SPE and IC ratios of exactly 1
+    same = _scripted(2, 2, 0.3)
+    u_own = summarise(rollout(game, mix(same, np.array([1, 0])), key, 8), game).agent_utility
+    u_fol = summarise(rollout(game, mix(same, np.array([0, 0])), key, 8), game).agent_utility
+    assert ratio(u_own[0], u_fol[0]) == 1.0
+
+
+def test_welfare_matches_a_plain_loop():
+    """Rollout totals equal a step-by-step loop over the same environment and keys."""
+    game = PRESETS["paper-3x3"]
+    policy = _scripted(3, 3, 0.0)
+    key = jax.random.PRNGKey(5)
+    totals = rollout(game, policy, key, 4)
+    k_reset, k_steps = jax.random.split(key)
+    _, states = coin_game.reset_batch(game, jax.random.split(k_reset, 4))
+    rewards = np.zeros((4, 2))
+    for step_key in jax.random.split(k_steps, game.horizon):
+        actions, _, _ = policy(states)
+        _, states, info = coin_game.step_batch(game, states, actions,
+                                               jax.random.split(step_key, 4))
+        rewards += np.asarray(info.rewards)
+    assert np.allclose(np.asarray(totals.rewards), rewards)
+
+
+def test_training_is_deterministic():
+    game = PRESETS["paper-3x3"]
+    learner = PrincipalLearner(game, SMALL)
+    runs = []
+    for _ in range(2):
+        state = learner.init(jax.random.PRNGKey(7))
+        state, stats = learner.train_chunk(state, 0, 250)
+        runs.append(np.asarray(stats.agent_loss))
+    assert np.array_equal(runs[0], runs[1]) and runs[0][-1] > 0
