@@ -49,7 +49,7 @@ def test_principal_loss_matches_an_independent_computation():
     game = PRESETS["paper-3x3"]
     learner = PrincipalLearner(game, SMALL)
     state = learner.init(jax.random.PRNGKey(0))
-    state, _ = learner._warm_jit(state, 0, 200)
+    state, _ = learner.train_chunk(state, 0, 200)
     batch, _, weights = learner.sample(state.buffer, jax.random.PRNGKey(1))
     _, (_, _, priority) = learner._losses(state.params, state.target, batch, weights)
     obs = learner.observe_batch(batch.state)
@@ -58,23 +58,31 @@ def test_principal_loss_matches_an_independent_computation():
     q_follow = learner.agent_q(state.params, obs, ones)
     pay = np.asarray(follower_contracts(q_follow, batch.actions, SMALL.nudge))
     next_qp = np.asarray(learner.principal_q(state.target, next_obs)).max(-1)
-    y = (np.asarray(batch.rewards) - SMALL.alpha * pay * np.asarray(batch.follow)
-         + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_qp)
-    qp = np.take_along_axis(np.asarray(learner.principal_q(state.params, obs)),
-                            np.asarray(batch.actions)[..., None], -1)[..., 0]
+    y = (
+        np.asarray(batch.rewards)
+        - SMALL.alpha * pay * np.asarray(batch.follow)
+        + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_qp
+    )
+    qp = np.take_along_axis(
+        np.asarray(learner.principal_q(state.params, obs)), np.asarray(batch.actions)[..., None], -1
+    )[..., 0]
     delta_vdn = qp.sum(-1) - y.sum(-1)
     q_agent = np.take_along_axis(
         np.asarray(learner.agent_q(state.params, obs, others(batch.follow))),
-        np.asarray(batch.actions)[..., None], -1)[..., 0]
+        np.asarray(batch.actions)[..., None],
+        -1,
+    )[..., 0]
     next_q = np.asarray(learner.agent_q(state.target, next_obs, others(batch.follow))).max(-1)
-    y_agent = (np.asarray(batch.rewards)
-               + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_q)
+    y_agent = (
+        np.asarray(batch.rewards) + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_q
+    )
     expected_priority = np.abs(delta_vdn) + np.abs(q_agent - y_agent).mean(-1)
     assert np.allclose(np.asarray(priority), expected_priority, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("game", [PRESETS["paper-3x3"], PRESETS["paper-7x7"],
-                                  CoinGameConfig(grid_size=5, num_agents=3)])
+@pytest.mark.parametrize(
+    "game", [PRESETS["paper-3x3"], PRESETS["paper-7x7"], CoinGameConfig(grid_size=5, num_agents=3)]
+)
 def test_sparse_observation_conv_equals_dense_conv(game):
     base = CoinBase(game, SMALL)
     _, states = coin_game.reset_batch(game, jax.random.split(jax.random.PRNGKey(0), 32))
@@ -102,11 +110,13 @@ def test_budget_matching():
 
 def _scripted(recommend: int, play: int, pay: float):
     """Everyone is recommended ``recommend``, plays ``play``, and is paid ``pay`` per follow."""
+
     def policy(states, actions=None):
         shape = states.positions.shape[:-1]
         recs = jnp.full(shape, recommend, jnp.int32)
         chosen = jnp.full(shape, play, jnp.int32) if actions is None else actions
         return chosen, recs, pay * (chosen == recs)
+
     return policy
 
 
@@ -144,8 +154,7 @@ def test_welfare_matches_a_plain_loop():
     rewards = np.zeros((4, 2))
     for step_key in jax.random.split(k_steps, game.horizon):
         actions, _, _ = policy(states)
-        _, states, info = coin_game.step_batch(game, states, actions,
-                                               jax.random.split(step_key, 4))
+        _, states, info = coin_game.step_batch(game, states, actions, jax.random.split(step_key, 4))
         rewards += np.asarray(info.rewards)
     assert np.allclose(np.asarray(totals.rewards), rewards)
 

@@ -121,16 +121,16 @@ COIN_PRESETS: dict[str, CoinExperimentConfig] = {
     "paper-3x3": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
     "paper-7x7": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
     # What fits in about an hour on a 2-core machine (docs/coin.md).
-    "budget-3x3": _budget(60_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
-    "budget-7x7": _budget(30_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
+    "budget-3x3": _budget(50_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+    "budget-7x7": _budget(20_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
     # Three agents on a 4x4 grid (beyond the paper).
-    "three-agents": _budget(60_000, 5_000, grid_size=4, horizon=20, num_agents=3),
+    "three-agents": _budget(30_000, 5_000, grid_size=4, horizon=20, num_agents=3),
     # The whole pipeline in a couple of minutes (tests, demo).
     "smoke": dataclasses.replace(
-        _budget(2_000, 1_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+        _budget(1_000, 1_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
         seeds=2,
-        eval_episodes=40,
-        dqn=CoinDQNConfig(iterations=2_000, replay_capacity=5_000),
+        eval_episodes=20,
+        dqn=CoinDQNConfig(iterations=1_000, replay_capacity=5_000),
     ),
 }
 
@@ -153,8 +153,9 @@ def _phase_learner(config: CoinExperimentConfig, phase: str):
 
 @functools.cache
 def _rollout_fn(learner, episodes: int):
-    """A compiled rollout of ``learner``'s greedy policy mixed with following: agent ``i``
-    plays its own action where ``mask[i]``, else its recommendation.
+    """A compiled rollout of ``learner``'s greedy policy mixed with following.
+
+    Agent ``i`` plays its own action where ``mask[i]``, else its recommendation.
     """
     import jax
 
@@ -303,10 +304,13 @@ def _load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
     return serialization.from_state_dict(template, serialization.msgpack_restore(data))
 
 
-def budget_matched_share(payments: float, welfare: float, num_agents: int,
-                         extra_share: float = 0.0) -> float:
-    """``p`` such that paying each agent ``p`` times the others' rewards costs what the
-    principal paid: ``p (n-1) W = payments`` (plus ``extra_share`` of welfare, nudged variant).
+def budget_matched_share(
+    payments: float, welfare: float, num_agents: int, extra_share: float = 0.0
+) -> float:
+    """The constant-proportion share ``p`` that costs what the principal paid.
+
+    Paying each agent ``p`` times the others' rewards costs ``p (n-1) W``; it matches the
+    principal's payments (plus ``extra_share`` of welfare in the nudged variant).
     """
     if welfare <= 0:
         raise ValueError(f"budget matching needs a positive welfare, got {welfare}")
@@ -314,8 +318,10 @@ def budget_matched_share(payments: float, welfare: float, num_agents: int,
 
 
 def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
-    """One task of a seed: ``pipeline`` (principal, validation, constant baseline and the nudged
-    variants) or one independent baseline (``selfish``, ``cooperative``).
+    """One task of a seed.
+
+    ``pipeline``: principal, validation, constant baseline and the nudged variants; or one
+    independent baseline (``selfish``, ``cooperative``).
     """
     exp = Path(exp_dir)
     config = _config(exp)
@@ -344,8 +350,9 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
             nudge = config.dqn.nudge + config.nudge_share * per_step
         if phase.startswith("constant"):
             extra = config.nudge_share if phase == "constant_nudged" else 0.0
-            share = budget_matched_share(validation["payments"], validation["welfare"],
-                                         config.game.num_agents, extra)
+            share = budget_matched_share(
+                validation["payments"], validation["welfare"], config.game.num_agents, extra
+            )
         results[phase] = _train_phase(
             exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k)
         )

@@ -73,9 +73,6 @@ class AgentsLearner(CoinBase):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        self._warm_jit = jax.jit(
-            functools.partial(self._train_chunk, learn=False), static_argnums=(3,)
-        )
         self._learn_jit = jax.jit(self._train_chunk, static_argnums=(3,))
 
     @property
@@ -84,8 +81,10 @@ class AgentsLearner(CoinBase):
         return self.mode == "validation"
 
     def init(self, key: jax.Array, share: float = 0.0, nudge: float | None = None) -> AgentsState:
-        """Fresh agents; ``share`` is ``p`` of the ``constant`` mode, ``nudge`` the extra payment
-        per follow in ``validation`` mode (default: the config's).
+        """Fresh agents.
+
+        ``share`` is ``p`` of the ``constant`` mode, ``nudge`` the extra payment per follow in
+        ``validation`` mode (default: the config's).
         """
         g, cfg = self.game, self.config
         k_params, k_env, key = jax.random.split(key, 3)
@@ -216,8 +215,9 @@ class AgentsLearner(CoinBase):
         return jax.lax.scan(body, state, start + jnp.arange(length))
 
     def train_chunk(self, state: AgentsState, principal, start: int, length: int):
-        """Run ``length`` iterations from ``start`` with the frozen ``principal`` parameters
-        (``{}`` for the baselines); returns ``(state, AgentStats)``.
+        """Run ``length`` iterations from ``start``; returns ``(state, AgentStats)``.
+
+        ``principal`` holds the frozen principal's parameters (``{}`` for the baselines).
         """
         learner = _Bound(self, principal)
         return _run_chunk(learner, state, start, length)
@@ -228,7 +228,6 @@ class _Bound:
 
     def __init__(self, learner: AgentsLearner, principal):
         self.config = learner.config
-        self._warm_jit = lambda st, s, n: learner._warm_jit(st, principal, s, n)
         self._learn_jit = lambda st, s, n: learner._learn_jit(st, principal, s, n)
 
 

@@ -86,9 +86,6 @@ class PrincipalLearner(CoinBase):
 
     def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
         super().__init__(game, config)
-        self._warm_jit = jax.jit(
-            functools.partial(self._train_chunk, learn=False), static_argnums=(2,)
-        )
         self._learn_jit = jax.jit(self._train_chunk, static_argnums=(2,))
 
     # -------------------------------------------------------------- networks
@@ -120,8 +117,9 @@ class PrincipalLearner(CoinBase):
         return follower_contracts(self.q_values(params["agent"], states, ones), recs, nudge)
 
     def policy(self, state: PrincipalState, principal=None):
-        """The principal's plan as an evaluation policy: every agent follows the greedy
-        recommendation and is paid its contract (see :mod:`.evaluation`).
+        """The principal's plan as an evaluation policy (see :mod:`.evaluation`).
+
+        Every agent follows the greedy recommendation and is paid its contract.
         """
         params = state.params
         del principal
@@ -246,17 +244,12 @@ class PrincipalLearner(CoinBase):
 
 
 def _run_chunk(learner, state, start: int, length: int):
-    """Split off the replay warm-up (no gradient steps) and run the rest; shared by learners."""
-    warm = max(0, min(length, learner.config.batch_size - start))
-    parts = []
-    if warm:
-        state, stats = learner._warm_jit(state, start, warm)
-        parts.append(stats)
-    if length - warm:
-        state, stats = learner._learn_jit(state, start + warm, length - warm)
-        parts.append(stats)
-    stats = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
-    return state, stats
+    """Run ``length`` iterations (shared by the Coin learners).
+
+    Gradient steps start at the first iteration: sampling draws from the filled slots only, so
+    the first batches repeat the few transitions there are (one compiled loop, not two).
+    """
+    return learner._learn_jit(state, start, length)
 
 
 @functools.cache

@@ -104,8 +104,10 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(fh))
     if not rows:
         return {}
-    return {k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows])
-            for k in rows[0]}
+    return {
+        k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows])
+        for k in rows[0]
+    }
 
 
 def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
@@ -120,22 +122,58 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     seeds = results["mean"]["seeds"]
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     panels = [
-        (axes[0, 0], "(a) social welfare", "welfare",
-         [("validation", "contracts (validation agents)"), ("selfish", "selfish"),
-          ("cooperative", "cooperative"), ("constant", "constant proportion"),
-          ("principal", "principal's plan (training)")], "se"),
-        (axes[0, 1], "(b) welfare, nudged variants", "welfare",
-         [("validation_nudged", "contracts + nudge"),
-          ("constant_nudged", "constant + same extra budget"), ("cooperative", "cooperative")],
-         "se"),
-        (axes[0, 2], "(c) payments / welfare", "payment_share",
-         [("validation", "contracts"), ("validation_nudged", "contracts + nudge")], "se"),
-        (axes[1, 0], "(d) recommendations followed", "follow_rate",
-         [("validation", "validation agents"), ("validation_nudged", "nudged")], "se"),
-        (axes[1, 1], "(e) SPE ratio", "spe_ratio",
-         [("validation", "validation agents"), ("validation_nudged", "nudged")], "minmax"),
-        (axes[1, 2], "(f) IC ratio", "ic_ratio",
-         [("validation", "validation agents"), ("validation_nudged", "nudged")], "minmax"),
+        (
+            axes[0, 0],
+            "(a) social welfare",
+            "welfare",
+            [
+                ("validation", "contracts (validation agents)"),
+                ("selfish", "selfish"),
+                ("cooperative", "cooperative"),
+                ("constant", "constant proportion"),
+                ("principal", "principal's plan (training)"),
+            ],
+            "se",
+        ),
+        (
+            axes[0, 1],
+            "(b) welfare, nudged variants",
+            "welfare",
+            [
+                ("validation_nudged", "contracts + nudge"),
+                ("constant_nudged", "constant + same extra budget"),
+                ("cooperative", "cooperative"),
+            ],
+            "se",
+        ),
+        (
+            axes[0, 2],
+            "(c) payments / welfare",
+            "payment_share",
+            [("validation", "contracts"), ("validation_nudged", "contracts + nudge")],
+            "se",
+        ),
+        (
+            axes[1, 0],
+            "(d) recommendations followed",
+            "follow_rate",
+            [("validation", "validation agents"), ("validation_nudged", "nudged")],
+            "se",
+        ),
+        (
+            axes[1, 1],
+            "(e) SPE ratio",
+            "spe_ratio",
+            [("validation", "validation agents"), ("validation_nudged", "nudged")],
+            "minmax",
+        ),
+        (
+            axes[1, 2],
+            "(f) IC ratio",
+            "ic_ratio",
+            [("validation", "validation agents"), ("validation_nudged", "nudged")],
+            "minmax",
+        ),
     ]
     for ax, title, key, lines, shade in panels:
         for phase, label in lines:
@@ -150,10 +188,10 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
                 low, high = mean - half, mean + half
             else:
                 low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
-            line = ax.plot(x[:length], mean, label=label,
-                           linestyle=":" if phase == "principal" else "-")[0]
-            ax.fill_between(x[:length], low, high, color=line.get_color(), alpha=0.2,
-                            linewidth=0)
+            line = ax.plot(
+                x[:length], mean, label=label, linestyle=":" if phase == "principal" else "-"
+            )[0]
+            ax.fill_between(x[:length], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(title)
         ax.set_xlabel("iteration (of each phase)")
         if key in ("spe_ratio", "ic_ratio"):
@@ -165,7 +203,9 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
         f"Coin Game {game['grid_size']}x{game['grid_size']}, {game['num_agents']} agents, "
         f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds — welfare "
         f"{m['welfare']:.2f} vs cooperative {m['welfare_cooperative']:.2f}, selfish "
-        f"{m['welfare_selfish']:.2f}, constant {m['welfare_constant']:.2f}", fontsize=11)
+        f"{m['welfare_selfish']:.2f}, constant {m['welfare_constant']:.2f}",
+        fontsize=11,
+    )
     fig.tight_layout()
     name = {3: "figure4.png", 7: "figure2.png"}.get(game["grid_size"], "coin.png")
     path = Path(out) if out is not None else exp_dir / name
