@@ -36,6 +36,7 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/bench_exact.py
 	$(BIN)/python benchmarks/bench_tree_learner.py
+	$(BIN)/python benchmarks/bench_coin.py
 
 lint: install
 	$(BIN)/ruff check .
