@@ -28,8 +28,7 @@ REFERENCE = {3: 90.0, 7: 37.0}
 def _measure(args):
     grid, padding, phase, iterations = args
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
-                               "intra_op_parallelism_threads=1")
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     import jax
 
     from contractrl.envs.coin_game import PRESETS
@@ -53,6 +52,7 @@ def _measure(args):
 
         def run(st, start, n):
             return learner.train_chunk(st, principal, start, n)[0]
+
     state = run(state, 0, iterations)  # compile and warm up
     jax.block_until_ready(state)
     start = time.perf_counter()
@@ -79,16 +79,22 @@ def main() -> None:
         validation = measure(grid, "auto", "validation", args.iterations)
         rows.append((grid, ours, dense, validation))
         print(f"{grid}x{grid}: {ours:.0f} it/s", file=sys.stderr)
-    lines = ["| grid | training phase, it/s per seed | vs straightforward (issue) | "
-             "'same'/circular layout | validation agents, it/s |", "|---|---|---|---|---|"]
+    lines = [
+        "| grid | training phase, it/s per seed | vs straightforward (issue) | "
+        "'same'/circular layout | validation agents, it/s |",
+        "|---|---|---|---|---|",
+    ]
     for grid, ours, dense, validation in rows:
-        lines.append(f"| {grid}x{grid} | {ours:.0f} | {ours / REFERENCE[grid]:.1f}x of "
-                     f"{REFERENCE[grid]:.0f} | {dense:.0f} | {validation:.0f} |")
+        lines.append(
+            f"| {grid}x{grid} | {ours:.0f} | {ours / REFERENCE[grid]:.1f}x of "
+            f"{REFERENCE[grid]:.0f} | {dense:.0f} | {validation:.0f} |"
+        )
     table = "\n".join(lines)
     print(table)
     if not args.no_record:
         record_section(
-            "bench_coin", "Coin Game learners (Algorithm 3)",
+            "bench_coin",
+            "Coin Game learners (Algorithm 3)",
             f"{machine_summary()}\n\nCommand: `python benchmarks/bench_coin.py --iterations "
             f"{args.iterations}`; one seed per process on one core (single-threaded XLA), "
             "after compilation. 'auto' layout: `valid` convolution on 7x7 (16 positions), "

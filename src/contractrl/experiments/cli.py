@@ -245,7 +245,8 @@ def _cmd_tree(args: argparse.Namespace) -> None:
 
 def _cmd_train_tree(args: argparse.Namespace) -> None:
     from contractrl.experiments.config import TREE_PRESETS, apply_overrides
-    from contractrl.experiments.tree import ExperimentExistsError, run_tree
+    from contractrl.experiments.store import ExperimentExistsError
+    from contractrl.experiments.tree import run_tree
 
     config = apply_overrides(TREE_PRESETS[args.preset], args)
     try:
@@ -271,7 +272,7 @@ def _cmd_train_tree(args: argparse.Namespace) -> None:
 def _cmd_train_coin(args: argparse.Namespace) -> None:
     from contractrl.experiments.coin import COIN_PRESETS, run_coin
     from contractrl.experiments.config import apply_overrides
-    from contractrl.experiments.tree import ExperimentExistsError
+    from contractrl.experiments.store import ExperimentExistsError
 
     config = apply_overrides(COIN_PRESETS[args.preset], args)
     try:

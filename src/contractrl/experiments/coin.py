@@ -370,7 +370,7 @@ def _config(exp: Path) -> CoinExperimentConfig:
 def prepare(config: CoinExperimentConfig, out: Path, resume: bool, command: str) -> dict:
     """Create (or reopen) the experiment directory."""
     from contractrl.experiments.config import from_dict, to_dict
-    from contractrl.experiments.tree import ExperimentExistsError
+    from contractrl.experiments.store import ExperimentExistsError
 
     path = out / "config.json"
     if path.exists():

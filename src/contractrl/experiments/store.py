@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 
+class ExperimentExistsError(Exception):
+    """The output directory holds another experiment (use ``--resume`` or a new ``--out``)."""
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,14 @@ import numpy as np
 from contractrl import __version__
 from contractrl.experiments.config import TreeExperimentConfig, from_dict, to_dict
 from contractrl.experiments.executor import Task, run_tasks
-from contractrl.experiments.store import MetricsLog, git_sha, read_json, write_bytes, write_json
+from contractrl.experiments.store import (
+    ExperimentExistsError,
+    MetricsLog,
+    git_sha,
+    read_json,
+    write_bytes,
+    write_json,
+)
 
 METRIC_COLUMNS = [
     "iteration",
@@ -44,10 +51,6 @@ SUMMARY_KEYS = (
     "follow_rate",
     "nudge",
 )
-
-
-class ExperimentExistsError(Exception):
-    """The output directory holds another experiment (use ``--resume`` or a new ``--out``)."""
 
 
 def run_name(instance: int, seed: int) -> str:
