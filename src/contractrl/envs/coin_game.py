@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from contractrl._validate import require
+
 #: Moves as (row, column) offsets: up, down, left, right, stay.
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1), (0, 0))
 COLOUR_RULES = ("alternate", "random")
@@ -77,9 +79,7 @@ class CoinGameConfig:
             ("tie_rule", self.tie_rule in TIE_RULES),
             ("num_agents", self.num_agents + 1 <= self.grid_size**2 or not self.distinct_starts),
         ]
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+        require(self, checks)
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:

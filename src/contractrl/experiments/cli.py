@@ -243,50 +243,42 @@ def _cmd_tree(args: argparse.Namespace) -> None:
     _emit(game, args)
 
 
-def _cmd_train_tree(args: argparse.Namespace) -> None:
-    from contractrl.experiments.config import TREE_PRESETS, apply_overrides
+def _run_experiment(args: argparse.Namespace, presets: dict, runner) -> dict:
+    """Apply the preset and the flags, validate before any work, run, report user errors."""
+    from contractrl.experiments.config import apply_overrides
     from contractrl.experiments.store import ExperimentExistsError
-    from contractrl.experiments.tree import run_tree
 
-    config = apply_overrides(TREE_PRESETS[args.preset], args)
+    config = apply_overrides(presets[args.preset], args)
     try:
         config.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     command = "contractrl " + " ".join(sys.argv[1:])
     try:
-        results = run_tree(
+        return runner(
             config, args.out, resume=args.resume, progress=not args.no_progress, command=command
         )
     except ExperimentExistsError as exc:
         raise UsageError(str(exc)) from None
-    mean = results["mean"]
+
+
+def _cmd_train_tree(args: argparse.Namespace) -> None:
+    from contractrl.experiments.config import TREE_PRESETS
+    from contractrl.experiments.tree import run_tree
+
+    m = _run_experiment(args, TREE_PRESETS, run_tree)["mean"]
     print(
-        f"principal utility ratio {mean['principal_utility_ratio']:.4f} "
-        f"± {mean['principal_utility_ratio_se']:.4f}, accuracy {mean['accuracy']:.4f}, "
-        f"agent utility {mean['agent_utility']:.4f} (SPE {mean['spe_agent_value']:.4f}), "
-        f"{mean['runs']} runs in {mean['wall_seconds']:.1f} s -> {args.out}/results.json"
+        f"principal utility ratio {m['principal_utility_ratio']:.4f} "
+        f"± {m['principal_utility_ratio_se']:.4f}, accuracy {m['accuracy']:.4f}, "
+        f"agent utility {m['agent_utility']:.4f} (SPE {m['spe_agent_value']:.4f}), "
+        f"{m['runs']} runs in {m['wall_seconds']:.1f} s -> {args.out}/results.json"
     )
 
 
 def _cmd_train_coin(args: argparse.Namespace) -> None:
     from contractrl.experiments.coin import COIN_PRESETS, run_coin
-    from contractrl.experiments.config import apply_overrides
-    from contractrl.experiments.store import ExperimentExistsError
 
-    config = apply_overrides(COIN_PRESETS[args.preset], args)
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    command = "contractrl " + " ".join(sys.argv[1:])
-    try:
-        results = run_coin(
-            config, args.out, resume=args.resume, progress=not args.no_progress, command=command
-        )
-    except ExperimentExistsError as exc:
-        raise UsageError(str(exc)) from None
-    m = results["mean"]
+    m = _run_experiment(args, COIN_PRESETS, run_coin)["mean"]
     print(
         f"welfare {m['welfare']:.2f} ± {m['welfare_se']:.2f} (selfish "
         f"{m['welfare_selfish']:.2f}, cooperative {m['welfare_cooperative']:.2f}, constant "

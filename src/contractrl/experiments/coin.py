@@ -26,10 +26,18 @@ from typing import Any
 import numpy as np
 
 from contractrl import __version__
+from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
 from contractrl.experiments.executor import Task, run_tasks
-from contractrl.experiments.store import MetricsLog, git_sha, read_json, write_bytes, write_json
+from contractrl.experiments.store import (
+    MetricsLog,
+    add_wall_time,
+    open_experiment,
+    read_json,
+    write_bytes,
+    write_json,
+)
 from contractrl.multiagent.common import CoinDQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant")
@@ -82,10 +90,7 @@ class CoinExperimentConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in ("seeds", "eval_every", "eval_episodes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("seeds", "eval_every", "eval_episodes"))
         if not 0 <= self.nudge_share < 1:
             raise ValueError(f"nudge_share: must lie in [0, 1), got {self.nudge_share}")
         unknown = [b for b in self.baselines if b not in BASELINES]
@@ -368,33 +373,8 @@ def _config(exp: Path) -> CoinExperimentConfig:
 
 
 def prepare(config: CoinExperimentConfig, out: Path, resume: bool, command: str) -> dict:
-    """Create (or reopen) the experiment directory."""
-    from contractrl.experiments.config import from_dict, to_dict
-    from contractrl.experiments.store import ExperimentExistsError
-
-    path = out / "config.json"
-    if path.exists():
-        if not resume:
-            raise ExperimentExistsError(
-                f"{out} already holds an experiment: pass --resume to "
-                "continue it, or choose another --out"
-            )
-        if from_dict(CoinExperimentConfig, read_json(path)["config"]) != config:
-            raise ExperimentExistsError(
-                f"--resume: the config differs from the one saved in "
-                f"{path}; rerun without overrides to resume"
-            )
-        return read_json(path)
-    manifest = {
-        "experiment": "coin",
-        "config": to_dict(config),
-        "version": __version__,
-        "git_sha": git_sha(),
-        "command": command,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(path, manifest)
-    return manifest
+    """Create (or reopen) the experiment directory (see :func:`.store.open_experiment`)."""
+    return open_experiment(out, "coin", config, resume, command, __version__)
 
 
 def run_coin(
@@ -442,10 +422,7 @@ def run_coin(
         progress,
         description=f"coin {config.game.grid_size}x{config.game.grid_size}",
     )
-    timing = out / "timing.json"
-    wall = read_json(timing)["wall_seconds"] if timing.exists() else 0.0
-    wall += time.perf_counter() - start
-    write_json(timing, {"wall_seconds": wall})
+    wall = add_wall_time(out, time.perf_counter() - start)
     results = aggregate(manifest, config, outputs, wall)
     write_json(out / "results.json", results)
     return results

@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any
 
+from contractrl._validate import require_positive_ints
 from contractrl.learning.algorithm2 import DQNConfig
 
 BACKENDS = ("local", "ray", "inline")
@@ -51,10 +52,7 @@ class TreeExperimentConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in ("depth", "instances", "seeds", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        require_positive_ints(self, ("depth", "instances", "seeds", "eval_every"))
         if not 1 <= self.depth <= 16:
             raise ValueError(f"depth: must lie in [1, 16] for learning, got {self.depth}")
         if self.backend not in BACKENDS:

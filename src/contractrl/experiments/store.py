@@ -14,9 +14,12 @@ Layout of an experiment directory::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +112,63 @@ def git_sha() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
+
+
+def open_experiment(
+    out: Path,
+    kind: str,
+    config: Any,
+    resume: bool,
+    command: str,
+    version: str,
+    build: Callable[[Path], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Create the experiment directory ``out`` (``config.json``), or reopen it to resume.
+
+    Args:
+        out: the directory.
+        kind: the experiment's name (``tree``, ``coin``).
+        config: its frozen dataclass config.
+        resume: reopen an existing directory (its config must be the same).
+        command: the command line, for the record.
+        version: the package version.
+        build: called once on creation; returns extra manifest entries (e.g. instances).
+
+    Raises:
+        ExperimentExistsError: ``out`` holds an experiment and ``resume`` is false, or its config
+            differs from ``config``.
+    """
+    path = out / "config.json"
+    resolved = json.loads(json.dumps(dataclasses.asdict(config)))
+    if path.exists():
+        if not resume:
+            raise ExperimentExistsError(
+                f"{out} already holds an experiment: pass --resume to "
+                "continue it, or choose another --out"
+            )
+        saved = read_json(path)
+        if saved["config"] != resolved:
+            raise ExperimentExistsError(
+                f"--resume: the config differs from the one saved in "
+                f"{path}; rerun without overrides to resume"
+            )
+        return saved
+    manifest = {"experiment": kind, "config": resolved}
+    if build is not None:
+        manifest.update(build(out))
+    manifest.update(
+        version=version,
+        git_sha=git_sha(),
+        command=command,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    write_json(path, manifest)
+    return manifest
+
+
+def add_wall_time(out: Path, seconds: float) -> float:
+    """Add ``seconds`` to the experiment's recorded wall time (over resumed invocations)."""
+    path = out / "timing.json"
+    total = (read_json(path)["wall_seconds"] if path.exists() else 0.0) + seconds
+    write_json(path, {"wall_seconds": total})
+    return total

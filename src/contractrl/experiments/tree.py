@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from contractrl import __version__
-from contractrl.experiments.config import TreeExperimentConfig, from_dict, to_dict
+from contractrl.experiments.config import TreeExperimentConfig, from_dict
 from contractrl.experiments.executor import Task, run_tasks
 from contractrl.experiments.store import (
-    ExperimentExistsError,
     MetricsLog,
-    git_sha,
+    add_wall_time,
+    open_experiment,
     read_json,
     write_bytes,
     write_json,
@@ -61,57 +61,37 @@ def run_name(instance: int, seed: int) -> str:
 def prepare(config: TreeExperimentConfig, out: Path, resume: bool, command: str = "") -> dict:
     """Create (or, with ``resume``, reopen) the experiment directory; returns its manifest.
 
-    Raises:
-        ExperimentExistsError: ``out`` holds results and ``resume`` is false, or ``resume`` is
-            asked for a directory whose config differs.
-    """
-    from contractrl.games import tree_mdp
-    from contractrl.instance import save_instance
-    from contractrl.solver import solve_spe
+    On creation, each instance is written in the instance format and solved exactly.
 
-    out = Path(out)
-    manifest_path = out / "config.json"
-    if manifest_path.exists():
-        if not resume:
-            raise ExperimentExistsError(
-                f"{out} already holds an experiment: pass --resume to "
-                "continue it, or choose another --out"
+    Raises:
+        ExperimentExistsError: see :func:`contractrl.experiments.store.open_experiment`.
+    """
+
+    def build(out: Path) -> dict[str, Any]:
+        from contractrl.games import tree_mdp
+        from contractrl.instance import save_instance
+        from contractrl.solver import solve_spe
+
+        instances = []
+        for i in range(config.instances):
+            seed = config.instance_seed + i
+            game = tree_mdp(config.depth, seed)
+            path = out / "instances" / f"instance{i}.json"
+            save_instance(game, path)
+            spe = solve_spe(game)
+            instances.append(
+                {
+                    "index": i,
+                    "seed": seed,
+                    "path": str(path.relative_to(out)),
+                    "spe_principal_value": spe.initial_principal_value,
+                    "spe_agent_value": spe.initial_agent_value,
+                    "spe_high_effort_share": float(np.mean(spe.action == 1)),
+                }
             )
-        saved = from_dict(TreeExperimentConfig, read_json(manifest_path)["config"])
-        if saved != config:
-            raise ExperimentExistsError(
-                f"--resume: the config differs from the one saved in "
-                f"{manifest_path}; rerun without overrides to resume"
-            )
-        return read_json(manifest_path)
-    instances = []
-    for i in range(config.instances):
-        seed = config.instance_seed + i
-        game = tree_mdp(config.depth, seed)
-        path = out / "instances" / f"instance{i}.json"
-        save_instance(game, path)
-        spe = solve_spe(game)
-        instances.append(
-            {
-                "index": i,
-                "seed": seed,
-                "path": str(path.relative_to(out)),
-                "spe_principal_value": spe.initial_principal_value,
-                "spe_agent_value": spe.initial_agent_value,
-                "spe_high_effort_share": float(np.mean(spe.action == 1)),
-            }
-        )
-    manifest = {
-        "experiment": "tree",
-        "config": to_dict(config),
-        "instances": instances,
-        "version": __version__,
-        "git_sha": git_sha(),
-        "command": command,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(manifest_path, manifest)
-    return manifest
+        return {"instances": instances}
+
+    return open_experiment(Path(out), "tree", config, resume, command, __version__, build)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -262,10 +242,7 @@ def run_tree(
         progress,
         description=f"tree d{config.depth}",
     )
-    timing_path = out / "timing.json"
-    previous = read_json(timing_path)["wall_seconds"] if timing_path.exists() else 0.0
-    wall = previous + time.perf_counter() - start
-    write_json(timing_path, {"wall_seconds": wall})
+    wall = add_wall_time(out, time.perf_counter() - start)
     results = aggregate(manifest, summaries, wall)
     write_json(out / "results.json", results)
     return results

@@ -49,6 +49,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from contractrl._validate import require, require_positive_ints
 from contractrl.envs import tabular
 from contractrl.learning import replay
 from contractrl.learning.contracts import min_pay_all_targets
@@ -149,42 +150,41 @@ class DQNConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        positive = (
-            "auto_nudge_period",
-            "iterations",
-            "num_envs",
-            "batch_size",
-            "target_period",
-            "replay_capacity",
-            "phase_length",
+        require_positive_ints(
+            self,
+            (
+                "auto_nudge_period",
+                "iterations",
+                "num_envs",
+                "batch_size",
+                "target_period",
+                "replay_capacity",
+                "phase_length",
+            ),
         )
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-        checks = [
-            ("lr_start", self.lr_start > 0),
-            ("lr_end", self.lr_end > 0),
-            ("epsilon_start", 0 <= self.epsilon_start <= 1),
-            ("epsilon_end", 0 <= self.epsilon_end <= 1),
-            ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
-            ("loss", self.loss in LOSSES),
-            ("agent_model", self.agent_model in AGENT_MODELS),
-            ("schedule", self.schedule in SCHEDULES),
-            ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
-            ("priority_alpha", self.priority_alpha >= 0),
-            ("priority_beta", self.priority_beta >= 0),
-            ("priority_eps", self.priority_eps > 0),
-            ("auto_nudge_scale", self.auto_nudge_scale >= 0),
-            ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1),
-            ("auto_nudge_accumulation", self.auto_nudge_accumulation in ACCUMULATIONS),
-            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
-            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
-            ("batch_size", self.batch_size <= self.replay_capacity),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+        require(
+            self,
+            [
+                ("lr_start", self.lr_start > 0),
+                ("lr_end", self.lr_end > 0),
+                ("epsilon_start", 0 <= self.epsilon_start <= 1),
+                ("epsilon_end", 0 <= self.epsilon_end <= 1),
+                ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
+                ("loss", self.loss in LOSSES),
+                ("agent_model", self.agent_model in AGENT_MODELS),
+                ("schedule", self.schedule in SCHEDULES),
+                ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
+                ("priority_alpha", self.priority_alpha >= 0),
+                ("priority_beta", self.priority_beta >= 0),
+                ("priority_eps", self.priority_eps > 0),
+                ("auto_nudge_scale", self.auto_nudge_scale >= 0),
+                ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1),
+                ("auto_nudge_accumulation", self.auto_nudge_accumulation in ACCUMULATIONS),
+                ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
+                ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
+                ("batch_size", self.batch_size <= self.replay_capacity),
+            ],
+        )
 
     @property
     def learning_starts(self) -> int:

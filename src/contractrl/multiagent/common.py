@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from contractrl._validate import require, require_positive_ints
 from contractrl.envs import coin_game
 from contractrl.envs.coin_game import CoinGameConfig, CoinState
 from contractrl.learning import replay
@@ -82,34 +83,27 @@ class CoinDQNConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in (
-            "iterations",
-            "batch_size",
-            "target_period",
-            "replay_capacity",
-            "conv_channels",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-        checks = [
-            ("lr_start", self.lr_start > 0),
-            ("lr_end", self.lr_end > 0),
-            ("epsilon_start", 0 <= self.epsilon_start <= 1),
-            ("epsilon_end", 0 <= self.epsilon_end <= 1),
-            ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
-            ("gamma", 0 < self.gamma <= 1),
-            ("alpha", self.alpha > 0),
-            ("follow_prob", 0 <= self.follow_prob <= 1),
-            ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
-            ("loss", self.loss in ("huber", "mse")),
-            ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
-            ("batch_size", self.batch_size <= self.replay_capacity),
-            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+        require_positive_ints(
+            self, ("iterations", "batch_size", "target_period", "replay_capacity", "conv_channels")
+        )
+        require(
+            self,
+            [
+                ("lr_start", self.lr_start > 0),
+                ("lr_end", self.lr_end > 0),
+                ("epsilon_start", 0 <= self.epsilon_start <= 1),
+                ("epsilon_end", 0 <= self.epsilon_end <= 1),
+                ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
+                ("gamma", 0 < self.gamma <= 1),
+                ("alpha", self.alpha > 0),
+                ("follow_prob", 0 <= self.follow_prob <= 1),
+                ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
+                ("loss", self.loss in ("huber", "mse")),
+                ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
+                ("batch_size", self.batch_size <= self.replay_capacity),
+                ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
+            ],
+        )
 
 
 @struct.dataclass

@@ -1,0 +1,21 @@
+"""Field checks shared by the config dataclasses: one ``ValueError`` naming the first bad field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def require_positive_ints(obj: Any, names: Iterable[str]) -> None:
+    """Each named field is an ``int`` (not a ``bool``) ``>= 1``."""
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def require(obj: Any, checks: Iterable[tuple[str, bool]]) -> None:
+    """Raise for the first ``(field, ok)`` whose ``ok`` is false."""
+    for name, ok in checks:
+        if not ok:
+            raise ValueError(f"{name}: invalid value {getattr(obj, name)!r}")
