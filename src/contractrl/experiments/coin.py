@@ -464,6 +464,14 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
             "spe_ratio": val.get("spe_ratio"),
             "ic_ratio": val.get("ic_ratio"),
             "constant_share": phases.get("constant", {}).get("share"),
+            # Σ_i p Σ_{j≠i} r_j = p (n-1) W: the constant baseline's realised transfers, to
+            # compare with the principal's payments (budget matching)
+            "constant_payments": (
+                phases["constant"]["share"] * (n - 1) * phases["constant"]["welfare"]
+                if "constant" in phases
+                else None
+            ),
+            "payments": val.get("payments"),
             "iterations_per_second": phases.get("principal", {}).get("iterations_per_second"),
             "principal_plan_welfare": phases.get("principal", {}).get("welfare"),
         }
