@@ -24,6 +24,7 @@ JAX_PLATFORMS=cuda timeout ${PROTOCOL_TIMEOUT:-330} python3 -m contractrl.experi
   coin --preset budget-7x7 --seeds 5 --workers 5 --iterations "$ITER" --eval-every 5000 \
   --nudge-share 0 --no-progress --out /tmp/coin7 >>"$log" 2>&1
 echo "protocol rc=$?" >>"$log"
+tar czf "$OUT/coin7.tgz" -C /tmp coin7 2>>"$log"
 timeout ${TESTS_TIMEOUT:-100} python3 -m pytest -q -n 8 -p no:cacheprovider -p no:benchmark -m "not slow" \
   tests/learning tests/multiagent tests/envs/test_tabular.py tests/envs/test_coin_scripted.py >"$OUT/device_tests.txt" 2>&1
 echo "tests rc=$?" >>"$log"
