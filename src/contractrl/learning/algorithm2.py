@@ -613,9 +613,7 @@ class Learner:
 
     def _sample(self, buffer, key):
         cfg = self.config
-        if cfg.prioritized:
-            return replay.sample_prioritized(buffer, key, cfg.batch_size, cfg.priority_beta)
-        return replay.sample_uniform(buffer, key, cfg.batch_size)
+        return replay.sample(buffer, key, cfg.batch_size, cfg.prioritized, cfg.priority_beta)
 
     def _update(self, env, learning, batch, weights, nets, lr, batched: bool):
         """One gradient step of the networks ``nets`` (static), the others frozen.

@@ -143,3 +143,22 @@ def update_priorities(
         tree=_set_leaves(buffer.tree, indices, new**buffer.alpha),
         max_priority=jnp.maximum(buffer.max_priority, jnp.max(new)),
     )
+
+
+def sample(
+    buffer: ReplayBuffer, key: jax.Array, batch_size: int, prioritized: bool, beta: float = 0.0
+):
+    """:func:`sample_prioritized` or :func:`sample_uniform`, behind a fusion boundary.
+
+    Use this one inside a jitted training loop that also writes the buffer. The conditional
+    (both branches the same) keeps XLA from fusing the batch gather with the in-place write of
+    new transitions, a fusion that makes it copy every array of the buffer twice per iteration
+    (measured: ~40% of a 3x3 Coin Game iteration with 100,000 slots).
+    """
+
+    def draw(buf):
+        if prioritized:
+            return sample_prioritized(buf, key, batch_size, beta)
+        return sample_uniform(buf, key, batch_size)
+
+    return jax.lax.cond(buffer.size > 0, draw, draw, buffer)
