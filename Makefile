@@ -32,6 +32,11 @@ demo: install
 	rm -rf runs/demo-tree
 	$(BIN)/contractrl train tree --preset smoke --out runs/demo-tree
 	$(BIN)/contractrl plot runs/demo-tree
+	@echo
+	@echo "== A team in the Coin Game (Algorithm 3): training, validation, baselines, smoke preset"
+	rm -rf runs/demo-coin
+	$(BIN)/contractrl train coin --preset smoke --out runs/demo-coin
+	$(BIN)/contractrl plot runs/demo-coin
 
 bench: install
 	$(BIN)/python benchmarks/bench_exact.py
