@@ -168,3 +168,29 @@ def test_training_is_deterministic():
         state, stats = learner.train_chunk(state, 0, 250)
         runs.append(np.asarray(stats.agent_loss))
     assert np.array_equal(runs[0], runs[1]) and runs[0][-1] > 0
+
+
+@pytest.mark.parametrize("grid,agents", [(3, 2), (2, 3)])
+def test_distinct_observation_table_equals_direct_evaluation(grid, agents):
+    """The first layer looked up per distinct observation equals evaluating it per sample."""
+    from contractrl.multiagent.common import distinct_observations
+    from contractrl.multiagent.networks import first_layer, response_table, sparse_conv_features
+
+    game = CoinGameConfig(grid_size=grid, horizon=20, num_agents=agents, spawn_rule="anywhere")
+    learner = PrincipalLearner(game, CoinDQNConfig(iterations=100, batch_size=128))
+    assert learner.distinct is not None
+    count = learner.distinct[0].shape[0]
+    assert count == grid ** (2 * agents) * 2
+    params = learner.init(jax.random.PRNGKey(0)).params["agent"]
+    keys = jax.random.split(jax.random.PRNGKey(1), 400)
+    states = jax.vmap(lambda k: coin_game.reset(game, k)[1])(keys)
+    # move everyone at random a few times so agents share cells and coins sit anywhere
+    for k in jax.random.split(jax.random.PRNGKey(2), 3):
+        acts = jax.random.randint(k, (400, agents), 0, 4)
+        states = coin_game.step_batch(game, states, acts, jax.random.split(k, 400))[1]
+    fast = learner.first_layer(params, states)  # 400 * agents rows >= count: the table path
+    cells, channels = learner.ones_of(states)
+    table = response_table(params, learner.counts)
+    direct = first_layer(params, sparse_conv_features(params, table, cells, channels))
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(direct), rtol=1e-5, atol=1e-5)
+    assert distinct_observations(7, 2) is None  # too many to enumerate: the direct path
