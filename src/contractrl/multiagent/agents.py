@@ -161,7 +161,6 @@ class AgentsLearner(CoinBase):
 
     # ------------------------------------------------------------------ training
     def _iteration(self, state: AgentsState, principal, i, learn: bool):
-        cfg = self.config
         key, k_act, k_env, k_sample = jax.random.split(state.key, 4)
         recs = self.recommendations(principal, state.env)
         q = self.q_values(state.params, state.env, self.extra(recs))
@@ -188,11 +187,9 @@ class AgentsLearner(CoinBase):
             grads, (loss, priority) = jax.grad(self._loss, has_aux=True)(
                 state.params, state.target, principal, batch, weights
             )
-            params, opt_state = self.apply_updates(state.params, state.opt_state, grads, self.lr(i))
-            if cfg.prioritized:
-                buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps)
-            due = (i + 1) % cfg.target_period == 0
-            target = jax.tree_util.tree_map(lambda p, t: jnp.where(due, p, t), params, state.target)
+            params, opt_state, target, buffer = self.gradient_update(
+                state.params, state.opt_state, state.target, buffer, grads, idx, priority, i
+            )
             state = state.replace(params=params, target=target, opt_state=opt_state)
         stats = AgentStats(info.rewards, paid, follow, info.done, loss)
         return state.replace(buffer=buffer), stats

@@ -205,7 +205,6 @@ class PrincipalLearner(CoinBase):
         return agent_loss + principal_loss, (agent_loss, principal_loss, priority)
 
     def _iteration(self, state: PrincipalState, i, learn: bool):
-        cfg = self.config
         key, k_act, k_sample = jax.random.split(state.key, 3)
         state, transition, (rewards, payments, follow, done) = self._act(
             state.replace(key=key), self.epsilon(i), k_act
@@ -220,11 +219,9 @@ class PrincipalLearner(CoinBase):
             grads, (agent_loss, principal_loss, priority) = jax.grad(self._losses, has_aux=True)(
                 state.params, state.target, batch, weights
             )
-            params, opt_state = self.apply_updates(state.params, state.opt_state, grads, self.lr(i))
-            if cfg.prioritized:
-                buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps)
-            due = (i + 1) % cfg.target_period == 0
-            target = jax.tree_util.tree_map(lambda p, t: jnp.where(due, p, t), params, state.target)
+            params, opt_state, target, buffer = self.gradient_update(
+                state.params, state.opt_state, state.target, buffer, grads, idx, priority, i
+            )
             state = state.replace(params=params, opt_state=opt_state, target=target)
         state = state.replace(buffer=buffer)
         return state, StepStats(rewards, payments, follow, done, agent_loss, principal_loss)

@@ -227,6 +227,20 @@ class CoinBase:
         per = per.reshape(per.shape[0], -1).mean(axis=1)
         return jnp.mean(weights * per)
 
+    def gradient_update(self, params, opt_state, target, buffer, grads, idx, priority, i):
+        """One learning step's bookkeeping, shared by the Coin learners.
+
+        Adam step at iteration ``i``'s learning rate, new priorities for the sampled indices
+        ``idx`` (prioritised replay), and the target copy every ``target_period`` iterations.
+        Returns ``(params, opt_state, target, buffer)``.
+        """
+        cfg = self.config
+        params, opt_state = self.apply_updates(params, opt_state, grads, self.lr(i))
+        if cfg.prioritized:
+            buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps)
+        target = tree_where((i + 1) % cfg.target_period == 0, params, target)
+        return params, opt_state, target, buffer
+
     def apply_updates(self, params, opt_state, grads, lr):
         """One Adam step with learning rate ``lr`` (after clipping)."""
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
