@@ -1,5 +1,7 @@
 """The batched Coin Game against a plain-Python reference of the rules, and PettingZoo's checks."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,10 +135,19 @@ def test_own_and_other_rewards_and_tie():
     # agent 0 moves right onto the coin (agent 1's colour): +0.2, no penalty for agent 1
     _, _, info = coin_game.step(cfg, state, jnp.array([3, 1]), jax.random.PRNGKey(0))
     assert np.allclose(np.asarray(info.rewards), [0.2, 0.0])
-    # both reach the coin at once (agent 1 moves up): both collect
-    _, _, info = coin_game.step(cfg, state, jnp.array([3, 0]), jax.random.PRNGKey(0))
+    # both reach the coin at once (agent 1 moves up): under random_one (the default) one of
+    # them, at random, collects; under all_collect both do
+    winners = set()
+    for seed in range(20):
+        _, _, info = coin_game.step(cfg, state, jnp.array([3, 0]), jax.random.PRNGKey(seed))
+        rewards = tuple(float(x) for x in np.round(np.asarray(info.rewards, np.float64), 6))
+        assert rewards in {(0.2, 0.0), (0.0, 1.0)}
+        winners.add(rewards)
+    assert len(winners) == 2
+    both = dataclasses.replace(cfg, tie_rule="all_collect")
+    _, _, info = coin_game.step(both, state, jnp.array([3, 0]), jax.random.PRNGKey(0))
     assert np.allclose(np.asarray(info.rewards), [0.2, 1.0])
-    classic = PRESETS["classic"]
+    classic = PRESETS["classic"]  # +1 for any coin, -2 to the owner when another takes it
     _, _, info = coin_game.step(classic, state, jnp.array([3, 1]), jax.random.PRNGKey(0))
     assert np.allclose(np.asarray(info.rewards), [1.0, -2.0])
 
@@ -147,6 +158,23 @@ def test_own_and_other_rewards_and_tie():
 def test_pettingzoo_checkers(flags):
     parallel_api_test(parallel_env(**flags), num_cycles=60)
     parallel_seed_test(lambda: parallel_env(**flags))
+
+
+def test_time_limit_is_a_truncation():
+    """The horizon ends an episode by truncation; the game has no terminal state."""
+    cfg = PRESETS["paper-3x3"]
+    assert cfg.tie_rule == "random_one"
+    _, state = coin_game.reset(cfg, jax.random.PRNGKey(0))
+    for t in range(cfg.horizon):
+        _, state, info = coin_game.step(cfg, state, jnp.array([0, 1]), jax.random.PRNGKey(t))
+        assert not bool(info.terminated)
+        assert bool(info.truncated) == bool(info.done) == (t == cfg.horizon - 1)
+    env = parallel_env(grid_size=3, horizon=4)
+    env.reset(seed=0)
+    for t in range(4):
+        *_, terminations, truncations, _ = env.step({a: 0 for a in env.agents})
+        assert not any(terminations.values())
+        assert all(truncations.values()) == (t == 3)
 
 
 def test_default_parallel_env_is_the_paper_7x7():

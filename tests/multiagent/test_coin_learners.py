@@ -8,8 +8,14 @@ import pytest
 
 from contractrl.envs import coin_game
 from contractrl.envs.coin_game import PRESETS, CoinGameConfig
-from contractrl.experiments.coin import budget_matched_share
-from contractrl.multiagent.algorithm3 import PrincipalLearner, follower_contracts, vdn_targets
+from contractrl.experiments.coin import calibrated_share, initial_share
+from contractrl.multiagent.agents import AgentsLearner
+from contractrl.multiagent.algorithm3 import (
+    PrincipalLearner,
+    follower_contracts,
+    principal_cost_terms,
+    vdn_targets,
+)
 from contractrl.multiagent.common import CoinBase, CoinDQNConfig, others
 from contractrl.multiagent.evaluation import mix, ratio, rollout, summarise
 from contractrl.multiagent.networks import (
@@ -21,7 +27,9 @@ from contractrl.multiagent.networks import (
     window_counts,
 )
 
-SMALL = CoinDQNConfig(iterations=300, replay_capacity=1000, hidden=(16, 16), conv_channels=8)
+SMALL = CoinDQNConfig(
+    iterations=300, replay_capacity=1000, hidden=(16, 16), conv_channels=8, learning_starts=50
+)
 
 
 def test_contract_formula():
@@ -36,11 +44,21 @@ def test_vdn_targets_on_a_hand_made_batch():
     payments = jnp.array([[0.5, 2.0], [1.0, 1.0]])
     follow = jnp.array([[1.0, 0.0], [1.0, 1.0]])
     next_q = jnp.array([[3.0, 4.0], [10.0, 20.0]])
-    done = jnp.array([0.0, 1.0])
-    y, total = vdn_targets(rewards, payments, follow, next_q, done, alpha=0.1, gamma=0.9)
-    expected = np.array([[1 - 0.05 + 2.7, 0.2 + 3.6], [0 - 0.1, 1 - 0.1]])
+    terminal = jnp.array([0.0, 1.0])
+    # charge_all: the non-follower (row 0, agent 1) pays its contract 2.0 too
+    charged, mask = principal_cost_terms(payments, follow, "charge_all")
+    y, total = vdn_targets(rewards, charged, next_q, terminal, 0.1, 0.9, mask)
+    expected = np.array([[1 - 0.05 + 2.7, 0.2 - 0.2 + 3.6], [0 - 0.1, 1 - 0.1]])
     assert np.allclose(np.asarray(y), expected)
     assert np.allclose(np.asarray(total), expected.sum(axis=1))
+    # unpaid_deviations (the former target): the non-follower's action is free
+    charged, mask = principal_cost_terms(payments, follow, "unpaid_deviations")
+    _, total = vdn_targets(rewards, charged, next_q, terminal, 0.1, 0.9, mask)
+    assert np.allclose(np.asarray(total), [1 - 0.05 + 2.7 + 0.2 + 3.6, -0.1 + 0.9])
+    # followers_only: the non-follower's term leaves the sum
+    charged, mask = principal_cost_terms(payments, follow, "followers_only")
+    _, total = vdn_targets(rewards, charged, next_q, terminal, 0.1, 0.9, mask)
+    assert np.allclose(np.asarray(total), [1 - 0.05 + 2.7, -0.1 + 0.9])
 
 
 def test_principal_loss_matches_an_independent_computation():
@@ -51,7 +69,7 @@ def test_principal_loss_matches_an_independent_computation():
     state = learner.init(jax.random.PRNGKey(0))
     state, _ = learner.train_chunk(state, 0, 200)
     batch, _, weights = learner.sample(state.buffer, jax.random.PRNGKey(1))
-    _, (_, _, priority) = learner._losses(state.params, state.target, batch, weights)
+    _, (_, priority) = learner._losses(state.params, state.target, batch, weights)
     obs = learner.observe_batch(batch.state)
     next_obs = learner.observe_batch(batch.next_state)
     ones = jnp.ones((*batch.actions.shape, 1))
@@ -60,8 +78,8 @@ def test_principal_loss_matches_an_independent_computation():
     next_qp = np.asarray(learner.principal_q(state.target, next_obs)).max(-1)
     y = (
         np.asarray(batch.rewards)
-        - SMALL.alpha * pay * np.asarray(batch.follow)
-        + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_qp
+        - SMALL.alpha * pay  # charge_all: every agent's action costs its contract
+        + SMALL.gamma * (1 - np.asarray(batch.terminal))[:, None] * next_qp
     )
     qp = np.take_along_axis(
         np.asarray(learner.principal_q(state.params, obs)), np.asarray(batch.actions)[..., None], -1
@@ -74,7 +92,7 @@ def test_principal_loss_matches_an_independent_computation():
     )[..., 0]
     next_q = np.asarray(learner.agent_q(state.target, next_obs, others(batch.follow))).max(-1)
     y_agent = (
-        np.asarray(batch.rewards) + SMALL.gamma * (1 - np.asarray(batch.done))[:, None] * next_q
+        np.asarray(batch.rewards) + SMALL.gamma * (1 - np.asarray(batch.terminal))[:, None] * next_q
     )
     expected_priority = np.abs(delta_vdn) + np.abs(q_agent - y_agent).mean(-1)
     assert np.allclose(np.asarray(priority), expected_priority, rtol=1e-4, atol=1e-5)
@@ -98,14 +116,61 @@ def test_valid_padding_wastes_no_positions():
     assert patch_indices(3, "circular").shape == (9, 16)
 
 
-def test_budget_matching():
-    # the principal paid 3 on welfare 12 with 2 agents: p (n-1) W = 3 -> p = 0.25
-    assert budget_matched_share(3.0, 12.0, 2) == pytest.approx(0.25)
-    assert budget_matched_share(3.0, 12.0, 3) == pytest.approx(0.125)
-    # nudged variant: 10% of welfare more
-    assert budget_matched_share(3.0, 12.0, 2, 0.1) == pytest.approx(0.35)
-    with pytest.raises(ValueError, match="welfare"):
-        budget_matched_share(1.0, 0.0, 2)
+def test_initial_share_matches_the_amount():
+    # top_up: p (n-1) W = T; 3 paid on welfare 12 -> p = 0.25 (2 agents), 0.125 (3 agents)
+    assert initial_share(3.0, 12.0, 2, "top_up") == pytest.approx(0.25)
+    assert initial_share(3.0, 12.0, 3, "top_up") == pytest.approx(0.125)
+    # redistribute, one collector per step: p (1 - 1/n) W = T -> 0.5 (2 agents), 0.375 (3)
+    assert initial_share(3.0, 12.0, 2, "redistribute") == pytest.approx(0.5)
+    assert initial_share(3.0, 12.0, 3, "redistribute") == pytest.approx(0.375)
+    assert initial_share(30.0, 12.0, 2, "redistribute") == 1.0  # capped
+    assert initial_share(0.0, 12.0, 2, "top_up") == 0.0
+    assert initial_share(1.0, 0.0, 2, "top_up") == 1.0  # nothing collected yet: start high
+    with pytest.raises(ValueError, match="amount"):
+        initial_share(float("nan"), 12.0, 2, "top_up")
+
+
+@pytest.mark.parametrize("elasticity", [0.0, 0.5, -0.5])
+def test_calibration_reaches_the_target_amount(elasticity):
+    """Amounts that respond to p (agents' welfare changes with the share) still converge."""
+
+    def amount(p):  # transfers = p * welfare(p), welfare rising or falling with p
+        return p * 12.0 * (1 + elasticity * p)
+
+    target, p = 3.0, 0.9
+    for _ in range(12):
+        p = calibrated_share(p, amount(p), target)
+    assert amount(p) == pytest.approx(target, rel=0.02)
+    assert calibrated_share(0.4, 0.0, 3.0) == 0.4  # nothing measured: no move
+    assert calibrated_share(0.4, 2.0, 0.0) == 0.0
+
+
+def _scheme_learner(scheme, n):
+    game = CoinGameConfig(grid_size=3, horizon=5, num_agents=n)
+    return AgentsLearner(game, SMALL, "constant", scheme)
+
+
+def test_constant_schemes_by_hand():
+    r2 = jnp.array([1.0, 0.0])
+    # redistribute, n = 2, p = 0.5: (1 - p) r_i + p W / 2
+    red = _scheme_learner("redistribute", 2)
+    assert np.allclose(red.shaped(r2, 0.0, 0.5), [0.75, 0.25])
+    assert np.allclose(red.transfers(r2, 0.0, 0.5), [0.0, 0.25])
+    # top_up, n = 2, p = 0.5: r_i + p r_other
+    top = _scheme_learner("top_up", 2)
+    assert np.allclose(top.shaped(r2, 0.0, 0.5), [1.0, 0.5])
+    assert np.allclose(top.transfers(r2, 0.0, 0.5), [0.0, 0.5])
+    # n = 3, rewards (1, 0.2, 0), W = 1.2, p = 0.3
+    r3 = jnp.array([1.0, 0.2, 0.0])
+    red3, top3 = _scheme_learner("redistribute", 3), _scheme_learner("top_up", 3)
+    assert np.allclose(red3.shaped(r3, 0.0, 0.3), [0.7 + 0.12, 0.14 + 0.12, 0.12])
+    assert np.allclose(red3.transfers(r3, 0.0, 0.3), [0.0, 0.06, 0.12])  # W/n = 0.4
+    assert np.allclose(top3.shaped(r3, 0.0, 0.3), [1.0 + 0.06, 0.2 + 0.3, 0.36])
+    assert np.allclose(top3.transfers(r3, 0.0, 0.3), [0.06, 0.3, 0.36])
+    # p = 0 is selfish and p = 1 cooperative (redistribute: each gets W / n) in both schemes
+    assert np.allclose(red3.shaped(r3, 0.0, 0.0), r3) and np.allclose(top3.shaped(r3, 0, 0), r3)
+    assert np.allclose(red3.shaped(r3, 0.0, 1.0), [0.4, 0.4, 0.4])
+    assert np.allclose(top3.shaped(r3, 0.0, 1.0), [1.2, 1.2, 1.2])
 
 
 def _scripted(recommend: int, play: int, pay: float):

@@ -5,9 +5,13 @@ a coin of one's own colour pays ``own_reward`` (paper: +1), another's colour ``o
 (paper: +0.2) and costs the coin's owner ``owner_penalty`` (paper: 0; the classic game: +1 and
 -2). Grabbing every coin is individually rational but lowers welfare: the social dilemma.
 
-Defaults (**[choice]**, the widely used RLlib rules): the coin's colour alternates between
-agents; a new coin never appears on an agent's cell; agents start on distinct cells; when several
-agents reach the coin at once, each of them collects. Four moves (a fifth, "stay", is a flag).
+Defaults (**[choice]**, the widely used RLlib rules, revised): the coin's colour alternates
+between agents; a new coin never appears on an agent's cell; agents start on distinct cells;
+when several agents reach the coin at once, **one of them, at random, collects it**
+(``random_one``). RLlib's own tie rule — every agent on the coin collects (``all_collect``) —
+removes the dilemma under the paper's +1/+0.2/0 rewards (agents that chase together collect
+every coin together; docs/coin.md measures it), so it is a flag, not the default. Four moves
+(a fifth, "stay", is a flag).
 Observations are egocentric — each agent sees the grid rolled so that it sits at the centre —
 with four channels: own position, the others' positions, coins of its own colour, coins of
 another colour; so agents can share parameters.
@@ -16,7 +20,9 @@ Functions work on one environment (``vmap`` them for a batch; :func:`reset_batch
 :func:`step_batch` do): ``reset(config, key) -> (obs [n, G, G, 4], state)`` and
 ``step(config, state, actions [n], key) -> (obs, state, StepInfo)``; ``step`` resets the
 environment when the horizon is reached (``StepInfo.done``; the observation returned is the new
-episode's first one, the final one is in ``StepInfo.final_obs``).
+episode's first one, the final one is in ``StepInfo.final_obs``). The game has no terminal
+state: the horizon is a time limit, reported as ``truncated`` (``terminated`` is always false),
+as Gymnasium and PettingZoo report it; learners bootstrap through it.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ class CoinGameConfig:
         num_actions: 4 moves, or 5 with "stay".
         colour_rule: ``alternate`` (next coin: the next agent's colour) or ``random``.
         spawn_rule: ``avoid_agents`` (never on an agent's cell) or ``anywhere``.
-        tie_rule: ``all_collect`` (every agent on the coin collects) or ``random_one``.
+        tie_rule: ``random_one`` (one agent on the coin, uniformly at random, collects it) or
+            ``all_collect`` (every agent on the coin collects; no dilemma under +1/+0.2/0).
         own_reward: reward for a coin of one's own colour.
         other_reward: reward for a coin of another agent's colour.
         owner_penalty: added to the owner's reward when another agent takes its coin.
@@ -61,7 +68,7 @@ class CoinGameConfig:
     num_actions: int = 4
     colour_rule: str = "alternate"
     spawn_rule: str = "avoid_agents"
-    tie_rule: str = "all_collect"
+    tie_rule: str = "random_one"
     own_reward: float = 1.0
     other_reward: float = 0.2
     owner_penalty: float = 0.0
@@ -112,7 +119,9 @@ class StepInfo:
         rewards: ``[n]`` each agent's reward.
         collected: ``[n]`` 1 where the agent collected the coin this step.
         own_coin: ``[n]`` 1 where what it collected was its own colour.
-        done: the episode ended (the environment was reset).
+        done: the episode ended (the environment was reset): ``terminated | truncated``.
+        terminated: the episode reached a terminal state (never, in the Coin Game).
+        truncated: the episode hit the time limit (``horizon``).
         final_obs: ``[n, G, G, 4]`` the observation before the reset (equals the returned one
             when not done).
         final_state: the state before the reset (equals the returned one when not done).
@@ -122,6 +131,8 @@ class StepInfo:
     collected: jax.Array
     own_coin: jax.Array
     done: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
     final_obs: jax.Array
     final_state: CoinState
 
@@ -232,6 +243,8 @@ def step(config: CoinGameConfig, state: CoinState, actions: jax.Array, key: jax.
         collected=collectors.astype(jnp.float32),
         own_coin=(collectors & own).astype(jnp.float32),
         done=done,
+        terminated=jnp.zeros((), bool),
+        truncated=done,
         final_obs=final_obs,
         final_state=moved,
     )

@@ -75,11 +75,12 @@ class CoinGameParallelEnv(ParallelEnv):
         _, self._state, info = self._step(self._state, joint, self._key())
         obs = np.asarray(info.final_obs)
         done = bool(info.done)
+        terminated, truncated = bool(info.terminated), bool(info.truncated)
         agents = list(self.agents)
         observations = {a: obs[i] for i, a in enumerate(agents)}
         rewards = {a: float(info.rewards[i]) for i, a in enumerate(agents)}
-        terminations = {a: False for a in agents}
-        truncations = {a: done for a in agents}
+        terminations = {a: terminated for a in agents}
+        truncations = {a: truncated for a in agents}
         infos = {
             a: {"collected": float(info.collected[i]), "own_coin": float(info.own_coin[i])}
             for i, a in enumerate(agents)

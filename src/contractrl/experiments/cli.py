@@ -132,7 +132,12 @@ def _add_train_parser(train_sub) -> None:
         default="paper",
         help="starting config (default: paper)",
     )
-    tree.add_argument("--out", type=Path, required=True, help="experiment directory")
+    tree.add_argument("--out", type=Path, help="experiment directory (required to train)")
+    tree.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset + flags) as JSON and exit",
+    )
     tree.add_argument(
         "--resume",
         action="store_true",
@@ -157,7 +162,12 @@ def _add_train_parser(train_sub) -> None:
         default="budget-3x3",
         help="starting config (default: budget-3x3)",
     )
-    coin.add_argument("--out", type=Path, required=True, help="experiment directory")
+    coin.add_argument("--out", type=Path, help="experiment directory (required to train)")
+    coin.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset + flags) as JSON and exit",
+    )
     coin.add_argument(
         "--resume",
         action="store_true",
@@ -253,6 +263,13 @@ def _run_experiment(args: argparse.Namespace, presets: dict, runner) -> dict:
         config.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.print_config:
+        from contractrl.experiments.config import to_dict
+
+        print(json.dumps(to_dict(config), indent=2, allow_nan=False))
+        return None
+    if args.out is None:
+        raise UsageError("--out: required to train (an experiment directory)")
     command = "contractrl " + " ".join(sys.argv[1:])
     try:
         return runner(
@@ -266,7 +283,10 @@ def _cmd_train_tree(args: argparse.Namespace) -> None:
     from contractrl.experiments.config import TREE_PRESETS
     from contractrl.experiments.tree import run_tree
 
-    m = _run_experiment(args, TREE_PRESETS, run_tree)["mean"]
+    results = _run_experiment(args, TREE_PRESETS, run_tree)
+    if results is None:
+        return
+    m = results["mean"]
     print(
         f"principal utility ratio {m['principal_utility_ratio']:.4f} "
         f"± {m['principal_utility_ratio_se']:.4f}, accuracy {m['accuracy']:.4f}, "
@@ -278,7 +298,10 @@ def _cmd_train_tree(args: argparse.Namespace) -> None:
 def _cmd_train_coin(args: argparse.Namespace) -> None:
     from contractrl.experiments.coin import COIN_PRESETS, run_coin
 
-    m = _run_experiment(args, COIN_PRESETS, run_coin)["mean"]
+    results = _run_experiment(args, COIN_PRESETS, run_coin)
+    if results is None:
+        return
+    m = results["mean"]
     print(
         f"welfare {m['welfare']:.2f} ± {m['welfare_se']:.2f} (selfish "
         f"{m['welfare_selfish']:.2f}, cooperative {m['welfare_cooperative']:.2f}, constant "

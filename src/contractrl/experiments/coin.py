@@ -2,16 +2,23 @@
 
 Per seed, a *pipeline* task: Algorithm 3's training phase (``principal``), the validation phase
 with fresh black-box agents (``validation``), the same with a nudge worth ``nudge_share`` of
-welfare (``validation_nudged``), then the budget-matched constant-proportion baseline
-(``constant``, and ``constant_nudged``); and two independent tasks for the ``selfish`` and
-``cooperative`` baselines. Every phase has the same budget of iterations, evaluates every
-``eval_every`` iterations over ``eval_episodes`` episodes (``runs/seed<k>/<phase>.csv``),
-checkpoints, and can be resumed. ``results.json`` aggregates the final evaluations over seeds.
+welfare (``validation_nudged``), then the budget-matched constant-proportion baseline for each
+scheme of ``constant_schemes`` (the first: ``constant`` and ``constant_nudged``; the others:
+``constant_<scheme>`` and ``constant_<scheme>_nudged``); and two independent tasks for the
+``selfish`` and ``cooperative`` baselines. Every phase has the same budget of iterations,
+evaluates every ``eval_every`` iterations over ``eval_episodes`` episodes
+(``runs/seed<k>/<phase>.csv``), checkpoints, and can be resumed. ``results.json`` aggregates the
+final evaluations over seeds.
 
-Budget matching **[choice]**: the constant baseline pays agent ``i`` the share ``p`` of the
-others' rewards, with ``p`` the principal's payments over ``(n-1)`` times the welfare of the
-validation agents — the share the principal paid; the realised payments of the constant
-baseline are reported beside.
+Budget matching (SPEC §8) is on the **amount** transferred per episode: the constant baseline's
+share ``p`` is set so that its transfers (:mod:`contractrl.multiagent.agents`) equal what the
+principal paid the validation agents at their final evaluation (for the nudged variant: what it
+paid the nudged validation agents, nudge included). ``p`` starts from the amount the validation
+agents' welfare would give, ``p_0 = T / (k·W_val)`` (``k = n - 1`` for ``top_up``, ``1 - 1/n``
+for ``redistribute`` with one collector per step), and during the first ``budget_calibration``
+share of the phase, after every evaluation, moves halfway (geometrically) to
+``T / (amount per unit p measured at that evaluation)``; it is then frozen. The realised amounts
+of both are reported (``payments``, ``constant_payments``) and their ratio (``budget_ratio``).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from contractrl.experiments.store import (
 from contractrl.multiagent.common import CoinDQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant")
+CONSTANT_SCHEMES = ("redistribute", "top_up")
 PHASE_COLUMNS = [
     "iteration",
     "welfare",
@@ -53,6 +61,7 @@ PHASE_COLUMNS = [
     "train_payments",
     "loss",
     "train_seconds",
+    "share",
 ]
 
 
@@ -67,6 +76,10 @@ class CoinExperimentConfig:
         eval_episodes: episodes per evaluation (paper: 80).
         nudge_share: the nudged variant adds this share of welfare to payments (0: skip it).
         baselines: which of ``selfish``, ``cooperative``, ``constant`` to train.
+        constant_schemes: the constant-proportion schemes to train (``redistribute``,
+            ``top_up``; module docstring); the first is the phases ``constant``(``_nudged``).
+        budget_calibration: share of a constant phase during which ``p`` is adjusted to the
+            target amount (0: keep ``p_0``).
         checkpoint_seconds: minimum wall time between checkpoints of a phase.
         backend: ``local``, ``ray`` or ``inline`` (see :mod:`.executor`).
         workers: ``local`` worker processes (0: one per core).
@@ -81,6 +94,8 @@ class CoinExperimentConfig:
     eval_episodes: int = 80
     nudge_share: float = 0.1
     baselines: tuple[str, ...] = BASELINES
+    constant_schemes: tuple[str, ...] = ("redistribute",)
+    budget_calibration: float = 0.5
     checkpoint_seconds: float = 60.0
     backend: str = "local"
     workers: int = 0
@@ -96,6 +111,18 @@ class CoinExperimentConfig:
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ValueError(f"baselines: unknown {unknown[0]!r} (choose from {BASELINES})")
+        bad = [c for c in self.constant_schemes if c not in CONSTANT_SCHEMES]
+        if (
+            bad
+            or not self.constant_schemes
+            or len(set(self.constant_schemes)) < len(self.constant_schemes)
+        ):
+            what = f"unknown {bad[0]!r}" if bad else "one or more distinct schemes needed"
+            raise ValueError(f"constant_schemes: {what} (choose from {CONSTANT_SCHEMES})")
+        if not 0 <= self.budget_calibration <= 1:
+            raise ValueError(
+                f"budget_calibration: must lie in [0, 1], got {self.budget_calibration}"
+            )
         if self.backend not in ("local", "ray", "inline"):
             raise ValueError(f"backend: must be local, ray or inline, got {self.backend!r}")
         self.game.validate()
@@ -107,10 +134,24 @@ class CoinExperimentConfig:
         if self.nudge_share > 0:
             out.append("validation_nudged")
         if "constant" in self.baselines:
-            out.append("constant")
-            if self.nudge_share > 0:
-                out.append("constant_nudged")
+            for scheme in self.constant_schemes:
+                name = constant_phase(self, scheme)
+                out.append(name)
+                if self.nudge_share > 0:
+                    out.append(f"{name}_nudged")
         return tuple(out)
+
+    def scheme_of(self, phase: str) -> str | None:
+        """The constant-proportion scheme a phase trains (``None``: not a constant phase)."""
+        for scheme in self.constant_schemes:
+            if phase in (constant_phase(self, scheme), f"{constant_phase(self, scheme)}_nudged"):
+                return scheme
+        return None
+
+
+def constant_phase(config: CoinExperimentConfig, scheme: str) -> str:
+    """Phase name of a constant scheme: ``constant`` for the first, else ``constant_<scheme>``."""
+    return "constant" if scheme == config.constant_schemes[0] else f"constant_{scheme}"
 
 
 def _budget(iterations: int, eval_every: int, **game) -> CoinExperimentConfig:
@@ -121,21 +162,27 @@ def _budget(iterations: int, eval_every: int, **game) -> CoinExperimentConfig:
     )
 
 
+_3X3 = dataclasses.asdict(GAME_PRESETS["paper-3x3"])
+
+
 COIN_PRESETS: dict[str, CoinExperimentConfig] = {
     # The paper's budgets (SPEC §8): 1M iterations per phase.
-    "paper-3x3": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+    "paper-3x3": _budget(1_000_000, 20_000, **_3X3),
     "paper-7x7": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
     # What fits in about an hour on a 2-core machine (docs/coin.md).
-    "budget-3x3": _budget(50_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+    "budget-3x3": _budget(50_000, 5_000, **_3X3),
+    # docs/coin.md's headline 3x3 result: 200,000 iterations per phase (add
+    # `--constant-schemes redistribute top_up` for both constant-proportion schemes).
+    "headline-3x3": _budget(200_000, 20_000, **_3X3),
     "budget-7x7": _budget(20_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
     # Three agents on a 4x4 grid (beyond the paper).
     "three-agents": _budget(30_000, 5_000, grid_size=4, horizon=20, num_agents=3),
     # The whole pipeline in a couple of minutes (tests, demo).
     "smoke": dataclasses.replace(
-        _budget(1_000, 1_000, **dataclasses.asdict(GAME_PRESETS["paper-3x3"])),
+        _budget(1_000, 500, **_3X3),
         seeds=2,
         eval_episodes=20,
-        dqn=CoinDQNConfig(iterations=1_000, replay_capacity=5_000),
+        dqn=CoinDQNConfig(iterations=1_000, replay_capacity=5_000, learning_starts=200),
     ),
 }
 
@@ -152,8 +199,12 @@ def _phase_learner(config: CoinExperimentConfig, phase: str):
 
     if phase == "principal":
         return principal_learner(config.game, config.dqn)
-    mode = "validation" if phase.startswith("validation") else phase.split("_")[0]
-    return agents_learner(config.game, config.dqn, mode)
+    if phase.startswith("validation"):
+        return agents_learner(config.game, config.dqn, "validation")
+    scheme = config.scheme_of(phase)
+    if scheme is not None:
+        return agents_learner(config.game, config.dqn, "constant", scheme)
+    return agents_learner(config.game, config.dqn, phase)
 
 
 @functools.cache
@@ -163,11 +214,19 @@ def _rollout_fn(learner, episodes: int):
     Agent ``i`` plays its own action where ``mask[i]``, else its recommendation.
     """
     import jax
+    import jax.numpy as jnp
 
     from contractrl.multiagent.evaluation import mix, rollout
 
     def run(state, principal, mask, key):
-        return rollout(learner.game, mix(learner.policy(state, principal), mask), key, episodes)
+        transfers = None
+        if getattr(learner, "mode", None) == "constant":
+
+            def transfers(rewards):
+                return learner.transfers(rewards, jnp.zeros_like(rewards), state.share)
+
+        policy = mix(learner.policy(state, principal), mask)
+        return rollout(learner.game, policy, key, episodes, transfers)
 
     return jax.jit(run)
 
@@ -216,8 +275,13 @@ def _train_phase(
     share: float,
     nudge: float,
     progress,
+    target: float | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one phase; returns its summary (the final evaluation)."""
+    """Train (or resume) one phase; returns its summary (the final evaluation).
+
+    ``target``: for a constant phase, the amount per episode its transfers are matched to
+    (``share`` is then the starting ``p``; module docstring).
+    """
     import jax
     from flax import serialization
 
@@ -267,7 +331,12 @@ def _train_phase(
             train_payments=float(np.asarray(stats.payments).sum()) / episodes,
             loss=float(np.mean(np.asarray(loss))),
         )
+        row["share"] = float(np.asarray(getattr(state, "share", 0.0)))
         log.append(row)
+        if target is not None and iteration <= config.budget_calibration * total < total:
+            state = state.replace(
+                share=np.float32(calibrated_share(row["share"], row["payments"], target))
+            )
         if iteration >= total or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
             payload = {
                 "iteration": iteration,
@@ -281,8 +350,10 @@ def _train_phase(
         row,
         phase=phase,
         seed=seed_index,
-        share=share,
         nudge=nudge,
+        share=float(np.asarray(getattr(state, "share", share))),
+        share_initial=share,
+        target_payments=target,
         iterations=iteration,
         iterations_per_second=iteration / max(seconds, 1e-9),
     )
@@ -309,17 +380,32 @@ def _load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
     return serialization.from_state_dict(template, serialization.msgpack_restore(data))
 
 
-def budget_matched_share(
-    payments: float, welfare: float, num_agents: int, extra_share: float = 0.0
-) -> float:
-    """The constant-proportion share ``p`` that costs what the principal paid.
+def initial_share(target: float, welfare: float, num_agents: int, scheme: str) -> float:
+    """The starting share ``p_0 = T / (k W)``, clipped to [0, 1].
 
-    Paying each agent ``p`` times the others' rewards costs ``p (n-1) W``; it matches the
-    principal's payments (plus ``extra_share`` of welfare in the nudged variant).
+    The share whose transfers at welfare ``W`` would amount to ``T`` per episode: ``k = n - 1``
+    for ``top_up``; ``1 - 1/n`` for ``redistribute`` (exact when one agent collects per step).
+    1 (or 0 when ``T = 0``) if ``W <= 0``.
     """
-    if welfare <= 0:
-        raise ValueError(f"budget matching needs a positive welfare, got {welfare}")
-    return (payments + extra_share * welfare) / ((num_agents - 1) * welfare)
+    if not (np.isfinite(target) and target >= 0):
+        raise ValueError(f"budget matching needs a finite amount >= 0, got {target}")
+    if not welfare > 0:  # nothing collected yet: start high, the calibration brings it down
+        return 1.0 if target > 0 else 0.0
+    per_unit = (num_agents - 1) if scheme == "top_up" else 1.0 - 1.0 / num_agents
+    return float(min(1.0, target / (per_unit * welfare)))
+
+
+def calibrated_share(share: float, amount: float, target: float) -> float:
+    """One calibration step of the constant baseline's share.
+
+    Halfway (geometrically) from ``share`` to the share that would transfer ``target`` if the
+    amount stayed proportional to ``p`` (``amount`` was measured at ``share``); clipped to
+    [0, 1]. Unchanged when nothing was transferred or ``share`` is 0.
+    """
+    if share <= 0 or amount <= 0 or not np.isfinite(amount):
+        return share if target > 0 else 0.0
+    wanted = min(1.0, share * target / amount)
+    return float(min(1.0, math.sqrt(share * wanted)))
 
 
 def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
@@ -346,20 +432,20 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     principal = None
     for k, phase in enumerate(phases):
-        share, nudge = 0.0, config.dqn.nudge
+        share, nudge, target = 0.0, config.dqn.nudge, None
         if phase != "principal" and principal is None and task == "pipeline":
             principal = _load_principal(exp, config, seed_index)
         validation = results.get("validation")
         if phase == "validation_nudged":
             per_step = validation["welfare"] / (config.game.horizon * config.game.num_agents)
             nudge = config.dqn.nudge + config.nudge_share * per_step
-        if phase.startswith("constant"):
-            extra = config.nudge_share if phase == "constant_nudged" else 0.0
-            share = budget_matched_share(
-                validation["payments"], validation["welfare"], config.game.num_agents, extra
-            )
+        scheme = config.scheme_of(phase)
+        if scheme is not None:
+            matched = results["validation_nudged" if phase.endswith("_nudged") else "validation"]
+            target = matched["payments"]
+            share = initial_share(target, matched["welfare"], config.game.num_agents, scheme)
         results[phase] = _train_phase(
-            exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k)
+            exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k), target
         )
         progress_for(k)(per_phase)
     return {"seed": seed_index, "task": task, "phases": results}
@@ -445,15 +531,14 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
     rows = []
     for seed, phases in sorted(per_seed.items()):
         val = phases.get("validation", {})
+        val_nudged = phases.get("validation_nudged", {})
         coop = phases.get("cooperative", {})
         row = {
             "seed": seed,
             "welfare": val.get("welfare"),
-            "welfare_nudged": phases.get("validation_nudged", {}).get("welfare"),
+            "welfare_nudged": val_nudged.get("welfare"),
             "welfare_selfish": phases.get("selfish", {}).get("welfare"),
             "welfare_cooperative": coop.get("welfare"),
-            "welfare_constant": phases.get("constant", {}).get("welfare"),
-            "welfare_constant_nudged": phases.get("constant_nudged", {}).get("welfare"),
             "payment_share": val.get("payment_share"),
             "payment_ratio": (
                 val["payments"] / ((n - 1) * coop["welfare"])
@@ -461,20 +546,27 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
                 else None
             ),
             "follow_rate": val.get("follow_rate"),
+            "follow_rate_nudged": val_nudged.get("follow_rate"),
             "spe_ratio": val.get("spe_ratio"),
             "ic_ratio": val.get("ic_ratio"),
-            "constant_share": phases.get("constant", {}).get("share"),
-            # Σ_i p Σ_{j≠i} r_j = p (n-1) W: the constant baseline's realised transfers, to
-            # compare with the principal's payments (budget matching)
-            "constant_payments": (
-                phases["constant"]["share"] * (n - 1) * phases["constant"]["welfare"]
-                if "constant" in phases
-                else None
-            ),
+            "spe_ratio_nudged": val_nudged.get("spe_ratio"),
+            "ic_ratio_nudged": val_nudged.get("ic_ratio"),
             "payments": val.get("payments"),
+            "payments_nudged": val_nudged.get("payments"),
             "iterations_per_second": phases.get("principal", {}).get("iterations_per_second"),
             "principal_plan_welfare": phases.get("principal", {}).get("welfare"),
         }
+        for scheme in config.constant_schemes if "constant" in config.baselines else ():
+            name = constant_phase(config, scheme)
+            for suffix, paid_key in (("", "payments"), ("_nudged", "payments_nudged")):
+                phase = phases.get(f"{name}{suffix}", {})
+                paid = phase.get("payments")  # realised transfers at the final evaluation
+                row[f"welfare_{name}{suffix}"] = phase.get("welfare")
+                row[f"{name}{suffix}_share"] = phase.get("share")
+                row[f"{name}{suffix}_payments"] = paid
+                row[f"{name}{suffix}_budget_ratio"] = (
+                    paid / row[paid_key] if paid is not None and row[paid_key] else None
+                )
         rows.append(row)
     keys = [k for k in rows[0] if k != "seed"] if rows else []
     mean: dict[str, Any] = {}
@@ -486,6 +578,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
         "config": manifest["config"],
         "version": manifest["version"],
         "git_sha": manifest["git_sha"],
+        "constant_schemes": list(config.constant_schemes),
         "mean": mean,
         "seeds": rows,
     }

@@ -135,13 +135,20 @@ def sample_prioritized(buffer: ReplayBuffer, key: jax.Array, batch_size: int, be
 
 
 def update_priorities(
-    buffer: ReplayBuffer, indices: jax.Array, td_errors: jax.Array, eps: float
+    buffer: ReplayBuffer, indices: jax.Array, td_errors: jax.Array, eps: float, active=True
 ) -> ReplayBuffer:
-    """Set ``p_i = |δ_i| + ε`` for the sampled transitions."""
+    """Set ``p_i = |δ_i| + ε`` for the sampled transitions.
+
+    ``active`` (a scalar bool, may be traced): when false the buffer's priorities are left as
+    they are (a step that took no gradient step), without copying the tree.
+    """
     new = jnp.abs(td_errors).astype(jnp.float32) + eps
+    leaves = buffer.tree.shape[0] // 2
+    scaled = jnp.where(active, new**buffer.alpha, buffer.tree[leaves + indices])
+    largest = jnp.where(active, jnp.max(new), buffer.max_priority)
     return buffer.replace(
-        tree=_set_leaves(buffer.tree, indices, new**buffer.alpha),
-        max_priority=jnp.maximum(buffer.max_priority, jnp.max(new)),
+        tree=_set_leaves(buffer.tree, indices, scaled),
+        max_priority=jnp.maximum(buffer.max_priority, largest),
     )
 
 

@@ -8,8 +8,14 @@ One learner, four reward modes, the same network and budget:
   principal never sees ``ψ``.
 * ``selfish`` — ``r_i`` (no contracts);
 * ``cooperative`` — ``Σ_j r_j`` (each agent maximises welfare);
-* ``constant`` — ``r_i + p·Σ_{j≠i} r_j`` (constant-proportion contracts; ``p = 0`` is selfish,
-  ``p = 1`` cooperative) **[choice]**.
+* ``constant`` — constant-proportion sharing (``p = 0`` is selfish, ``p = 1`` cooperative),
+  one of two schemes (SPEC §8) **[choice]**: ``redistribute`` (default) — agent ``i`` receives
+  ``(1 - p)·r_i + p·W/n`` with ``W = Σ_j r_j`` (the agents share a fixed percentage of welfare;
+  nothing is paid from outside) — or ``top_up`` — ``r_i + p·Σ_{j≠i} r_j`` paid by the principal.
+
+The *transfers* of a step (what the budget matching compares with the principal's payments,
+per agent ``[n]``): the contract paid (``validation``); ``p·Σ_{j≠i} r_j`` (``top_up``);
+``max(0, p·(W/n - r_i))`` — what agent ``i`` receives net — (``redistribute``); 0 otherwise.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from flax import struct
 from contractrl.envs import coin_game
 from contractrl.envs.coin_game import CoinGameConfig, CoinState
 from contractrl.learning import replay
-from contractrl.multiagent.algorithm3 import _run_chunk, follower_contracts
+from contractrl.multiagent.algorithm3 import follower_contracts
 from contractrl.multiagent.common import CoinBase, CoinDQNConfig, CoinTransition, epsilon_greedy
 from contractrl.multiagent.networks import init_conv_q
 
 MODES = ("validation", "selfish", "cooperative", "constant")
+CONSTANT_SCHEMES = ("redistribute", "top_up")
 
 
 @struct.dataclass
@@ -66,13 +73,19 @@ class AgentsLearner(CoinBase):
         game: the Coin Game rules.
         config: hyper-parameters.
         mode: one of :data:`MODES`.
+        scheme: the ``constant`` mode's scheme, one of :data:`CONSTANT_SCHEMES`.
     """
 
-    def __init__(self, game: CoinGameConfig, config: CoinDQNConfig, mode: str):
+    def __init__(
+        self, game: CoinGameConfig, config: CoinDQNConfig, mode: str, scheme: str = "redistribute"
+    ):
         super().__init__(game, config)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if scheme not in CONSTANT_SCHEMES:
+            raise ValueError(f"scheme must be one of {CONSTANT_SCHEMES}, got {scheme!r}")
         self.mode = mode
+        self.scheme = scheme
         self._learn_jit = jax.jit(self._train_chunk, static_argnums=(3,))
 
     @property
@@ -134,8 +147,24 @@ class AgentsLearner(CoinBase):
         if self.mode == "cooperative":
             return jnp.broadcast_to(total, rewards.shape)
         if self.mode == "constant":
-            return rewards + share * (total - rewards)
+            if self.scheme == "top_up":
+                return rewards + share * (total - rewards)
+            return (1.0 - share) * rewards + share * total / self.n
         return rewards + payments
+
+    def transfers(self, rewards, payments, share) -> jax.Array:
+        """What each agent receives beyond its own reward in a step, ``[..., n]``.
+
+        See the module docstring: the budget the principal's payments are matched against.
+        """
+        if self.mode == "validation":
+            return payments
+        if self.mode != "constant":
+            return jnp.zeros_like(rewards)
+        total = jnp.sum(rewards, axis=-1, keepdims=True)
+        if self.scheme == "top_up":
+            return share * (total - rewards)
+        return jnp.maximum(share * (total / self.n - rewards), 0.0)
 
     def extra(self, recs) -> jax.Array | None:
         """The agents' extra input: the one-hot recommendation (validation) or nothing."""
@@ -160,7 +189,7 @@ class AgentsLearner(CoinBase):
         return act
 
     # ------------------------------------------------------------------ training
-    def _iteration(self, state: AgentsState, principal, i, learn: bool):
+    def _iteration(self, state: AgentsState, principal, i):
         key, k_act, k_env, k_sample = jax.random.split(state.key, 4)
         recs = self.recommendations(principal, state.env)
         q = self.q_values(state.params, state.env, self.extra(recs))
@@ -175,24 +204,25 @@ class AgentsLearner(CoinBase):
             recs=recs,
             follow=follow,
             rewards=self.shaped(info.rewards, paid, state.share),
-            done=info.done.astype(jnp.float32),
+            terminal=self.terminal(info),
         )
         buffer = replay.add_batch(
             state.buffer, jax.tree_util.tree_map(lambda x: x[None], transition)
         )
-        loss = jnp.zeros(())
-        state = state.replace(env=env, key=key)
-        if learn:
-            batch, idx, weights = self.sample(buffer, k_sample)
-            grads, (loss, priority) = jax.grad(self._loss, has_aux=True)(
-                state.params, state.target, principal, batch, weights
-            )
-            params, opt_state, target, buffer = self.gradient_update(
-                state.params, state.opt_state, state.target, buffer, grads, idx, priority, i
-            )
-            state = state.replace(params=params, target=target, opt_state=opt_state)
-        stats = AgentStats(info.rewards, paid, follow, info.done, loss)
-        return state.replace(buffer=buffer), stats
+        params, opt_state, target, buffer, loss = self.learn(
+            i,
+            state.params,
+            state.opt_state,
+            state.target,
+            buffer,
+            k_sample,
+            lambda p, batch, w: self._loss(p, state.target, principal, batch, w),
+        )
+        state = state.replace(
+            env=env, key=key, params=params, target=target, opt_state=opt_state, buffer=buffer
+        )
+        transfers = self.transfers(info.rewards, paid, state.share)
+        return state, AgentStats(info.rewards, transfers, follow, info.done, loss)
 
     def _loss(self, params, target, principal, batch: CoinTransition, weights):
         cfg = self.config
@@ -200,14 +230,14 @@ class AgentsLearner(CoinBase):
         q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
         next_recs = self.recommendations(principal, batch.next_state)
         next_q = self.q_values(target, batch.next_state, self.extra(next_recs)).max(axis=-1)
-        y = batch.rewards + cfg.gamma * (1.0 - batch.done)[:, None] * next_q
+        y = batch.rewards + cfg.gamma * (1.0 - batch.terminal)[:, None] * next_q
         delta = q_taken - jax.lax.stop_gradient(y)
         loss = self.td_loss(delta, weights)
         return loss, (loss, jnp.abs(delta).mean(axis=-1))
 
-    def _train_chunk(self, state, principal, start, length: int, learn: bool = True):
+    def _train_chunk(self, state, principal, start, length: int):
         def body(st, i):
-            return self._iteration(st, principal, i, learn)
+            return self._iteration(st, principal, i)
 
         return jax.lax.scan(body, state, start + jnp.arange(length))
 
@@ -216,19 +246,12 @@ class AgentsLearner(CoinBase):
 
         ``principal`` holds the frozen principal's parameters (``{}`` for the baselines).
         """
-        learner = _Bound(self, principal)
-        return _run_chunk(learner, state, start, length)
-
-
-class _Bound:
-    """Adapter giving :func:`_run_chunk` the ``(state, start, length)`` signature."""
-
-    def __init__(self, learner: AgentsLearner, principal):
-        self.config = learner.config
-        self._learn_jit = lambda st, s, n: learner._learn_jit(st, principal, s, n)
+        return self._learn_jit(state, principal, start, length)
 
 
 @functools.cache
-def agents_learner(game: CoinGameConfig, config: CoinDQNConfig, mode: str) -> AgentsLearner:
-    """One compiled learner per configuration, mode and process."""
-    return AgentsLearner(game, config, mode)
+def agents_learner(
+    game: CoinGameConfig, config: CoinDQNConfig, mode: str, scheme: str = "redistribute"
+) -> AgentsLearner:
+    """One compiled learner per configuration, mode, scheme and process."""
+    return AgentsLearner(game, config, mode, scheme)

@@ -47,13 +47,30 @@ def follower_contracts(q_all_follow: jax.Array, recs: jax.Array, nudge) -> jax.A
     return jnp.max(q_all_follow, axis=-1) - chosen + nudge
 
 
-def vdn_targets(rewards, payments, follow, next_q_max, done, alpha: float, gamma: float):
-    """Per-agent principal targets ``y_i = r_i - α b_i f_i + γ (1 - done) max q'`` and their sum.
+def vdn_targets(rewards, payments, next_q_max, terminal, alpha: float, gamma: float, mask=None):
+    """Per-agent principal targets and their VDN sum (paper Algorithm 3, SPEC §7).
 
-    Arrays are ``[B, n]`` (``done [B]``); returns ``(y [B, n], Σ_i y_i [B])`` (VDN).
+    ``y_i = r_i - α b_i + γ (1 - terminal) max_a' q_θ'(s'_i, a')``, where ``b_i`` is the
+    min-pay contract for the action agent ``i`` took (as if it had been recommended). Arrays
+    are ``[B, n]`` (``terminal [B]``); ``mask [B, n]`` (default all ones) selects the agents
+    whose terms enter the sum. Returns ``(y [B, n], Σ_i mask_i y_i [B])``.
     """
-    y = rewards - alpha * payments * follow + gamma * (1.0 - done)[:, None] * next_q_max
-    return y, jnp.sum(y, axis=-1)
+    y = rewards - alpha * payments + gamma * (1.0 - terminal)[:, None] * next_q_max
+    weights = jnp.ones_like(y) if mask is None else mask
+    return y, jnp.sum(weights * y, axis=-1)
+
+
+def principal_cost_terms(payments, follow, rule: str):
+    """``(payments charged [B, n], VDN mask [B, n] or None)`` for a ``principal_cost`` rule.
+
+    ``charge_all``: every agent's term pays the contract for its action; ``followers_only``:
+    only followers' terms enter the sum; ``unpaid_deviations``: non-followers cost nothing.
+    """
+    if rule == "charge_all":
+        return payments, None
+    if rule == "followers_only":
+        return payments, follow
+    return payments * follow, None
 
 
 @struct.dataclass
@@ -83,6 +100,8 @@ class StepStats:
 
 class PrincipalLearner(CoinBase):
     """Algorithm 3's training phase for one Coin Game configuration."""
+
+    networks = ("agent", "principal")
 
     def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
         super().__init__(game, config)
@@ -173,38 +192,47 @@ class PrincipalLearner(CoinBase):
             recs=recs,
             follow=state.follow,
             rewards=info.rewards,
-            done=info.done.astype(jnp.float32),
+            terminal=self.terminal(info),
         )
         follow = jnp.where(info.done, self._sample_follow(k_follow), state.follow)
         stats = (info.rewards, payments, state.follow, info.done)
         return state.replace(env=env, follow=follow), transition, stats
 
     def _losses(self, params, target, batch: CoinTransition, weights):
+        """The agents' TD loss and the principal's VDN loss (SPEC §7) on a replay batch.
+
+        Agent target ``r_i + γ (1 - terminal) max_a' Q_φ'((s'_i, f_-i), a')``; principal
+        target :func:`vdn_targets` with the contract for the action taken from the online
+        agent network (others following), charged as ``principal_cost`` says.
+        """
         cfg = self.config
         f_others = others(batch.follow)  # [B, n, n-1]
+        continues = cfg.gamma * (1.0 - batch.terminal)[:, None]
         # agent: selfish Q conditioned on the others' bits
         pre = self.first_layer(params["agent"], batch.state)  # [B, n, H]
         q = head_from_first(params["agent"], pre, f_others)  # [B, n, A]
         q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
         next_q = self.q_values(target["agent"], batch.next_state, f_others).max(axis=-1)
-        y_agent = batch.rewards + cfg.gamma * (1.0 - batch.done)[:, None] * next_q
+        y_agent = batch.rewards + continues * next_q
         delta_agent = q_taken - jax.lax.stop_gradient(y_agent)
         # principal: contracts from the online agent network, the others assumed to follow
         q_follow = head_from_first(params["agent"], pre, jnp.ones_like(f_others))
         payments = jax.lax.stop_gradient(follower_contracts(q_follow, batch.actions, cfg.nudge))
         next_qp = self.q_values(target["principal"], batch.next_state).max(axis=-1)
+        charged, mask = principal_cost_terms(payments, batch.follow, cfg.principal_cost)
         _, y_sum = vdn_targets(
-            batch.rewards, payments, batch.follow, next_qp, batch.done, cfg.alpha, cfg.gamma
+            batch.rewards, charged, next_qp, batch.terminal, cfg.alpha, cfg.gamma, mask
         )
         qp = self.q_values(params["principal"], batch.state)
-        qp_sum = jnp.take_along_axis(qp, batch.actions[..., None], axis=-1)[..., 0].sum(-1)
+        qp_taken = jnp.take_along_axis(qp, batch.actions[..., None], axis=-1)[..., 0]
+        qp_sum = jnp.sum(qp_taken if mask is None else mask * qp_taken, axis=-1)
         delta_vdn = qp_sum - jax.lax.stop_gradient(y_sum)
         agent_loss = self.td_loss(delta_agent, weights)
         principal_loss = self.td_loss(delta_vdn, weights)
         priority = jnp.abs(delta_vdn) + jnp.abs(delta_agent).mean(axis=-1)
-        return agent_loss + principal_loss, (agent_loss, principal_loss, priority)
+        return agent_loss + principal_loss, ((agent_loss, principal_loss), priority)
 
-    def _iteration(self, state: PrincipalState, i, learn: bool):
+    def _iteration(self, state: PrincipalState, i):
         key, k_act, k_sample = jax.random.split(state.key, 3)
         state, transition, (rewards, payments, follow, done) = self._act(
             state.replace(key=key), self.epsilon(i), k_act
@@ -212,41 +240,30 @@ class PrincipalLearner(CoinBase):
         buffer = replay.add_batch(
             state.buffer, jax.tree_util.tree_map(lambda x: x[None], transition)
         )
-        zero = jnp.zeros(())
-        agent_loss = principal_loss = zero
-        if learn:
-            batch, idx, weights = self.sample(buffer, k_sample)
-            grads, (agent_loss, principal_loss, priority) = jax.grad(self._losses, has_aux=True)(
-                state.params, state.target, batch, weights
-            )
-            params, opt_state, target, buffer = self.gradient_update(
-                state.params, state.opt_state, state.target, buffer, grads, idx, priority, i
-            )
-            state = state.replace(params=params, opt_state=opt_state, target=target)
-        state = state.replace(buffer=buffer)
+        params, opt_state, target, buffer, (agent_loss, principal_loss) = self.learn(
+            i,
+            state.params,
+            state.opt_state,
+            state.target,
+            buffer,
+            k_sample,
+            lambda p, batch, w: self._losses(p, state.target, batch, w),
+        )
+        state = state.replace(params=params, opt_state=opt_state, target=target, buffer=buffer)
         return state, StepStats(rewards, payments, follow, done, agent_loss, principal_loss)
 
-    def _train_chunk(self, state, start, length: int, learn: bool = True):
-        def body(st, i):
-            return self._iteration(st, i, learn)
-
-        return jax.lax.scan(body, state, start + jnp.arange(length))
+    def _train_chunk(self, state, start, length: int):
+        return jax.lax.scan(self._iteration, state, start + jnp.arange(length))
 
     def train_chunk(self, state: PrincipalState, start: int, length: int):
         """Run ``length`` iterations from ``start`` (host ints).
 
+        ``start`` counts from the phase's first iteration, which the schedules and
+        ``learning_starts`` read.
+
         Returns ``(state, StepStats)`` with ``[length]``-leading statistics.
         """
-        return _run_chunk(self, state, start, length)
-
-
-def _run_chunk(learner, state, start: int, length: int):
-    """Run ``length`` iterations (shared by the Coin learners).
-
-    Gradient steps start at the first iteration: sampling draws from the filled slots only, so
-    the first batches repeat the few transitions there are (one compiled loop, not two).
-    """
-    return learner._learn_jit(state, start, length)
+        return self._learn_jit(state, start, length)
 
 
 @functools.cache

@@ -27,6 +27,10 @@ from contractrl.multiagent.networks import (
     window_counts,
 )
 
+CLIP_SCOPES = ("per_network", "global")
+TIME_LIMITS = ("truncate", "terminate")
+PRINCIPAL_COSTS = ("charge_all", "followers_only", "unpaid_deviations")
+
 
 @dataclasses.dataclass(frozen=True)
 class CoinDQNConfig:
@@ -56,7 +60,20 @@ class CoinDQNConfig:
         conv_channels: channels of the conv layer.
         hidden: widths of the dense layers.
         loss: ``huber`` or ``mse``.
-        max_grad_norm: global gradient-norm clip (``None``: none).
+        max_grad_norm: gradient-norm clip (``None``: none).
+        clip_scope: ``per_network`` (each network — the agents', the principal's — clipped to
+            ``max_grad_norm`` on its own, so a large principal error does not shrink the
+            update of the network the contracts come from) or ``global`` (one norm over all).
+        learning_starts: iterations of each phase that only collect experience before the
+            first gradient step **[choice]**.
+        time_limit: ``truncate`` — the horizon is a time limit and targets bootstrap through
+            it (the Coin Game has no terminal state; observations carry no time) — or
+            ``terminate`` — targets stop at the horizon as if it were terminal.
+        principal_cost: how the principal's VDN target charges agents that did not follow
+            their recommendation in the training phase: ``charge_all`` — every agent's term
+            pays the contract for the action it took, as if recommended (Algorithm 2's
+            target) — ``followers_only`` — only followers' terms enter the VDN sum — or
+            ``unpaid_deviations`` — non-followers' actions enter at no cost.
     """
 
     iterations: int = 1_000_000
@@ -81,6 +98,10 @@ class CoinDQNConfig:
     hidden: tuple[int, ...] = (64, 64)
     loss: str = "huber"
     max_grad_norm: float | None = 10.0
+    clip_scope: str = "per_network"
+    learning_starts: int = 1_000
+    time_limit: str = "truncate"
+    principal_cost: str = "charge_all"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -103,13 +124,23 @@ class CoinDQNConfig:
                 ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
                 ("batch_size", self.batch_size <= self.replay_capacity),
                 ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
+                ("clip_scope", self.clip_scope in CLIP_SCOPES),
+                ("learning_starts", isinstance(self.learning_starts, int)),
+                ("learning_starts", self.learning_starts >= 0),
+                ("time_limit", self.time_limit in TIME_LIMITS),
+                ("principal_cost", self.principal_cost in PRINCIPAL_COSTS),
             ],
         )
 
 
 @struct.dataclass
 class CoinTransition:
-    """One stored step: compact states (observations are recomputed), ``[n]`` arrays."""
+    """One stored step: compact states (observations are recomputed), ``[n]`` arrays.
+
+    ``terminal`` (scalar, 0/1) stops the bootstrap: the step ended the episode in a terminal
+    state (or hit the time limit under ``time_limit = "terminate"``). ``next_state`` is the
+    state the step reached, before any reset.
+    """
 
     state: CoinState
     next_state: CoinState
@@ -117,7 +148,7 @@ class CoinTransition:
     recs: jax.Array
     follow: jax.Array
     rewards: jax.Array
-    done: jax.Array
+    terminal: jax.Array
 
 
 class CoinBase:
@@ -127,6 +158,10 @@ class CoinBase:
         game: the Coin Game rules.
         config: hyper-parameters.
     """
+
+    #: Top-level keys of the parameters that are separate networks (clipped one by one under
+    #: ``clip_scope = "per_network"``); empty: the parameters are one network.
+    networks: tuple[str, ...] = ()
 
     def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
         game.validate()
@@ -143,8 +178,7 @@ class CoinBase:
             int(config.epsilon_fraction * config.iterations),
         )
         self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
-        chain = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
-        self.optimizer = optax.chain(*chain, optax.scale_by_adam())
+        self.optimizer = optax.scale_by_adam()
 
     @property
     def n(self) -> int:
@@ -164,6 +198,22 @@ class CoinBase:
         return CoinTransition(
             zero_state, zero_state, ints, ints, floats, floats, jnp.zeros((), jnp.float32)
         )
+
+    def terminal(self, info: coin_game.StepInfo) -> jax.Array:
+        """Whether a step's target stops bootstrapping (``time_limit``), float32 scalar."""
+        stop = info.terminated
+        if self.config.time_limit == "terminate":
+            stop = stop | info.truncated
+        return stop.astype(jnp.float32)
+
+    def clip(self, grads):
+        """Gradients clipped to ``max_grad_norm`` per top-level network or globally."""
+        cfg = self.config
+        if not cfg.max_grad_norm:
+            return grads
+        if cfg.clip_scope == "global" or not self.networks:
+            return clip_by_norm(grads, cfg.max_grad_norm)
+        return {name: clip_by_norm(grads[name], cfg.max_grad_norm) for name in self.networks}
 
     def observe_batch(self, states: CoinState) -> jax.Array:
         """``[B, n, G, G, 4]`` observations of stored states."""
@@ -227,23 +277,34 @@ class CoinBase:
         per = per.reshape(per.shape[0], -1).mean(axis=1)
         return jnp.mean(weights * per)
 
-    def gradient_update(self, params, opt_state, target, buffer, grads, idx, priority, i):
-        """One learning step's bookkeeping, shared by the Coin learners.
+    def learn(self, i, params, opt_state, target, buffer, key, loss_fn):
+        """One learning step at iteration ``i`` of a phase (shared by the Coin learners).
 
-        Adam step at iteration ``i``'s learning rate, new priorities for the sampled indices
-        ``idx`` (prioritised replay), and the target copy every ``target_period`` iterations.
-        Returns ``(params, opt_state, target, buffer)``.
+        Draws a replay batch; from iteration ``learning_starts`` on, takes a gradient step of
+        ``loss_fn(params, batch, weights) -> (loss, (losses, priority [B]))`` (clipped, Adam at
+        iteration ``i``'s learning rate) and sets the sampled transitions' priorities (before
+        it, parameters and priorities stay as they are and ``losses`` are zeros); copies the
+        target every ``target_period`` iterations. Returns
+        ``(params, opt_state, target, buffer, losses)``.
         """
         cfg = self.config
-        params, opt_state = self.apply_updates(params, opt_state, grads, self.lr(i))
+        batch, idx, weights = self.sample(buffer, key)
+        active = i >= cfg.learning_starts
+        grads, (losses, priority) = jax.grad(loss_fn, has_aux=True)(params, batch, weights)
+        new_params, new_opt_state = self.apply_updates(params, opt_state, grads, self.lr(i))
+        # a select, not a conditional: a conditional around the step costs ~25% per iteration
+        # (it stops XLA fusing across it); before ``learning_starts`` the step is discarded
+        params = tree_where(active, new_params, params)
+        opt_state = tree_where(active, new_opt_state, opt_state)
+        losses = jax.tree_util.tree_map(lambda x: jnp.where(active, x, 0.0), losses)
         if cfg.prioritized:
-            buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps)
+            buffer = replay.update_priorities(buffer, idx, priority, cfg.priority_eps, active)
         target = tree_where((i + 1) % cfg.target_period == 0, params, target)
-        return params, opt_state, target, buffer
+        return params, opt_state, target, buffer, losses
 
     def apply_updates(self, params, opt_state, grads, lr):
         """One Adam step with learning rate ``lr`` (after clipping)."""
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        updates, opt_state = self.optimizer.update(self.clip(grads), opt_state, params)
         params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: -lr * u, updates))
         return params, opt_state
 
@@ -309,6 +370,13 @@ def others(bits: jax.Array) -> jax.Array:
     n = bits.shape[-1]
     idx = np.array([[j for j in range(n) if j != i] for i in range(n)])
     return bits[..., idx]
+
+
+def clip_by_norm(tree: Any, max_norm: float) -> Any:
+    """``tree`` scaled by ``min(1, max_norm / ‖tree‖₂)`` (the norm over all its leaves)."""
+    norm = optax.tree.norm(tree)
+    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
+    return jax.tree_util.tree_map(lambda g: g * scale, tree)
 
 
 def tree_where(cond, a: Any, b: Any) -> Any:

@@ -40,8 +40,14 @@ class EpisodeTotals:
     follows: jax.Array
 
 
-def rollout(game: CoinGameConfig, policy: Policy, key: jax.Array, episodes: int) -> EpisodeTotals:
-    """Play ``episodes`` full episodes in parallel with ``policy`` (jit the caller)."""
+def rollout(
+    game: CoinGameConfig, policy: Policy, key: jax.Array, episodes: int, transfers=None
+) -> EpisodeTotals:
+    """Play ``episodes`` full episodes in parallel with ``policy`` (jit the caller).
+
+    ``transfers(rewards [E, n]) -> [E, n]``, if given, adds reward-sharing transfers (the
+    constant-proportion baseline's) to the payments.
+    """
     k_reset, k_steps = jax.random.split(key)
     _, states = coin_game.reset_batch(game, jax.random.split(k_reset, episodes))
     zeros = jnp.zeros((episodes, game.num_agents), jnp.float32)
@@ -52,6 +58,8 @@ def rollout(game: CoinGameConfig, policy: Policy, key: jax.Array, episodes: int)
         _, states, info = coin_game.step_batch(
             game, states, actions, jax.random.split(key, episodes)
         )
+        if transfers is not None:
+            payments = payments + transfers(info.rewards)
         totals = EpisodeTotals(
             totals.rewards + info.rewards,
             totals.payments + payments,
