@@ -177,6 +177,37 @@ def _add_train_parser(train_sub) -> None:
     add_config_flags(coin, CoinExperimentConfig)
     coin.set_defaults(handler=_cmd_train_coin)
 
+    from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
+
+    frontier = train_sub.add_parser(
+        "frontier",
+        help="Coin Game budget frontier: welfare against the amount paid (contracts vs sharing)",
+        description="Trace welfare against the amount paid per episode for contracts (several "
+        "payment weights alpha and nudges) and for constant-proportion sharing (a grid of "
+        "shares, both schemes) in the Coin Game. Every config field is a flag (tuples: "
+        "comma-separated); a preset fills the defaults.",
+    )
+    frontier.add_argument(
+        "--preset",
+        choices=sorted(FRONTIER_PRESETS),
+        default="budget-3x3",
+        help="starting config (default: budget-3x3)",
+    )
+    frontier.add_argument("--out", type=Path, help="experiment directory (required to train)")
+    frontier.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset + flags) as JSON and exit",
+    )
+    frontier.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted experiment from its checkpoints",
+    )
+    frontier.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(frontier, FrontierConfig)
+    frontier.set_defaults(handler=_cmd_train_frontier)
+
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -308,6 +339,18 @@ def _cmd_train_coin(args: argparse.Namespace) -> None:
         f"{m['welfare_constant']:.2f}); payment share {m['payment_share']:.3f}, follow rate "
         f"{m['follow_rate']:.3f}, SPE ratio {m['spe_ratio']:.3f}, IC ratio "
         f"{m['ic_ratio']:.3f}; {m['seeds']} seeds in {m['wall_seconds']:.0f} s -> "
+        f"{args.out}/results.json"
+    )
+
+
+def _cmd_train_frontier(args: argparse.Namespace) -> None:
+    from contractrl.experiments.frontier import FRONTIER_PRESETS, run_frontier
+
+    results = _run_experiment(args, FRONTIER_PRESETS, run_frontier)
+    if results is None:
+        return
+    print(
+        f"{len(results['points'])} points in {results['wall_seconds']:.0f} s -> "
         f"{args.out}/results.json"
     )
 

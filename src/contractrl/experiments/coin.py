@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import math
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,7 @@ def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]
     return row
 
 
-def _train_phase(
+def train_phase(
     exp: Path,
     config: CoinExperimentConfig,
     seed_index: int,
@@ -291,10 +292,7 @@ def _train_phase(
         return read_json(done_path)
     learner = _phase_learner(config, phase)
     seed = config.seed + seed_index
-    key = jax.random.fold_in(
-        jax.random.PRNGKey(seed),
-        config.phases().index(phase) if phase in config.phases() else 100 + BASELINES.index(phase),
-    )
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), phase_stream(config, phase))
     state = learner.init(key) if phase == "principal" else learner.init(key, share, nudge)
     log = MetricsLog(run_dir / f"{phase}.csv", PHASE_COLUMNS)
     ckpt = run_dir / f"{phase}.checkpoint.msgpack"
@@ -368,7 +366,21 @@ def _train_phase(
     return summary
 
 
-def _load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
+def phase_stream(config: CoinExperimentConfig, phase: str) -> int:
+    """The PRNG stream of a phase.
+
+    Its position in the pipeline, 100 + its index among the baselines, or (any other phase
+    name) 1000 + a CRC-32 of the name.
+    """
+    if phase in config.phases():
+        return config.phases().index(phase)
+    if phase in BASELINES:
+        return 100 + BASELINES.index(phase)
+    return 1000 + zlib.crc32(phase.encode()) % 1_000_000
+
+
+def load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
+    """The trained principal's parameters of a seed (``runs/seed<k>/principal.params.msgpack``)."""
     import jax
     from flax import serialization
 
@@ -434,7 +446,7 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
     for k, phase in enumerate(phases):
         share, nudge, target = 0.0, config.dqn.nudge, None
         if phase != "principal" and principal is None and task == "pipeline":
-            principal = _load_principal(exp, config, seed_index)
+            principal = load_principal(exp, config, seed_index)
         validation = results.get("validation")
         if phase == "validation_nudged":
             per_step = validation["welfare"] / (config.game.horizon * config.game.num_agents)
@@ -444,7 +456,7 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
             matched = results["validation_nudged" if phase.endswith("_nudged") else "validation"]
             target = matched["payments"]
             share = initial_share(target, matched["welfare"], config.game.num_agents, scheme)
-        results[phase] = _train_phase(
+        results[phase] = train_phase(
             exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k), target
         )
         progress_for(k)(per_phase)

@@ -130,7 +130,8 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
                 ("validation", "contracts (validation agents)"),
                 ("selfish", "selfish"),
                 ("cooperative", "cooperative"),
-                ("constant", "constant proportion"),
+                ("constant", "constant proportion (budget-matched)"),
+                ("constant_top_up", "constant, top-up scheme (budget-matched)"),
                 ("principal", "principal's plan (training)"),
             ],
             "se",
@@ -142,6 +143,7 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
             [
                 ("validation_nudged", "contracts + nudge"),
                 ("constant_nudged", "constant + same extra budget"),
+                ("constant_top_up_nudged", "constant top-up + same extra budget"),
                 ("cooperative", "cooperative"),
             ],
             "se",
@@ -215,7 +217,63 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     return path
 
 
-PLOTTERS = {"tree": plot_tree, "coin": plot_coin}
+def plot_frontier(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
+    """The budget frontier: welfare against the amount paid per episode.
+
+    Contracts (one line per nudge, points along ``α``) and constant-proportion sharing (one
+    line per scheme, points along ``p``).
+
+    Error bars: standard error over seeds on both axes.
+    """
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    series: dict[str, list[dict]] = {}
+    for point in results["points"]:
+        if point["kind"] == "contracts":
+            label = f"contracts, nudge {point['nudge_share']:g} of welfare (points: α)"
+        else:
+            label = f"constant proportion, {point['scheme']} (points: p)"
+        series.setdefault(label, []).append(point)
+    for label, points in sorted(series.items()):
+        points = sorted(points, key=lambda p: p["payments"])
+        marker = "o" if points[0]["kind"] == "contracts" else "s"
+        bars = ax.errorbar(
+            [p["payments"] for p in points],
+            [p["welfare"] for p in points],
+            xerr=[p["payments_se"] for p in points],
+            yerr=[p["welfare_se"] for p in points],
+            marker=marker,
+            capsize=3,
+            label=label,
+            linestyle="-" if marker == "o" else "--",
+        )
+        for p in points:
+            tag = f"α={p['alpha']:g}" if p["kind"] == "contracts" else f"p={p['share']:g}"
+            ax.annotate(
+                tag,
+                (p["payments"], p["welfare"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=bars[0].get_color(),
+            )
+    game = results["config"]["game"]
+    ax.set_xlabel("amount paid per episode (contracts: payments; sharing: transfers)")
+    ax.set_ylabel("social welfare per episode")
+    ax.set_title(
+        f"Coin Game {game['grid_size']}x{game['grid_size']} ({game['tie_rule']}): budget "
+        f"frontier, {results['iterations_per_phase']:,} iterations per phase"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(out) if out is not None else exp_dir / "frontier.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS = {"tree": plot_tree, "coin": plot_coin, "frontier": plot_frontier}
 
 
 def plot_experiment(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> list[Path]:

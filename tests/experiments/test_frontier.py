@@ -1,0 +1,30 @@
+"""The budget frontier through the CLI: smoke preset end to end, transfers accounting."""
+
+import json
+
+import pytest
+
+from contractrl.experiments.cli import main
+
+
+def test_smoke_frontier_and_its_plot(tmp_path):
+    out = tmp_path / "frontier"
+    flags = ["--schemes", "redistribute,top_up", "--no-progress"]
+    assert main(["train", "frontier", "--preset", "smoke", "--out", str(out), *flags]) == 0
+    assert main(["plot", str(out)]) == 0
+    assert (out / "frontier.png").stat().st_size > 10_000
+    results = json.loads((out / "results.json").read_text())
+    points = results["points"]
+    contracts = [p for p in points if p["kind"] == "contracts"]
+    constant = {p["scheme"]: p for p in points if p["kind"] == "constant"}
+    assert sorted(p["nudge_share"] for p in contracts) == [0.0, 0.1]
+    assert set(constant) == {"redistribute", "top_up"}
+    for point in points:
+        assert point["welfare"] == point["welfare"] and point["payments"] >= 0
+    # Under random_one at most one agent collects per step, so with two agents the transfers
+    # are exactly p W / 2 (redistribute: the other agent receives p (W/2 - 0)) and p W (top_up)
+    red, top = constant["redistribute"], constant["top_up"]
+    assert red["payments"] == pytest.approx(0.5 * red["welfare"] / 2, rel=1e-5, abs=1e-6)
+    assert top["payments"] == pytest.approx(0.5 * top["welfare"], rel=1e-5, abs=1e-6)
+    # each nudge has its own validation phase
+    assert (out / "contracts-alpha0.1" / "runs" / "seed0" / "validation_nudge0.1.json").exists()
