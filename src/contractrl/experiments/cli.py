@@ -333,13 +333,17 @@ def _cmd_train_coin(args: argparse.Namespace) -> None:
     if results is None:
         return
     m = results["mean"]
+    nan = float("nan")
+    baselines = ", ".join(
+        f"{name} {m.get(f'welfare_{name}', nan):.2f}"
+        for name in ("selfish", "cooperative", "constant")
+        if f"welfare_{name}" in m
+    )
     print(
-        f"welfare {m['welfare']:.2f} ± {m['welfare_se']:.2f} (selfish "
-        f"{m['welfare_selfish']:.2f}, cooperative {m['welfare_cooperative']:.2f}, constant "
-        f"{m['welfare_constant']:.2f}); payment share {m['payment_share']:.3f}, follow rate "
-        f"{m['follow_rate']:.3f}, SPE ratio {m['spe_ratio']:.3f}, IC ratio "
-        f"{m['ic_ratio']:.3f}; {m['seeds']} seeds in {m['wall_seconds']:.0f} s -> "
-        f"{args.out}/results.json"
+        f"welfare {m['welfare']:.2f} ± {m['welfare_se']:.2f} ({baselines or 'no baselines'}); "
+        f"payment share {m['payment_share']:.3f}, follow rate {m['follow_rate']:.3f}, "
+        f"SPE ratio {m['spe_ratio']:.3f}, IC ratio {m['ic_ratio']:.3f} (above 1: deviating "
+        f"pays); {m['seeds']} seeds in {m['wall_seconds']:.0f} s -> {args.out}/results.json"
     )
 
 

@@ -305,6 +305,7 @@ def train_phase(
     elif log.path.exists():
         log.path.unlink()
     total = config.dqn.iterations
+    cal_until = config.budget_calibration * total
     last_ckpt = time.monotonic()
     row: dict[str, Any] = {}
     while iteration < total:
@@ -331,7 +332,8 @@ def train_phase(
         )
         row["share"] = float(np.asarray(getattr(state, "share", 0.0)))
         log.append(row)
-        if target is not None and iteration <= config.budget_calibration * total < total:
+        # adjust p after every evaluation in the calibration window, never after the last one
+        if target is not None and iteration < total and iteration <= cal_until:
             state = state.replace(
                 share=np.float32(calibrated_share(row["share"], row["payments"], target))
             )
