@@ -133,3 +133,54 @@ def separated_game(num_states, num_actions, num_outcomes, horizon, seed, discoun
         horizon=horizon,
         discount=discount,
     )
+
+
+def _solve_exact(mat, rhs):
+    """Gauss-Jordan elimination on Fractions; ``None`` when the matrix is singular."""
+    n = len(mat)
+    rows = [list(row) + [rhs[i]] for i, row in enumerate(mat)]
+    for c in range(n):
+        pivot = next((r for r in range(c, n) if rows[r][c] != 0), None)
+        if pivot is None:
+            return None
+        rows[c], rows[pivot] = rows[pivot], rows[c]
+        for r in range(n):
+            if r != c and rows[r][c] != 0:
+                f = rows[r][c] / rows[c][c]
+                rows[r] = [a - f * b for a, b in zip(rows[r], rows[c], strict=True)]
+    return [rows[i][n] / rows[i][i] for i in range(n)]
+
+
+def exact_min_pay(q_bar, probs, target, margin=0.0):
+    """Min expected payment of the min-pay LP in exact rational arithmetic on the float inputs,
+    by brute force over every basis (LP theory: a bounded feasible LP whose polyhedron has a
+    vertex attains its optimum at one); ``None`` when not implementable."""
+    from fractions import Fraction
+
+    p = [[Fraction(float(x)) for x in row] for row in probs]
+    num_actions, num_outcomes = len(p), len(p[0])
+    others = [a for a in range(num_actions) if a != target]
+    gap = [[p[target][o] - p[a][o] for o in range(num_outcomes)] for a in others]
+    need = [
+        Fraction(float(q_bar[a])) - Fraction(float(q_bar[target])) + Fraction(float(margin))
+        for a in others
+    ]
+    if all(n <= 0 for n in need):
+        return Fraction(0)
+    best = None
+    for k in range(1, min(len(others), num_outcomes) + 1):
+        for rows in itertools.combinations(range(len(others)), k):
+            for cols in itertools.combinations(range(num_outcomes), k):
+                x = _solve_exact([[gap[r][c] for c in cols] for r in rows], [need[r] for r in rows])
+                if x is None or any(v < 0 for v in x):
+                    continue
+                b = [Fraction(0)] * num_outcomes
+                for c, v in zip(cols, x, strict=True):
+                    b[c] = v
+                if all(
+                    sum(gap[r][o] * b[o] for o in range(num_outcomes)) >= need[r]
+                    for r in range(len(others))
+                ):
+                    cost = sum(p[target][o] * b[o] for o in range(num_outcomes))
+                    best = cost if best is None or cost < best else best
+    return best

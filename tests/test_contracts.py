@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from contractrl.contracts import min_pay_contracts
-from contractrl.lp import ContractStatus, min_pay_contract
+from contractrl.lp import ContractSolverError, ContractStatus, min_pay_contract
+from reference import exact_min_pay
 
 REL = 1e-9
 
@@ -161,3 +162,73 @@ def test_bad_input(kwargs, match):
 def test_lp_bad_target():
     with pytest.raises(ValueError, match="target"):
         min_pay_contract([0.0, 1.0], [[1, 0], [0, 1]], target=2)
+
+
+def close_cases(rng, num, num_actions, num_outcomes, gap):
+    """Outcome distributions within ``~gap`` of each other; Q̄ gaps ``~gap`` (payments ~1)."""
+    base = rng.dirichlet(np.ones(num_outcomes), size=num)
+    step = rng.normal(size=(num, num_actions, num_outcomes))
+    step -= step.mean(axis=2, keepdims=True)
+    probs = np.clip(base[:, None, :] + gap * step, 0.0, None)
+    probs /= probs.sum(axis=2, keepdims=True)
+    return rng.normal(size=(num, num_actions)) * gap, probs
+
+
+@pytest.mark.parametrize("gap", [1e-2, 1e-4, 1e-5, 1e-6, 1e-8])
+@pytest.mark.parametrize("num_actions,num_outcomes", [(3, 3), (3, 4), (4, 3)])
+def test_vertex_and_lp_agree_with_exact_arithmetic_on_close_distributions(
+    gap, num_actions, num_outcomes
+):
+    """Issue 10 item 1: a k x k vertex system of rows ~gap has determinant ~gap^k; an absolute
+    singularity test (|det| <= 1e-12) dropped the optimal vertex for gaps <= 1e-5. Reference:
+    the LP solved in exact rational arithmetic (tests/reference.py). The LP is homogeneous in
+    (Q̄, b), so at scales 1e-8, 1e8 and 1e20 of Q̄ every payment must scale alike.
+
+    Tolerances: relative 1e-7 on the expected payment. Where the exact optimum costs more than
+    1e6 times the payment scale ``|ΔQ̄| / gap`` its vertex system is so ill-conditioned that
+    float64 cannot place it (its payments carry errors larger than the IC gaps): there both
+    float solvers may call the action not implementable, or agree to 1e-6."""
+    rng = np.random.default_rng(int(-np.log10(gap)) * 100 + num_actions * 10 + num_outcomes)
+    q_bar, probs = close_cases(rng, 40, num_actions, num_outcomes, gap)
+    exact = [
+        [exact_min_pay(q_bar[n], probs[n], t) for t in range(num_actions)]
+        for n in range(probs.shape[0])
+    ]
+    for scale in (1.0, 1e-8, 1e8, 1e20):
+        tables = {m: min_pay_contracts(q_bar * scale, probs, method=m) for m in ("vertex", "auto")}
+        for n in range(probs.shape[0]):
+            for target in range(num_actions):
+                ref = exact[n][target]
+                lp = lp_or_none(q_bar[n] * scale, probs[n], target)
+                if lp is not None:
+                    tables_n = [("lp", lp.implementable, lp.expected_payment)]
+                else:
+                    tables_n = []
+                tables_n += [
+                    (m, t.implementable[n, target], t.expected_payment[n, target])
+                    for m, t in tables.items()
+                ]
+                # Payments are O(1) by construction: Q̄ gaps and distribution gaps are both ~gap.
+                ill = ref is not None and ref > 1e6
+                for method, ok, payment in tables_n:
+                    where = (method, scale, n, target, ref, payment)
+                    if ref is None:
+                        assert not ok, where
+                    elif ill:
+                        assert not ok or payment / scale == pytest.approx(float(ref), rel=1e-6), (
+                            where
+                        )
+                    else:
+                        assert ok, where
+                        assert payment / scale == pytest.approx(float(ref), rel=1e-7, abs=1e-300), (
+                            where
+                        )
+        assert_ic_ll(q_bar * scale, probs, tables["vertex"], 0.0)
+
+
+def lp_or_none(q_bar, probs, target):
+    """The reference LP; ``None`` where HiGHS reports numerical trouble (a solver failure)."""
+    try:
+        return min_pay_contract(q_bar, probs, target)
+    except ContractSolverError:
+        return None

@@ -192,3 +192,34 @@ def test_solve_spe_rejects_bad_options():
         solve_spe(figure1(), margin=-0.1)
     with pytest.raises(ValueError, match="levels"):
         solve_spe(random_game(3, 2, 2, horizon=2), sweep="levels")
+
+
+def test_close_distributions_give_the_lp_spe():
+    """Issue 10 item 1: three actions whose outcome distributions differ by ~1e-6. The old
+    absolute determinant test (|det| <= 1e-12) skipped action a0's min-pay vertex, so backward
+    induction implemented a2 at a lower principal value than the LP reference."""
+    from contractrl.model import PrincipalAgentMDP
+
+    probs = np.array(
+        [
+            [0.057926601580034445, 0.20516791563019537, 0.7369054827897702],
+            [0.05792545910277481, 0.20516847549411826, 0.736906065403107],
+            [0.057926699308528555, 0.2051687220151003, 0.7369045786763712],
+        ]
+    )
+    reward = np.array([2.7561129134888195e-07, 1.335964541781234e-06, 1.4026108582504762e-06])
+    game = PrincipalAgentMDP(
+        probs[None],
+        reward[None],
+        np.array([[9e5, -9e5, 6e5]]),
+        np.zeros((1, 3, 1)),
+        horizon=1,
+        discount=1.0,
+    )
+    ref = solve_spe(game, contract_method="lp")
+    assert ref.action[0, 0] == 0  # the LP's answer: pay ~1.15 to implement a0
+    for method in ("auto", "vertex"):
+        sol = solve_spe(game, contract_method=method)
+        assert sol.action[0, 0] == ref.action[0, 0]
+        assert sol.initial_principal_value == pytest.approx(ref.initial_principal_value, rel=1e-12)
+        assert audit(game, sol).ok
