@@ -127,11 +127,29 @@ def min_pay_contract(
     others = np.arange(num_actions) != target
     # IC rows: (P[a] - P[a*]) · b <= Q̄[a*] - Q̄[a] - ξ  for a != a*.
     a_ub = p[others] - p[target]
-    b_ub = q[target] - q[others] - margin
+    with np.errstate(over="ignore"):  # checked below: an overflow is a solver limit
+        b_ub = q[target] - q[others] - margin
+    # Scale each IC row to a largest coefficient of 1: HiGHS's tolerances are absolute, and rows
+    # of close outcome distributions (differences ~1e-6) would otherwise be met only loosely.
+    # A row of zeros (identical distributions) stays as it is: feasible iff its rhs is >= 0.
+    row_scale = np.abs(a_ub).max(axis=1, initial=0.0)
+    row_scale = np.where(row_scale > 0, row_scale, 1.0)
+    with np.errstate(over="ignore"):
+        a_ub, b_ub = a_ub / row_scale[:, None], b_ub / row_scale
+    # The LP is homogeneous in (rhs, b): solve it for rhs / M and multiply the payments by M. This
+    # keeps every magnitude HiGHS sees at most 1, far below its "infinite bound" of 1e20 (which
+    # would otherwise drop a row or report infeasibility) and makes its tolerances relative.
+    magnitude = float(np.abs(b_ub).max(initial=0.0))
+    if not np.isfinite(magnitude):
+        raise ContractSolverError(
+            "min-pay LP: the incentive constraints overflow float64 after scaling (Q-value "
+            "differences too large for these outcome distributions)"
+        )
+    magnitude = magnitude if magnitude > 0 else 1.0
     res = linprog(
         c=p[target],
         A_ub=a_ub if a_ub.size else None,
-        b_ub=b_ub if a_ub.size else None,
+        b_ub=b_ub / magnitude if a_ub.size else None,
         bounds=[(0.0, None)] * num_outcomes,
         method="highs",
         options={"primal_feasibility_tolerance": LP_TOL, "dual_feasibility_tolerance": LP_TOL},
@@ -144,7 +162,9 @@ def min_pay_contract(
         raise ContractSolverError(
             f"HiGHS failed on the min-pay LP (status {res.status}): {res.message}"
         )
-    contract = np.maximum(res.x, 0.0)
+    contract = np.maximum(res.x, 0.0) * magnitude
+    if not np.isfinite(contract).all():
+        raise ContractSolverError("min-pay LP: the optimal payments overflow float64")
     return ContractResult(
         ContractStatus.OPTIMAL, contract, float(p[target] @ contract), target, margin
     )
