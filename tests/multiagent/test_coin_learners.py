@@ -1,6 +1,8 @@
 """Algorithm 3 and the Coin Game agents: formulas on hand-made batches, metrics on scripted
 policies, exactness of the fast paths, determinism."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -259,3 +261,35 @@ def test_distinct_observation_table_equals_direct_evaluation(grid, agents):
     direct = first_layer(params, sparse_conv_features(params, table, cells, channels))
     np.testing.assert_allclose(np.asarray(fast), np.asarray(direct), rtol=1e-5, atol=1e-5)
     assert distinct_observations(7, 2) is None  # too many to enumerate: the direct path
+
+
+@pytest.mark.parametrize("scope", ["per_network", "global"])
+def test_gradient_clipping_per_network_or_global(scope):
+    """A large principal gradient does not shrink the agents' one under per-network clipping."""
+    config = dataclasses.replace(SMALL, max_grad_norm=10.0, clip_scope=scope)
+    learner = PrincipalLearner(PRESETS["paper-3x3"], config)
+    agent = {"w": jnp.array([0.6, 0.8])}  # norm 1
+    principal = {"w": jnp.array([60.0, 0.0]), "b": jnp.array([80.0])}  # norm 100
+    clipped = learner.clip({"agent": agent, "principal": principal})
+    if scope == "per_network":
+        np.testing.assert_allclose(clipped["agent"]["w"], [0.6, 0.8], rtol=1e-6)
+        np.testing.assert_allclose(clipped["principal"]["w"], [6.0, 0.0], rtol=1e-6)
+        np.testing.assert_allclose(clipped["principal"]["b"], [8.0], rtol=1e-6)
+    else:
+        scale = 10.0 / np.sqrt(1.0 + 100.0**2)
+        np.testing.assert_allclose(clipped["agent"]["w"], np.array([0.6, 0.8]) * scale, rtol=1e-6)
+        np.testing.assert_allclose(clipped["principal"]["b"], [80.0 * scale], rtol=1e-6)
+
+
+def test_no_gradient_step_before_learning_starts():
+    config = dataclasses.replace(SMALL, learning_starts=60)
+    learner = PrincipalLearner(PRESETS["paper-3x3"], config)
+    state = learner.init(jax.random.PRNGKey(0))
+    start = [np.array(x) for x in jax.tree_util.tree_leaves(state.params)]
+    waited, stats = learner.train_chunk(state, 0, 60)
+    same = jax.tree_util.tree_leaves(waited.params)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(start, same, strict=True))
+    assert float(np.abs(np.asarray(stats.agent_loss)).sum()) == 0.0
+    learnt, _ = learner.train_chunk(waited, 60, 5)
+    moved = jax.tree_util.tree_leaves(learnt.params)
+    assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(start, moved, strict=True))
