@@ -47,8 +47,30 @@ def available_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def _init_worker(core_queue) -> None:
-    """Pin the worker to one core and make XLA single-threaded (before JAX is imported)."""
+def _exit_with_parent(parent: int, period: float = 1.0) -> None:
+    """Exit this worker as soon as its parent is gone (polled every ``period`` seconds).
+
+    A driver killed with SIGKILL cannot stop its pool; without this its workers would go on
+    training and writing into the experiment directory, racing a later ``--resume``.
+    """
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(core_queue, parent: int | None = None) -> None:
+    """Pin the worker to one core and make XLA single-threaded (before JAX is imported).
+
+    With ``parent`` (the driver's pid) the worker exits when the driver dies.
+    """
+    if parent is not None:
+        _exit_with_parent(parent)
     core = core_queue.get()
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
@@ -125,7 +147,10 @@ def _run_local(tasks: list[Task], workers: int, bar) -> list[Any]:
     for i in range(count):
         core_queue.put(cores[i % len(cores)] if count <= len(cores) else None)
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=count, mp_context=ctx, initializer=_init_worker, initargs=(core_queue,)
+        max_workers=count,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(core_queue, os.getpid()),
     ) as pool:
         futures = [pool.submit(t.fn, **t.kwargs) for t in tasks]
         while True:

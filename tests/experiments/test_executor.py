@@ -1,0 +1,58 @@
+"""The process executor: workers do not outlive a killed driver."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DRIVER = """
+import functools, time
+from pathlib import Path
+from contractrl.experiments.executor import Task, run_tasks
+run_tasks([Task(functools.partial(time.sleep, 120), {}, Path('.'), 1)], 'local', 1, None, False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc (Linux)")
+def test_workers_exit_when_the_driver_is_killed(tmp_path):
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:  # resource tracker + worker
+            time.sleep(0.5)
+            workers = _children(driver.pid)
+        assert workers, "the driver started no worker"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.5)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
