@@ -111,3 +111,22 @@ def test_tree_rejects_bad_depth(depth):
 def test_cycles_are_detected():
     assert state_heights(random_game(4, 2, 2, horizon=3)) is None
     assert state_heights(figure1())[0].tolist() == [2, 1, 1]
+
+
+@pytest.mark.parametrize("kind", [sp.csr_array, sp.csr_matrix, sp.coo_array])
+def test_sparse_input_is_copied(kind):
+    """Issue 10 item 7: a game built from a caller's sparse matrix must not share its buffers:
+    mutating the caller's matrix afterwards must neither change the validated game nor fail
+    because the game froze the caller's arrays."""
+    caller = kind(np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]))
+    game = PrincipalAgentMDP(
+        outcome_probs=np.full((2, 2, 2), 0.5),
+        agent_reward=np.zeros((2, 2)),
+        principal_reward=np.zeros((2, 2)),
+        transitions=caller,
+        horizon=2,
+    )
+    before = game.transitions.toarray().copy()
+    caller.data[:] = 7.0  # the caller still owns a writable matrix
+    assert (game.transitions.toarray() == before).all()
+    assert before[0].tolist() == [1.0, 0.0]

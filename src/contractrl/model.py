@@ -206,7 +206,8 @@ def _check_distribution_rows(name: str, probs: np.ndarray, allow_zero_rows: bool
 
 def _as_transition_matrix(value: object, num_states: int, num_outcomes: int) -> sp.csr_array:
     if sp.issparse(value):
-        matrix = sp.csr_array(value, dtype=np.float64)
+        # Copy: the caller's buffers must not alias the validated (then read-only) game.
+        matrix = sp.csr_array(value, dtype=np.float64, copy=True)
         if matrix.shape != (num_states * num_outcomes, num_states):
             _fail(
                 f"transitions: expected sparse shape [{num_states * num_outcomes}, {num_states}]"
