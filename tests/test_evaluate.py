@@ -1,12 +1,14 @@
 """Exact evaluation, best response and audit against naive references."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
 from contractrl.evaluate import agent_best_response, audit, evaluate_policies
 from contractrl.games import figure1, random_game, tree_mdp
+from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import PrincipalPolicy
 from contractrl.solver import solve_spe
 from reference import all_agent_policies, evaluate_naive
@@ -101,3 +103,43 @@ def test_audit_flags_wrong_values():
 def test_bad_policies_are_refused(policy, match):
     with pytest.raises(ValueError, match=match):
         agent_best_response(figure1(), policy)
+
+
+@pytest.mark.parametrize("delta", [5e-10, 1e-11, 0.0])
+def test_best_response_backs_up_the_max_under_near_ties(delta):
+    """Issue 10 item 3: the recommendation a1 is within the tie tolerance of the best action a0
+    but ``delta`` below it. The agent reports a1 (ties favour the principal) but its value is
+    the max: one state that always returns to itself, so V = max_a r(a) / (1 - γ). Backing up
+    the recommendation's value instead made values jitter by ~1e-9 on larger games, so value
+    iteration never met a 1e-12 tolerance."""
+    gamma = 0.95
+    game = PrincipalAgentMDP(
+        outcome_probs=np.array([[[0.5, 0.5], [0.5, 0.5]]]),
+        agent_reward=np.array([[0.3, 0.3 - delta]]),
+        principal_reward=np.zeros((1, 2)),
+        transitions=np.ones((1, 2, 1)),
+        horizon=None,
+        discount=gamma,
+    )
+    policy = PrincipalPolicy(np.array([[1]]), np.zeros((1, 1, 2)))
+    response = agent_best_response(game, policy, tol=1e-13)
+    assert response.converged
+    assert response.action[0, 0] == 1
+    # value iteration stops at a change <= 1e-13: within 1e-13 γ / (1 - γ) of the limit
+    assert response.value[0, 0] == pytest.approx(0.3 / (1 - gamma), rel=0, abs=1e-11)
+
+
+def test_best_response_converges_at_an_spe():
+    """At the SPE's min-pay contracts the agent is indifferent everywhere; its value iteration
+    to 1e-12 converges and agrees with the brute-force best response (every deterministic
+    stationary policy, dense linear solves)."""
+    game = random_game(4, 2, 2, horizon=None, discount=0.95, seed=2)
+    sol = solve_spe(game)
+    assert sol.converged
+    response = agent_best_response(game, sol.policy, tol=1e-12)
+    assert response.converged
+    exact = None
+    for choice in itertools.product(range(2), repeat=4):
+        v = evaluate_naive(game, sol.contract, np.array([choice]))[0]
+        exact = v if exact is None else np.maximum(exact, v)
+    assert np.allclose(response.value, exact, rtol=0, atol=1e-9)

@@ -26,14 +26,19 @@ class AgentResponse:
     """The agent's exact best response to a principal policy.
 
     Attributes:
-        action: ``[K, S]`` the agent's action (the recommendation whenever it is optimal).
+        action: ``[K, S]`` the agent's action (the recommendation whenever it is optimal
+            within the tie tolerance).
         q_truncated: ``[K, S, A]`` truncated Q ``Q̄(s, a | ρ)``, without the current payment.
-        value: ``[K, S]`` the agent's optimal value.
+        value: ``[K, S]`` the agent's optimal value (the max over actions: the tie rule picks
+            the reported action only, it never changes the values backed up).
+        converged: infinite horizon: whether value iteration met its tolerance (always
+            ``True`` for finite horizons).
     """
 
     action: np.ndarray
     q_truncated: np.ndarray
     value: np.ndarray
+    converged: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,10 @@ def _best_response_stage(game, policy, tie_tol, k, states, conts):
     has_rec = rec_action >= 0
     follow = has_rec & optimal[rows, np.where(has_rec, rec_action, 0)]
     chosen = np.where(follow, rec_action, np.argmax(optimal, axis=1))  # else lowest optimal
-    value = full[rows, chosen]
-    return [value], {"action": chosen, "q_truncated": q_bar}
+    # Back up the max, not the chosen action's value: the tie rule only picks the reported
+    # action. Backing up a near-tied recommendation made the values jitter by ~tie_tol, so value
+    # iteration never met a tolerance below it.
+    return [top], {"action": chosen, "q_truncated": q_bar}
 
 
 def agent_best_response(
@@ -150,7 +157,9 @@ def agent_best_response(
     schedule = _schedule_for(game, sweep, policy.action)
     stage = functools.partial(_best_response_stage, game, policy, tie_tol)
     result = run_backward(game, schedule, stage, 1, tol, max_iterations)
-    return AgentResponse(result.records["action"], result.records["q_truncated"], result.values[0])
+    return AgentResponse(
+        result.records["action"], result.records["q_truncated"], result.values[0], result.converged
+    )
 
 
 def _evaluation_stage(game, policy, agent_action, k, states, conts):
