@@ -184,3 +184,61 @@ def exact_min_pay(q_bar, probs, target, margin=0.0):
                     cost = sum(p[target][o] * b[o] for o in range(num_outcomes))
                     best = cost if best is None or cost < best else best
     return best
+
+
+def stationary_spe_profiles(probs, agent_reward, principal_reward, transitions, discount):
+    """Every stationary SPE of a dense 2-action infinite-horizon game, by enumeration.
+
+    For each recommendation profile ``σ`` and each "pay / don't pay" regime per state, the
+    agent's values solve one linear system (under the min-pay contract the agent's value is
+    ``Q̄(σ) + c · (Q̄(other) − Q̄(σ))`` when paying, ``c = P[σ,o*] / (P[σ,o*] − P[other,o*])``
+    at the likelihood-ratio outcome ``o*`` of SPEC §2); a regime is kept when consistent, and
+    the profile is an SPE when ``σ(s)`` maximises the principal's contractual Q at every state
+    (each action's min-pay computed in exact arithmetic). Returns ``[(σ, V, V^p)]``.
+    """
+    P, r, rp, T, g = probs, agent_reward, principal_reward, transitions, discount
+    S, A, num_outcomes = P.shape
+    assert A == 2
+    found = []
+    for sigma in itertools.product(range(A), repeat=S):
+        for regime in itertools.product([False, True], repeat=S):
+            lhs, rhs, star = np.eye(S), np.zeros(S), {}
+            for s in range(S):
+                a, b = sigma[s], 1 - sigma[s]
+                ka, kb = g * P[s, a] @ T[s], g * P[s, b] @ T[s]
+                d = P[s, a] - P[s, b]
+                if regime[s]:
+                    if not (d > 0).any():
+                        break
+                    o = int(np.argmax(np.where(d > 0, d / P[s, a], -np.inf)))
+                    c = P[s, a, o] / d[o]
+                    star[s] = o
+                    lhs[s] -= (1 - c) * ka + c * kb
+                    rhs[s] = (1 - c) * r[s, a] + c * r[s, b]
+                else:
+                    lhs[s] -= ka
+                    rhs[s] = r[s, a]
+            else:
+                v = np.linalg.solve(lhs, rhs)
+                q_bar = r + g * np.einsum("sao,sot,t->sa", P, T, v)
+                need = np.array([q_bar[s, 1 - sigma[s]] - q_bar[s, sigma[s]] for s in range(S)])
+                if any(regime[s] != (need[s] > 0) for s in range(S)):
+                    continue
+                contract = np.zeros((S, num_outcomes))
+                for s, o in star.items():
+                    contract[s, o] = need[s] / (P[s, sigma[s], o] - P[s, 1 - sigma[s], o])
+                lhs_p = np.eye(S) - g * np.stack([P[s, sigma[s]] @ T[s] for s in range(S)])
+                vp = np.linalg.solve(
+                    lhs_p, np.array([P[s, sigma[s]] @ (rp[s] - contract[s]) for s in range(S)])
+                )
+                spe = True
+                for s in range(S):
+                    q = []
+                    for a in range(A):
+                        pay = exact_min_pay(q_bar[s], P[s], a)
+                        gross = P[s, a] @ (rp[s] + g * T[s] @ vp)
+                        q.append(-np.inf if pay is None else gross - float(pay))
+                    spe &= q[sigma[s]] >= max(q) - 1e-9
+                if spe:
+                    found.append((sigma, v, vp))
+    return found

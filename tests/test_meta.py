@@ -1,6 +1,7 @@
 """The meta-algorithm (paper Algorithm 1): Theorems 3.3 and 3.4, agreement with backward
 induction and with the infinite-horizon fixed point."""
 
+import itertools
 import json
 import os
 
@@ -10,8 +11,11 @@ import pytest
 from contractrl.evaluate import audit
 from contractrl.games import figure1, random_game, tree_mdp
 from contractrl.meta import meta_algorithm
+from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import PrincipalPolicy
 from contractrl.solver import solve_spe
+from nospe import no_spe_game
+from reference import evaluate_naive
 
 
 def finite_q_error(q, q_star):
@@ -80,7 +84,11 @@ def test_initial_policy_is_used():
 @pytest.mark.parametrize("gamma", [0.5, 0.8, 0.95])
 def test_infinite_horizon_agrees_with_meta_and_theorem_3_4(seed, gamma, request):
     """The fixed point equals the meta-algorithm run to convergence; the meta iterates'
-    contractual-Q error contracts at least by γ per iteration (Theorem 3.4), recorded here."""
+    contractual-Q error contracts at least by γ per iteration (Theorem 3.4), recorded here.
+
+    Qualified: these seeded games have a stationary SPE and both iterations converge on them.
+    A game need not have one (``nospe.py``, docs/theory-checks.md): then neither converges and
+    both say so, which the tests below check."""
     game = random_game(8, 2 + seed % 2, 2 + seed % 2, horizon=None, discount=gamma, seed=seed)
     fixed = solve_spe(game)
     meta = meta_algorithm(game, keep_iterates=True)
@@ -103,3 +111,62 @@ def test_infinite_horizon_agrees_with_meta_and_theorem_3_4(seed, gamma, request)
     if log:
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _best_stationary_agent_values(game, contract):
+    """Max over the agent's deterministic stationary policies of its exact (linear-solve)
+    values under ``contract``, with the maximising policy's principal values."""
+    best = None
+    for choice in itertools.product(range(game.num_actions), repeat=game.num_states):
+        agent, principal = evaluate_naive(game, contract, np.array([choice]))
+        if best is None or (agent >= best[0] - 1e-12).all() and (agent > best[0] + 1e-12).any():
+            best = (agent, principal, choice)
+    return best
+
+
+def test_game_without_stationary_spe_stops_on_a_cycle():
+    """Issue 10 item 2: on a game with no stationary SPE the meta-algorithm enters an exact
+    cycle of policies; it used to run its whole budget. It now stops at the first repeat,
+    with ``converged=False`` and ``status="cycle"``, and (item 8) returns one consistent
+    iterate: the last policy, the agent's best response to it, both players' exact values."""
+    game = no_spe_game()
+    sol = meta_algorithm(game)
+    assert not sol.converged and sol.status == "cycle"
+    assert sol.iterations <= 10
+    agent, principal, _ = _best_stationary_agent_values(game, sol.contract)
+    assert np.allclose(sol.agent_value, agent, atol=1e-9)
+    assert np.allclose(sol.principal_value, principal, atol=1e-9)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3])
+def test_budget_returns_one_consistent_iterate(budget):
+    """Issue 10 item 8: when the budget runs out, the action/contract and the values belong
+    to the same iterate (they used to mix policy k+1 with the agent's values under policy k)."""
+    game = no_spe_game()
+    sol = meta_algorithm(game, max_iterations=budget)
+    assert not sol.converged and sol.status == "budget" and sol.iterations == budget
+    agent, principal, _ = _best_stationary_agent_values(game, sol.contract)
+    assert np.allclose(sol.agent_value, agent, atol=1e-9)
+    assert np.allclose(sol.principal_value, principal, atol=1e-9)
+
+
+def test_unimplementable_actions_raise_no_warning():
+    """Issue 10 item 5: a contractual Q of -inf (an action that cannot be implemented, here a
+    mixture of the others' outcome distributions) made ``prev - q`` warn (an error under the
+    project's filterwarnings = error)."""
+    p1, p2 = [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]
+    mix = [0.45, 0.1, 0.45]
+    probs = np.array([[p1, p2, mix]] * 2)
+    game = PrincipalAgentMDP(
+        probs,
+        np.array([[0.0, -0.1, -0.5]] * 2),
+        np.array([[1.0, 0.0, 0.5]] * 2),
+        np.full((2, 3, 2), 0.5),
+        horizon=None,
+        discount=0.9,
+    )
+    sol = meta_algorithm(game)
+    assert sol.converged and sol.ok
+    assert np.isneginf(sol.principal_q[0, :, 2]).all()
+    fixed = solve_spe(game)
+    assert np.allclose(sol.principal_value, fixed.principal_value, atol=1e-8)

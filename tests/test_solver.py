@@ -223,3 +223,45 @@ def test_close_distributions_give_the_lp_spe():
         assert sol.action[0, 0] == ref.action[0, 0]
         assert sol.initial_principal_value == pytest.approx(ref.initial_principal_value, rel=1e-12)
         assert audit(game, sol).ok
+
+
+def test_game_without_stationary_spe_is_reported_not_converged():
+    """Issue 10 item 2: none of the four stationary recommendation profiles of this game is an
+    SPE (checked by enumeration, tests/reference.py), so the fixed point cannot converge. It
+    used to run its whole budget (100,000 iterations) and return a value as if converged; now
+    the stalled residual stops it early, with ``converged=False`` and a status."""
+    from nospe import AGENT_REWARD, DISCOUNT, PRINCIPAL_REWARD, PROBS, TRANSITIONS, no_spe_game
+    from reference import stationary_spe_profiles
+
+    assert (
+        stationary_spe_profiles(PROBS, AGENT_REWARD, PRINCIPAL_REWARD, TRANSITIONS, DISCOUNT) == []
+    )
+    sol = solve_spe(no_spe_game())
+    assert not sol.converged and not sol.ok
+    assert sol.status == "stalled"
+    assert sol.iterations < 2_000
+    assert min(sol.residuals) > 1e-3  # it really was not converging
+
+
+def test_random_two_state_games_converge_to_the_enumerated_spe():
+    """Where a stationary SPE exists and the fixed point converges, it is one of them; where
+    the fixed point does not converge, it says so (a random game need not have one)."""
+    from reference import stationary_spe_profiles
+
+    for seed in range(8):
+        game = random_game(2, 2, 2, horizon=None, discount=0.95, seed=seed)
+        spes = stationary_spe_profiles(
+            game.outcome_probs,
+            game.agent_reward,
+            game.principal_reward,
+            game.transitions.toarray().reshape(2, 2, 2),
+            game.discount,
+        )
+        sol = solve_spe(game)
+        if sol.converged:
+            assert any(
+                tuple(sol.action[0]) == sigma and np.allclose(vp, sol.principal_value[0], atol=1e-7)
+                for sigma, _, vp in spes
+            )
+        else:
+            assert sol.status in ("stalled", "budget")

@@ -21,16 +21,17 @@ Example (paper Figure 1: converges in 2 iterations, ``<= H + 1 = 3``):
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 
 import numpy as np
 
 from contractrl.contracts import min_pay_contracts
-from contractrl.evaluate import agent_best_response, check_policy
+from contractrl.evaluate import agent_best_response, check_policy, evaluate_policies
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import IterationRecord, PrincipalPolicy, SPESolution, tables_equal
-from contractrl.solver import principal_choice
-from contractrl.sweep import make_schedule, run_backward
+from contractrl.solver import implementability_status, principal_choice
+from contractrl.sweep import make_schedule, run_backward, stall_window
 
 
 def _principal_stage(game, agent_q, margin, contract_method, memo, k, states, conts):
@@ -78,7 +79,13 @@ def meta_algorithm(
         keep_iterates: store each iteration's contractual Q in the trace.
 
     Returns:
-        An :class:`SPESolution` with ``method="meta"``, its ``trace`` and ``converged``.
+        An :class:`SPESolution` with ``method="meta"``, its ``trace`` and ``converged``. With
+        an infinite horizon the iteration need not converge: a game may have no stationary SPE
+        (``docs/theory-checks.md``). It stops early when a policy repeats (``status="cycle"``)
+        or the contractual Q's change stops shrinking (``"stalled"``), else at
+        ``max_iterations`` (``"budget"``). Without convergence the tables hold one consistent
+        iterate: the last policy, the agent's exact best response to it and both players'
+        exact values under that pair.
     """
     start = time.perf_counter()
     if max_iterations < 1:
@@ -93,8 +100,11 @@ def meta_algorithm(
         )
     s0 = game.initial_state
     trace: list[IterationRecord] = []
+    seen = {_digest(policy)}  # digests of every policy so far (a few bytes each)
+    window = stall_window(game.discount) if schedule.kind == "fixed_point" else max_iterations
+    best_change, best_at = np.inf, 0
     prev_q = None
-    converged = False
+    status = "budget"
     for iteration in range(1, max_iterations + 1):
         response = agent_best_response(game, policy, sweep=sweep, tol=tol * 1e-2)
         memo = {} if schedule.kind == "fixed_point" else None
@@ -106,26 +116,62 @@ def meta_algorithm(
         new_policy = PrincipalPolicy(rec["action"], rec["contract"])
         changed = int((~tables_equal(policy, new_policy)).sum())
         q = rec["principal_q"]
+        q_change = _q_change(prev_q, q)
         trace.append(
             IterationRecord(
                 iteration,
                 float(result.values[0][0, s0]),
                 float(response.value[0, s0]),
                 changed,
-                _q_change(prev_q, q),
+                q_change,
                 q.copy() if keep_iterates else None,
             )
         )
-        policy, prev_q = new_policy, q
         if changed == 0:
-            converged = True
+            status = "converged"
             break
+        digest = _digest(new_policy)
+        if digest in seen:
+            status = "cycle"  # back at an earlier policy: the iteration is periodic
+            break
+        seen.add(digest)
+        if q_change < 0.5 * best_change:
+            best_change, best_at = q_change, iteration
+        elif iteration - best_at >= window:
+            status = "stalled"
+            break
+        policy, prev_q = new_policy, q
+    if status == "converged":
+        return SPESolution(
+            action=policy.action,
+            contract=policy.contract,
+            expected_payment=rec["expected_payment"],
+            principal_value=result.values[0],
+            agent_value=response.value,
+            principal_q=rec["principal_q"],
+            agent_q=response.q_truncated,
+            initial_state=s0,
+            horizon=game.horizon,
+            method="meta",
+            margin=float(margin),
+            iterations=len(trace),
+            converged=True,
+            solve_seconds=time.perf_counter() - start,
+            heights=schedule.heights if schedule.horizon is not None else None,
+            trace=tuple(trace),
+            status=implementability_status("converged", result.values[0]),
+        )
+    # Not converged: report one consistent iterate, the last policy ρ = new_policy, with the
+    # agent's exact best response to it and both players' exact values under that pair (the
+    # agent may then not follow every recommendation: ρ is not an equilibrium).
+    response = agent_best_response(game, new_policy, sweep=sweep, tol=tol * 1e-2)
+    values = evaluate_policies(game, new_policy, response.action, sweep=sweep, tol=tol * 1e-2)
     return SPESolution(
-        action=policy.action,
-        contract=policy.contract,
+        action=new_policy.action,
+        contract=new_policy.contract,
         expected_payment=rec["expected_payment"],
-        principal_value=result.values[0],
-        agent_value=response.value,
+        principal_value=values.principal,
+        agent_value=values.agent,
         principal_q=rec["principal_q"],
         agent_q=response.q_truncated,
         initial_state=s0,
@@ -133,15 +179,32 @@ def meta_algorithm(
         method="meta",
         margin=float(margin),
         iterations=len(trace),
-        converged=converged,
+        converged=False,
         solve_seconds=time.perf_counter() - start,
         heights=schedule.heights if schedule.horizon is not None else None,
         trace=tuple(trace),
+        status=status,
     )
+
+
+def _digest(policy: PrincipalPolicy) -> bytes:
+    """A short fingerprint of a policy's exact bytes (actions and contracts).
+
+    The iteration is a deterministic map of the policy, so meeting a bit-identical earlier
+    policy proves it periodic: it will never converge. (Exact repeats are what games without a
+    stationary SPE produce; a cycle through policies that differ by rounding is left to the
+    stall test.)
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(policy.action, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(policy.contract, dtype=np.float64).tobytes())
+    return digest.digest()
 
 
 def _q_change(prev: np.ndarray | None, q: np.ndarray) -> float:
     if prev is None or prev.shape != q.shape:
         return float("inf")
     both = np.isfinite(prev) & np.isfinite(q)
-    return float(np.max(np.abs(prev - q), where=both, initial=0.0))
+    # Subtract only where both are finite: -inf - -inf would warn (and is no change).
+    diff = np.abs(np.subtract(prev, q, out=np.zeros_like(q), where=both))
+    return float(diff.max(initial=0.0))

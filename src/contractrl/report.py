@@ -60,11 +60,13 @@ def solution_dict(
     """The JSON object printed by ``contractrl solve --json``.
 
     Keys: ``game``, ``principal_value``, ``agent_value`` (at ``t = 0`` in the initial state),
-    ``method``, ``iterations``, ``converged``, ``solve_seconds``, ``nudge``, ``stationary``,
+    ``method``, ``iterations``, ``converged``, ``status`` (``converged`` unless the tables are no
+    equilibrium, see :attr:`SPESolution.status`), ``solve_seconds``, ``nudge``, ``stationary``,
     and ``policy``: one entry per ``(t, state)`` with the recommended ``action``, the
     ``contract`` by outcome name, ``expected_payment``, both values and ``on_path``. A stationary
     solution lists each state once, with ``t`` its earliest arrival time (``null`` if
-    unreachable): its decision is the same whenever the state occurs.
+    unreachable): its decision is the same whenever the state occurs. Values that are not
+    finite (``-inf``: nothing implementable) are ``null``: the object is strict JSON.
     """
     out: dict[str, Any] = {
         "game": {
@@ -76,11 +78,12 @@ def solution_dict(
             "discount": game.discount,
             "initial_state": game.state_name(game.initial_state),
         },
-        "principal_value": solution.initial_principal_value,
-        "agent_value": solution.initial_agent_value,
+        "principal_value": _json_float(solution.initial_principal_value),
+        "agent_value": _json_float(solution.initial_agent_value),
         "method": solution.method,
         "iterations": solution.iterations,
         "converged": solution.converged,
+        "status": solution.status,
         "solve_seconds": solution.solve_seconds,
         "nudge": solution.margin,
         "stationary": solution.stationary,
@@ -88,6 +91,11 @@ def solution_dict(
     if include_policy:
         out["policy"] = policy_entries(game, solution)
     return out
+
+
+def _json_float(x: float) -> float | None:
+    """``x``, or ``None`` when it is not finite (strict JSON has no infinities or NaN)."""
+    return float(x) if np.isfinite(x) else None
 
 
 def policy_entries(
@@ -115,13 +123,17 @@ def policy_entries(
                     "state": game.state_name(s),
                     "action": actions[action[k][s]],
                     "contract": dict(zip(outcomes, contract[k][s], strict=True)),
-                    "expected_payment": payment[k][s],
-                    "principal_value": pv[k][s],
-                    "agent_value": av[k][s],
+                    "expected_payment": _json_float(payment[k][s]),
+                    "principal_value": _json_float(pv[k][s]),
+                    "agent_value": _json_float(av[k][s]),
                     "on_path": bool(reach[k, s]),
                 }
             )
     return entries
+
+
+def _cell(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def solution_table(game: PrincipalAgentMDP, solution: SPESolution, max_rows: int = 40) -> str:
@@ -131,7 +143,8 @@ def solution_table(game: PrincipalAgentMDP, solution: SPESolution, max_rows: int
         f"{game.name}: {game.num_states} states, {game.num_actions} actions, "
         f"{game.num_outcomes} outcomes, horizon {horizon}, discount {game.discount:g}",
         f"method {solution.method}, {solution.iterations} iterations"
-        f"{'' if solution.converged else ' (NOT converged)'}, nudge {solution.margin:g}, "
+        f"{'' if solution.ok else f' (NOT an equilibrium: {solution.status})'}, "
+        f"nudge {solution.margin:g}, "
         f"solved in {solution.solve_seconds * 1e3:.2f} ms",
         f"principal value {solution.initial_principal_value:.6f}   agent value "
         f"{solution.initial_agent_value:.6f}   (t=0, {game.state_name(game.initial_state)})",
@@ -146,9 +159,9 @@ def solution_table(game: PrincipalAgentMDP, solution: SPESolution, max_rows: int
             e["state"],
             e["action"],
             ", ".join(f"{o}={x:.4g}" for o, x in e["contract"].items()),
-            f"{e['expected_payment']:.4g}",
-            f"{e['principal_value']:.6g}",
-            f"{e['agent_value']:.6g}",
+            _cell(e["expected_payment"], ".4g"),
+            _cell(e["principal_value"], ".6g"),
+            _cell(e["agent_value"], ".6g"),
             "yes" if e["on_path"] else "no",
         )
         for e in shown

@@ -93,11 +93,19 @@ class SPESolution:
         margin: nudge ``ξ`` used for every contract.
         iterations: backward sweeps (groups or time steps), meta-algorithm iterations, or
             fixed-point iterations.
-        converged: ``False`` when an iterative method stopped at its budget.
+        converged: ``False`` when an iterative method stopped without reaching an
+            equilibrium; ``status`` says why, and the tables then hold its last iterate.
         solve_seconds: wall time inside the solver.
         heights: ``[S]`` for stationary solutions of finite-horizon acyclic games, else ``None``.
         trace: per-iteration records (meta-algorithm).
         residuals: per-iteration sup-norm changes (fixed point).
+        status: ``converged``, or why an iterative method stopped without converging:
+            ``budget`` (``max_iterations`` ran out), ``stalled`` (the fixed point's residual
+            stopped shrinking) or ``cycle`` (the meta-algorithm returned to an earlier policy).
+            A game may have no stationary SPE at all (``docs/theory-checks.md``). Or
+            ``not_implementable``: with a nudge ``ξ > 0``, some ``(t, s)`` has no action that
+            can be made to win by ``ξ``; its principal value is ``-inf``. Anything but
+            ``converged`` means the tables are not an equilibrium (see :attr:`ok`).
     """
 
     action: np.ndarray
@@ -117,6 +125,12 @@ class SPESolution:
     heights: np.ndarray | None = None
     trace: tuple[IterationRecord, ...] = ()
     residuals: tuple[float, ...] = ()
+    status: str = "converged"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the tables are an equilibrium (``status == "converged"``)."""
+        return self.status == "converged"
 
     @property
     def stationary(self) -> bool:

@@ -61,7 +61,9 @@ def principal_choice(
     Returns:
         Dict of ``action [n]``, ``contract [n, O]``, ``expected_payment [n]``,
         ``principal_value [n]``, ``principal_q [n, A]`` (``-inf``: not implementable),
-        ``agent_value [n]`` (the agent's value of following under the contract).
+        ``agent_value [n]`` (the agent's value of following under the contract). Where no
+        action is implementable: principal value ``-inf``, no payment, and the agent's value
+        of its own best action.
     """
     if table is None:
         table = min_pay_contracts(agent_q, probs, margin, contract_method)
@@ -70,13 +72,20 @@ def principal_choice(
     best = np.argmax(q, axis=1)
     rows = np.arange(best.size)
     payment = table.expected_payment[rows, best]
+    # Where no action is implementable (only with a nudge ξ > 0), the principal's value is -inf
+    # (the solution's status says so) and the agent keeps its free choice, unpaid, so that
+    # earlier states still see finite agent values.
+    none = ~table.implementable.any(axis=1)
+    agent_value = np.where(
+        none, agent_q.max(axis=1), agent_q[rows, best] + np.where(none, 0, payment)
+    )
     return {
         "action": best,
         "contract": table.contract[rows, best],
-        "expected_payment": payment,
+        "expected_payment": np.where(none, 0.0, payment),
         "principal_value": q[rows, best],
         "principal_q": q,
-        "agent_value": agent_q[rows, best] + payment,
+        "agent_value": agent_value,
     }
 
 
@@ -126,7 +135,9 @@ def solve_spe(
         max_iterations: infinite horizon (and meta) iteration budget.
 
     Returns:
-        An :class:`~contractrl.solution.SPESolution`.
+        An :class:`~contractrl.solution.SPESolution`. With an infinite horizon check its
+        ``converged``: a game may have no stationary SPE (``docs/theory-checks.md``); the
+        iteration then stops early (``status`` ``stalled`` or ``cycle``) or at its budget.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -181,4 +192,17 @@ def backward_induction(
         solve_seconds=time.perf_counter() - start,
         heights=schedule.heights if schedule.horizon is not None else None,
         residuals=result.residuals,
+        status=implementability_status(result.status, result.values[1]),
     )
+
+
+def implementability_status(status: str, principal_value: np.ndarray) -> str:
+    """``not_implementable`` when some ``(t, s)`` has no implementable action, else ``status``.
+
+    With a nudge ``ξ > 0`` an action must beat every other by ``ξ``; where outcome
+    distributions cannot separate the actions (identical rows, one outcome) no action can, the
+    principal's value there is ``-inf`` and the tables are no equilibrium.
+    """
+    if status == "converged" and not np.isfinite(principal_value).all():
+        return "not_implementable"
+    return status

@@ -19,6 +19,7 @@ same row at every time step when ``K = 1`` (numpy-style broadcasting over time).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,7 +72,9 @@ class SweepResult:
         iterations: sweeps performed (groups for ``levels``, steps for ``time``, iterations
             for ``fixed_point``).
         residuals: for ``fixed_point``, the sup-norm change of each iteration.
-        converged: ``False`` only when a fixed point was not reached within the budget.
+        converged: ``False`` only when a fixed point was not reached.
+        status: ``converged``; for ``fixed_point`` also ``budget`` (``max_iterations`` ran
+            out) or ``stalled`` (the residual stopped shrinking: see :func:`stall_window`).
     """
 
     values: list[np.ndarray]
@@ -79,6 +82,7 @@ class SweepResult:
     iterations: int
     residuals: tuple[float, ...] = field(default=())
     converged: bool = True
+    status: str = "converged"
 
 
 def state_heights(game: PrincipalAgentMDP) -> tuple[np.ndarray, tuple[np.ndarray, ...]] | None:
@@ -228,6 +232,17 @@ def _run_time(game, schedule, stage, num_values) -> SweepResult:
     return SweepResult(values, records, horizon)
 
 
+def stall_window(discount: float) -> int:
+    """Iterations without progress after which a fixed-point iteration counts as stalled.
+
+    A ``γ``-contraction halves its residual every ``log 2 / -log γ`` iterations; the window
+    allows ten times that (at least 100), so only an iteration that is not contracting at all
+    (a cycle: no stationary fixed point) is stopped.
+    """
+    halving = math.log(2.0) / -math.log(discount) if discount < 1.0 else math.inf
+    return max(100, math.ceil(10 * halving)) if math.isfinite(halving) else 1_000_000_000
+
+
 def _run_fixed_point(game, stage, num_values, tol, max_iterations, initial) -> SweepResult:
     num_states = game.num_states
     values = (
@@ -237,19 +252,37 @@ def _run_fixed_point(game, stage, num_values, tol, max_iterations, initial) -> S
     )
     residuals: list[float] = []
     rec: dict[str, np.ndarray] = {}
-    converged = False
-    for _ in range(max_iterations):
+    status = "budget"
+    window = stall_window(game.discount)
+    best, best_at = math.inf, 0
+    for it in range(max_iterations):
         conts = [game.continuation(v) for v in values]
         new_values, rec = stage(0, slice(None), conts)
-        residual = max(
-            float(np.max(np.abs(n - v))) for n, v in zip(new_values, values, strict=True)
-        )
+        residual = max(_sup_change(n, v) for n, v in zip(new_values, values, strict=True))
         residuals.append(residual)
         values = list(new_values)
         if residual <= tol:
-            converged = True
+            status = "converged"
+            break
+        if residual < 0.5 * best or best == math.inf:
+            best, best_at = residual, it
+        elif it - best_at >= window:
+            status = "stalled"  # no halving of the residual in `window` iterations: a cycle
             break
     records = {key: arr[None] for key, arr in rec.items()}
     return SweepResult(
-        [v[None] for v in values], records, len(residuals), tuple(residuals), converged
+        [v[None] for v in values],
+        records,
+        len(residuals),
+        tuple(residuals),
+        status == "converged",
+        status,
     )
+
+
+def _sup_change(new: np.ndarray, old: np.ndarray) -> float:
+    """Sup-norm change; entries equal on both sides (``-inf`` included) count as no change."""
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(new - old)
+    diff[new == old] = 0.0
+    return float(np.max(diff, initial=0.0))

@@ -118,3 +118,58 @@ def test_levels_sweep_on_cyclic_game_is_a_usage_error(tmp_path):
     save_instance(random_game(3, 2, 2, horizon=2), path)
     out = run("solve", str(path), "--sweep", "levels")
     assert out.returncode == 2 and "levels" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("method", ["backward", "meta"])
+@pytest.mark.parametrize("as_json", [True, False])
+def test_game_without_stationary_spe_exits_3(tmp_path, method, as_json):
+    """Issue 10 item 2: a game with no stationary SPE used to print a value with exit code 0
+    after 100,000 iterations. Now: one stderr line saying it did not converge, exit code 3,
+    nothing on stdout."""
+    from nospe import instance_dict as no_spe_instance
+
+    path = tmp_path / "nospe.json"
+    path.write_text(json.dumps(no_spe_instance()))
+    out = run("solve", str(path), "--method", method, *(["--json"] if as_json else []))
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not converge" in lines[0] and str(path) in lines[0]
+
+
+def test_exit_code_3_is_documented():
+    out = run("solve", "--help")
+    assert out.returncode == 0 and "3 no equilibrium" in " ".join(out.stdout.split())
+
+
+@pytest.mark.parametrize("method", ["backward", "meta"])
+def test_nudge_with_nothing_implementable_exits_3_not_infinity(tmp_path, method):
+    """Issue 10 item 4: identical outcome rows and a nudge: no action can win by ξ. This used
+    to print "principal_value": -Infinity (invalid JSON) with exit code 0."""
+    data = instance_dict(figure1(), sparse=False)
+    data["outcome_probs"][1] = [[0.5, 0.5], [0.5, 0.5]]
+    data["agent_reward"][1] = [0.0, 0.0]  # state sL: the two actions are indistinguishable
+    path = tmp_path / "flat.json"
+    path.write_text(json.dumps(data))
+    out = run("solve", str(path), "--json", "--nudge", "0.1", "--method", method)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no action can be implemented" in lines[0]
+
+
+def test_solution_json_is_strict_when_nothing_is_implementable():
+    """The JSON report of such a solution has an explicit status and null, never -Infinity."""
+    from contractrl.instance import parse_instance
+    from contractrl.report import solution_dict
+    from contractrl.solver import solve_spe
+
+    data = instance_dict(figure1(), sparse=False)
+    data["outcome_probs"][1] = [[0.5, 0.5], [0.5, 0.5]]
+    data["agent_reward"][1] = [0.0, 0.0]  # state sL: the two actions are indistinguishable
+    game = parse_instance(data)
+    sol = solve_spe(game, margin=0.1)
+    assert sol.status == "not_implementable" and not sol.ok
+    report = solution_dict(game, sol)
+    text = json.dumps(report, allow_nan=False)  # raises on inf/NaN
+    assert json.loads(text)["status"] == "not_implementable"

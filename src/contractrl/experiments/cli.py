@@ -5,7 +5,9 @@ Commands:
     ``example figure1``: write (or solve) the paper's Figure 1 game.
     ``tree --depth D --seed S``: write (or solve) a random binary Tree MDP.
 
-Exit codes: 0 success; 2 bad input (usage, malformed file), with a message on stderr and
+Exit codes: 0 success; 2 bad input (usage, malformed file); 3 no equilibrium computed (an
+infinite-horizon iteration did not converge: the game may have no stationary SPE; nothing is
+implementable with the nudge; the LP solver failed). Errors print one line on stderr and
 nothing on stdout.
 """
 
@@ -21,10 +23,21 @@ from contractrl import __version__
 from contractrl.model import InvalidGameError, PrincipalAgentMDP
 
 EXIT_BAD_INPUT = 2
+EXIT_NO_EQUILIBRIUM = 3
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; 2 bad input (usage, malformed file); 3 no equilibrium computed "
+    "(the iteration did not converge: an infinite-horizon game may have no stationary SPE; "
+    "nothing implementable with the nudge; LP solver failure). Errors: one line on stderr."
+)
 
 
 class UsageError(Exception):
     """A user mistake: reported on stderr with exit code 2."""
+
+
+class NoEquilibriumError(Exception):
+    """The solver returned no equilibrium: reported on stderr with exit code 3."""
 
 
 def _non_negative_float(text: str) -> float:
@@ -82,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contractrl",
         description="Principal-agent reinforcement learning with contracts.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"contractrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "solve",
         help="solve an instance file for its subgame-perfect equilibrium",
         description="Solve a JSON/YAML instance file.",
+        epilog=EXIT_CODES_HELP,
     )
     solve.add_argument("file", type=Path, help="instance file (.json, .yaml, .yml)")
     _add_solve_options(solve)
@@ -224,7 +239,21 @@ def _add_generate_options(parser: argparse.ArgumentParser) -> None:
     _add_solve_options(parser)
 
 
-def _solve_and_print(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
+_NOT_SOLVED = {
+    "budget": "did not converge within {iterations} iterations",
+    "stalled": "did not converge: the fixed-point residual stopped shrinking after {iterations} "
+    "iterations (the game may have no stationary SPE; see docs/theory-checks.md)",
+    "cycle": "did not converge: the meta-algorithm returned to an earlier policy after "
+    "{iterations} iterations (the game may have no stationary SPE; see docs/theory-checks.md)",
+    "not_implementable": "no action can be implemented at some state with nudge {nudge:g} (the "
+    "outcome distributions cannot separate the actions there): no equilibrium",
+}
+
+
+def _solve_and_print(
+    game: PrincipalAgentMDP, args: argparse.Namespace, label: str | None = None
+) -> None:
+    from contractrl.lp import ContractSolverError
     from contractrl.report import solution_dict, solution_table
     from contractrl.solver import solve_spe
 
@@ -238,9 +267,19 @@ def _solve_and_print(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
         )
     except ValueError as exc:  # options that cannot apply to this game, e.g. --sweep levels
         raise UsageError(str(exc)) from None
+    except ContractSolverError as exc:
+        raise NoEquilibriumError(f"{label or game.name}: {exc}") from None
+    if not solution.ok:
+        template = _NOT_SOLVED.get(solution.status, "no equilibrium ({status})")
+        raise NoEquilibriumError(
+            f"{label or game.name}: "
+            + template.format(
+                iterations=solution.iterations, nudge=solution.margin, status=solution.status
+            )
+        )
     if args.json:
-        json.dump(solution_dict(game, solution), sys.stdout, separators=(",", ":"))
-        sys.stdout.write("\n")
+        text = json.dumps(solution_dict(game, solution), separators=(",", ":"), allow_nan=False)
+        sys.stdout.write(text + "\n")
     else:
         print(solution_table(game, solution, max_rows=args.max_rows))
 
@@ -254,8 +293,8 @@ def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
         save_instance(game, args.out)
         print(f"wrote {game.name} ({game.num_states} states) to {args.out}", file=sys.stderr)
     else:
-        json.dump(instance_dict(game), sys.stdout, separators=(",", ":"))
-        sys.stdout.write("\n")
+        text = json.dumps(instance_dict(game), separators=(",", ":"), allow_nan=False)
+        sys.stdout.write(text + "\n")
 
 
 def _cmd_solve(args: argparse.Namespace) -> None:
@@ -265,7 +304,7 @@ def _cmd_solve(args: argparse.Namespace) -> None:
         game = load_instance(args.file)
     except InvalidGameError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
-    _solve_and_print(game, args)
+    _solve_and_print(game, args, str(args.file))
 
 
 def _cmd_example(args: argparse.Namespace) -> None:
@@ -371,9 +410,19 @@ def _cmd_plot(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Refuse abbreviated long options everywhere (``--nudg`` must not run as ``--nudge``)."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _no_abbreviations(sub)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``contractrl`` command; returns the exit code."""
     parser = build_parser()
+    _no_abbreviations(parser)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
@@ -381,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"contractrl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except NoEquilibriumError as exc:
+        print(f"contractrl {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_NO_EQUILIBRIUM
     except BrokenPipeError:  # e.g. `contractrl solve big.json --json | head`
         sys.stderr.close()
     return 0
