@@ -14,8 +14,12 @@ def require_positive_ints(obj: Any, names: Iterable[str]) -> None:
             raise ValueError(f"{name}: must be a positive integer, got {value!r}")
 
 
-def require(obj: Any, checks: Iterable[tuple[str, bool]]) -> None:
-    """Raise for the first ``(field, ok)`` whose ``ok`` is false."""
-    for name, ok in checks:
+def require(obj: Any, checks: Iterable[tuple]) -> None:
+    """Raise for the first ``(field, ok)`` or ``(field, ok, choices)`` whose ``ok`` is false.
+
+    With ``choices`` the message lists the valid values.
+    """
+    for name, ok, *choices in checks:
         if not ok:
-            raise ValueError(f"{name}: invalid value {getattr(obj, name)!r}")
+            valid = f" (valid: {', '.join(map(str, choices[0]))})" if choices else ""
+            raise ValueError(f"{name}: invalid value {getattr(obj, name)!r}{valid}")

@@ -65,6 +65,10 @@ def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
         (["--baselines", "greedy"], "baselines"),
         (["--nudge-share", "1.5"], "nudge_share"),
         (["--alpha", "0"], "alpha"),
+        (["--tie-rule", "random-one"], "(valid: all_collect, random_one)"),
+        (["--principal-cost", "free"], "charge_all, followers_only, unpaid_deviations"),
+        (["--constant-schemes", "share"], "constant_schemes"),
+        (["--budget-calibration", "2"], "budget_calibration"),
     ],
 )
 def test_bad_config_is_refused(tmp_path, capsys, flags, needle):
@@ -73,9 +77,28 @@ def test_bad_config_is_refused(tmp_path, capsys, flags, needle):
     assert needle in capsys.readouterr().err and not out.exists()
 
 
+def test_abbreviated_flags_are_refused(tmp_path, capsys):
+    out = tmp_path / "abbrev"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "coin", "--preset", "smoke", "--out", str(out), "--nudg", "0.1"])
+    assert exc.value.code == 2 and "--nudg" in capsys.readouterr().err and not out.exists()
+
+
+def test_print_config_shows_the_resolved_preset(capsys):
+    flags = ["--preset", "headline-3x3", "--constant-schemes", "redistribute,top_up"]
+    assert main(["train", "coin", *flags, "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["dqn"]["iterations"] == 200_000
+    assert config["game"]["tie_rule"] == "random_one"
+    assert config["dqn"]["time_limit"] == "truncate"
+    assert config["constant_schemes"] == ["redistribute", "top_up"]
+
+
 def test_presets_round_trip():
     for config in COIN_PRESETS.values():
         config.validate()
         assert from_dict(CoinExperimentConfig, json.loads(json.dumps(to_dict(config)))) == config
     assert COIN_PRESETS["paper-3x3"].dqn.iterations == 1_000_000
     assert COIN_PRESETS["paper-7x7"].game.grid_size == 7
+    for name in ("paper-3x3", "paper-7x7", "budget-3x3", "budget-7x7", "headline-3x3", "smoke"):
+        assert COIN_PRESETS[name].game.tie_rule == "random_one", name

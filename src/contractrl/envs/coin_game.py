@@ -80,10 +80,10 @@ class CoinGameConfig:
             ("grid_size", isinstance(self.grid_size, int) and self.grid_size >= 2),
             ("horizon", isinstance(self.horizon, int) and self.horizon >= 1),
             ("num_agents", isinstance(self.num_agents, int) and self.num_agents >= 2),
-            ("num_actions", self.num_actions in (4, 5)),
-            ("colour_rule", self.colour_rule in COLOUR_RULES),
-            ("spawn_rule", self.spawn_rule in SPAWN_RULES),
-            ("tie_rule", self.tie_rule in TIE_RULES),
+            ("num_actions", self.num_actions in (4, 5), (4, 5)),
+            ("colour_rule", self.colour_rule in COLOUR_RULES, COLOUR_RULES),
+            ("spawn_rule", self.spawn_rule in SPAWN_RULES, SPAWN_RULES),
+            ("tie_rule", self.tie_rule in TIE_RULES, TIE_RULES),
             ("num_agents", self.num_agents + 1 <= self.grid_size**2 or not self.distinct_starts),
         ]
         require(self, checks)
