@@ -249,7 +249,8 @@ def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]
         "welfare": base.welfare,
         "payments": base.payments,
         "payment_share": base.payment_share,
-        "follow_rate": base.follow_rate,
+        # only a principal recommends: elsewhere the "recommendation" is a placeholder
+        "follow_rate": base.follow_rate if phase_has_principal(phase) else float("nan"),
         "spe_ratio": float("nan"),
         "ic_ratio": float("nan"),
     }
@@ -366,6 +367,11 @@ def train_phase(
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
         ckpt.unlink()
     return summary
+
+
+def phase_has_principal(phase: str) -> bool:
+    """Whether a phase's agents face the principal's recommendations."""
+    return phase == "principal" or phase.startswith("validation")
 
 
 def phase_stream(config: CoinExperimentConfig, phase: str) -> int:

@@ -250,7 +250,10 @@ def aggregate(manifest: dict, config: FrontierConfig, outputs: list[dict], wall:
             point.update(alpha=a, nudge_share=b)
         else:
             point.update(scheme=a, share=b)
-        for key in ("welfare", "payments", "follow_rate", "spe_ratio", "ic_ratio"):
+        keys = ["welfare", "payments"]
+        if kind == "contracts":
+            keys += ["follow_rate", "spe_ratio", "ic_ratio"]
+        for key in keys:
             point[key], point[f"{key}_se"] = _mean_se(p.get(key) for p in phases)
         point["per_seed_welfare"] = [p["welfare"] for p in phases]
         point["per_seed_payments"] = [p["payments"] for p in phases]
