@@ -28,3 +28,18 @@ def test_smoke_frontier_and_its_plot(tmp_path):
     assert top["payments"] == pytest.approx(0.5 * top["welfare"], rel=1e-5, abs=1e-6)
     # each nudge has its own validation phase
     assert (out / "contracts-alpha0.1" / "runs" / "seed0" / "validation_nudge0.1.json").exists()
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--alphas", "0.1,0.1"], "alphas"),
+        (["--shares", "0.1,0.1000001"], "shares"),
+        (["--nudge-shares", "0.1"], "nudge_shares"),
+        (["--schemes", "share"], "schemes"),
+    ],
+)
+def test_bad_frontier_config_is_refused(tmp_path, capsys, flags, needle):
+    out = tmp_path / "bad"
+    assert main(["train", "frontier", "--preset", "smoke", "--out", str(out), *flags]) == 2
+    assert needle in capsys.readouterr().err and not out.exists()

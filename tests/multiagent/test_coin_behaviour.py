@@ -62,7 +62,7 @@ def test_the_last_step_of_an_episode_bootstraps_under_truncation(time_limit, exp
     """The transition at t = H - 1 stores the state it reached (t = H, before the reset) and
     bootstraps from it unless the time limit is read as a termination."""
     config = CoinDQNConfig(
-        iterations=100, learning_starts=10_000, replay_capacity=200, time_limit=time_limit
+        iterations=20_000, learning_starts=10_000, replay_capacity=200, time_limit=time_limit
     )
     learner = PrincipalLearner(GAME, config)
     state, _ = learner.train_chunk(learner.init(jax.random.PRNGKey(0)), 0, 2 * GAME.horizon)

@@ -293,3 +293,32 @@ def test_no_gradient_step_before_learning_starts():
     learnt, _ = learner.train_chunk(waited, 60, 5)
     moved = jax.tree_util.tree_leaves(learnt.params)
     assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(start, moved, strict=True))
+
+
+def test_replayed_rewards_are_shaped_with_the_current_share():
+    """Budget calibration changes p mid-phase: stored transitions hold unshaped rewards and the
+    TD target shapes them with the share in force (no stale p in the replay buffer)."""
+    game = PRESETS["paper-3x3"]
+    learner = AgentsLearner(game, SMALL, "constant", "redistribute")
+    state = learner.init(jax.random.PRNGKey(0), share=0.0)
+    state, stats = learner.train_chunk(state, {}, 0, 80)
+    batch, _, weights = learner.sample(state.buffer, jax.random.PRNGKey(1))
+    raw = np.asarray(batch.rewards)
+    obs = learner.observe_batch(batch.state)
+    q = np.asarray(learner.q_values(state.params, batch.state))
+    q_taken = np.take_along_axis(q, np.asarray(batch.actions)[..., None], -1)[..., 0]
+    next_q = np.asarray(learner.q_values(state.target, batch.next_state)).max(-1)
+    assert obs.shape[1] == 2
+    for share in (0.0, 1.0):
+        shaped = (1 - share) * raw + share * raw.sum(-1, keepdims=True) / 2
+        y = shaped + SMALL.gamma * (1 - np.asarray(batch.terminal))[:, None] * next_q
+        _, (_, priority) = learner._loss(state.params, state.target, {}, batch, weights, share)
+        np.testing.assert_allclose(priority, np.abs(q_taken - y).mean(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_top_up_transfers_are_never_negative():
+    """With the classic game's penalty a top-up share of the others' rewards can be a tax."""
+    top = _scheme_learner("top_up", 2)
+    theft = jnp.array([1.0, -2.0])  # agent 0 takes agent 1's coin
+    assert np.allclose(top.transfers(theft, 0.0, 0.5), [0.0, 0.5])
+    assert np.allclose(top.shaped(theft, 0.0, 0.5), [0.0, -1.5])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -376,7 +377,7 @@ def _cmd_train_coin(args: argparse.Namespace) -> None:
     baselines = ", ".join(
         f"{name} {m.get(f'welfare_{name}', nan):.2f}"
         for name in ("selfish", "cooperative", "constant")
-        if f"welfare_{name}" in m
+        if math.isfinite(m.get(f"welfare_{name}", nan))
     )
     print(
         f"welfare {m['welfare']:.2f} ± {m['welfare_se']:.2f} ({baselines or 'no baselines'}); "

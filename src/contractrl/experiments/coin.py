@@ -347,6 +347,10 @@ def train_phase(
             write_bytes(ckpt, serialization.msgpack_serialize(payload))
             last_ckpt = time.monotonic()
         progress(iteration)
+    if not row:  # resumed after the final checkpoint, before the summary was written
+        last = log.read()[-1]
+        row = {k: float(v) if v not in ("", "nan") else float("nan") for k, v in last.items()}
+        row["iteration"] = int(row["iteration"])
     summary = dict(
         row,
         phase=phase,
@@ -457,7 +461,8 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
             principal = load_principal(exp, config, seed_index)
         validation = results.get("validation")
         if phase == "validation_nudged":
-            per_step = validation["welfare"] / (config.game.horizon * config.game.num_agents)
+            welfare = max(validation["welfare"], 0.0)  # never a negative nudge
+            per_step = welfare / (config.game.horizon * config.game.num_agents)
             nudge = config.dqn.nudge + config.nudge_share * per_step
         scheme = config.scheme_of(phase)
         if scheme is not None:

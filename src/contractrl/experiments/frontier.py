@@ -90,6 +90,11 @@ class FrontierConfig:
             ("alphas", len(self.alphas) + len(self.schemes) * len(self.shares) > 0),
             ("backend", self.backend in ("local", "ray", "inline")),
         ]
+        # one directory per point: values must differ in their tags (no duplicates either)
+        for name in ("alphas", "nudge_shares", "schemes", "shares"):
+            values = getattr(self, name)
+            tags = [v if isinstance(v, str) else _tag(v) for v in values]
+            checks.append((name, len(set(tags)) == len(tags)))
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
@@ -181,7 +186,8 @@ def run_contract_point(out: str, alpha: float, seed_index: int, frontier: dict) 
         done += per_phase
         nudge = coin.dqn.nudge
         if x > 0:
-            per_step = plain["welfare"] / (coin.game.horizon * coin.game.num_agents)
+            welfare = max(plain["welfare"], 0.0)  # never a negative nudge
+            per_step = welfare / (coin.game.horizon * coin.game.num_agents)
             nudge += x * per_step
         phase = nudge_phase(x)
         summaries[phase] = train_phase(

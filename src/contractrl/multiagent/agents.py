@@ -14,8 +14,10 @@ One learner, four reward modes, the same network and budget:
   nothing is paid from outside) — or ``top_up`` — ``r_i + p·Σ_{j≠i} r_j`` paid by the principal.
 
 The *transfers* of a step (what the budget matching compares with the principal's payments,
-per agent ``[n]``): the contract paid (``validation``); ``p·Σ_{j≠i} r_j`` (``top_up``);
+per agent ``[n]``): the contract paid (``validation``); ``max(0, p·Σ_{j≠i} r_j)`` (``top_up``);
 ``max(0, p·(W/n - r_i))`` — what agent ``i`` receives net — (``redistribute``); 0 otherwise.
+``top_up`` counts only positive transfers: with negative rewards (the classic game's penalty)
+``p·Σ_{j≠i} r_j`` can be a tax, which is not an amount paid.
 """
 
 from __future__ import annotations
@@ -162,8 +164,8 @@ class AgentsLearner(CoinBase):
         if self.mode != "constant":
             return jnp.zeros_like(rewards)
         total = jnp.sum(rewards, axis=-1, keepdims=True)
-        if self.scheme == "top_up":
-            return share * (total - rewards)
+        if self.scheme == "top_up":  # a tax, not a transfer, where the others' rewards are < 0
+            return jnp.maximum(share * (total - rewards), 0.0)
         return jnp.maximum(share * (total / self.n - rewards), 0.0)
 
     def extra(self, recs) -> jax.Array | None:
@@ -203,7 +205,9 @@ class AgentsLearner(CoinBase):
             actions=actions,
             recs=recs,
             follow=follow,
-            rewards=self.shaped(info.rewards, paid, state.share),
+            # what the step paid, unshaped: the share p may change between evaluations (budget
+            # calibration), so the loss shapes stored rewards with the current p
+            rewards=info.rewards + paid,
             terminal=self.terminal(info),
         )
         buffer = replay.add_batch(
@@ -216,7 +220,7 @@ class AgentsLearner(CoinBase):
             state.target,
             buffer,
             k_sample,
-            lambda p, batch, w: self._loss(p, state.target, principal, batch, w),
+            lambda p, batch, w: self._loss(p, state.target, principal, batch, w, state.share),
         )
         state = state.replace(
             env=env, key=key, params=params, target=target, opt_state=opt_state, buffer=buffer
@@ -224,13 +228,15 @@ class AgentsLearner(CoinBase):
         transfers = self.transfers(info.rewards, paid, state.share)
         return state, AgentStats(info.rewards, transfers, follow, info.done, loss)
 
-    def _loss(self, params, target, principal, batch: CoinTransition, weights):
+    def _loss(self, params, target, principal, batch: CoinTransition, weights, share):
+        """TD loss of the agents' shared network on ``batch`` (rewards shaped with ``share``)."""
         cfg = self.config
+        rewards = self.shaped(batch.rewards, 0.0, share)  # stored: r_i + contract paid
         q = self.q_values(params, batch.state, self.extra(batch.recs))
         q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
         next_recs = self.recommendations(principal, batch.next_state)
         next_q = self.q_values(target, batch.next_state, self.extra(next_recs)).max(axis=-1)
-        y = batch.rewards + cfg.gamma * (1.0 - batch.terminal)[:, None] * next_q
+        y = rewards + cfg.gamma * (1.0 - batch.terminal)[:, None] * next_q
         delta = q_taken - jax.lax.stop_gradient(y)
         loss = self.td_loss(delta, weights)
         return loss, (loss, jnp.abs(delta).mean(axis=-1))

@@ -126,7 +126,7 @@ class CoinDQNConfig:
                 ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
                 ("clip_scope", self.clip_scope in CLIP_SCOPES, CLIP_SCOPES),
                 ("learning_starts", isinstance(self.learning_starts, int)),
-                ("learning_starts", self.learning_starts >= 0),
+                ("learning_starts", 0 <= self.learning_starts < self.iterations),
                 ("time_limit", self.time_limit in TIME_LIMITS, TIME_LIMITS),
                 ("principal_cost", self.principal_cost in PRINCIPAL_COSTS, PRINCIPAL_COSTS),
             ],

@@ -120,6 +120,8 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     plt = _figure()
     config = results["config"]
     seeds = results["mean"]["seeds"]
+    schemes = results.get("constant_schemes", ["top_up"])  # older results: top-up only
+    first, *others = schemes
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     panels = [
         (
@@ -130,8 +132,8 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
                 ("validation", "contracts (validation agents)"),
                 ("selfish", "selfish"),
                 ("cooperative", "cooperative"),
-                ("constant", "constant proportion (budget-matched)"),
-                ("constant_top_up", "constant, top-up scheme (budget-matched)"),
+                ("constant", f"constant proportion, {first} (budget-matched)"),
+                *[(f"constant_{o}", f"constant proportion, {o} (budget-matched)") for o in others],
                 ("principal", "principal's plan (training)"),
             ],
             "se",
@@ -142,8 +144,8 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
             "welfare",
             [
                 ("validation_nudged", "contracts + nudge"),
-                ("constant_nudged", "constant + same extra budget"),
-                ("constant_top_up_nudged", "constant top-up + same extra budget"),
+                ("constant_nudged", f"constant, {first} + same extra budget"),
+                *[(f"constant_{o}_nudged", f"constant, {o} + same extra budget") for o in others],
                 ("cooperative", "cooperative"),
             ],
             "se",
