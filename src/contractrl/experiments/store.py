@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from contractrl._io import write_atomic
 
 
 class ExperimentExistsError(Exception):
@@ -30,21 +32,12 @@ class ExperimentExistsError(Exception):
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=_default) + "\n")
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write bytes atomically, flushed to disk before the rename (checkpoints)."""
+    write_atomic(path, data, fsync=True)
 
 
 def read_json(path: Path) -> Any:
@@ -73,12 +66,11 @@ class MetricsLog:
         Rows a crash left past the checkpoint would otherwise be duplicated on resume.
         """
         rows = [r for r in self.read() if int(float(r["iteration"])) <= iteration]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, buffer.getvalue())
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one row (writing the header first if the file is new)."""
