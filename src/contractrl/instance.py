@@ -11,6 +11,7 @@ naming the field and the index, before any solving starts.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from contractrl._io import write_atomic
 from contractrl.model import InvalidGameError, PrincipalAgentMDP
 
 REQUIRED_KEYS = (
@@ -66,18 +68,92 @@ def _parse_json(text: str) -> Any:
         raise InvalidGameError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise InvalidGameError("invalid JSON: lists or objects nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise InvalidGameError(f"invalid JSON: {_value_error(exc)}") from None
 
 
 def _parse_yaml(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidGameError(f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise InvalidGameError("invalid YAML: lists or mappings nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
+        raise InvalidGameError(f"invalid YAML: {_value_error(exc)}") from None
+    if "&" in text:  # anchors: refuse aliases before anything expands them
+        _refuse_shared_containers(data)
+    return data
+
+
+def _value_error(exc: ValueError) -> str:
+    if "integer string conversion" in str(exc):
+        return "an integer literal of more than 4300 digits (far beyond a float64)"
+    return _short(str(exc), 120)
+
+
+def _refuse_shared_containers(data: Any) -> None:
+    """Refuse a document in which one list or mapping appears twice (a YAML alias).
+
+    YAML aliases let a file of a few hundred bytes stand for billions of entries ("billion
+    laughs"): the parsed object shares the repeated parts, but converting it to arrays would
+    expand them. Instance files never need aliases, so any shared container is refused, naming
+    where it is used the second time. The walk visits each container once (bounded time).
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, Any]] = [(data, None)]
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            raise InvalidGameError(
+                f"{_path(where)}: YAML aliases (*name) are not allowed in instance files"
+            )
+        seen.add(id(node))
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, (where, key)))
+
+
+def _path(where: Any) -> str:
+    """``(((None, "a"), 0), 1)`` -> ``a[0][1]``."""
+    keys = []
+    while where is not None:
+        where, key = where
+        keys.append(key)
+    text = ""
+    for key in reversed(keys):
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return _short(text or "instance", 80)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``str(value)`` cut to ``limit`` characters: a huge integer must not flood a message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"{'-' if value < 0 else ''}<an integer of about {digits} digits>"
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters."""
+    if isinstance(value, int):
+        return _short(value, limit)
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding an integer of more than 4300 digits
+        text = f"<a {type(value).__name__}>"
+    return _short(text, limit)
 
 
 def parse_instance(data: Any) -> PrincipalAgentMDP:
@@ -87,10 +163,12 @@ def parse_instance(data: Any) -> PrincipalAgentMDP:
             f"instance: expected an object with keys {list(REQUIRED_KEYS)}, "
             f"got {type(data).__name__}"
         )
-    unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    unknown = [k for k in data if k not in REQUIRED_KEYS + OPTIONAL_KEYS]
     if unknown:
+        key = min(unknown, key=str)
         raise InvalidGameError(
-            f"{unknown[0]}: unknown key (allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})"
+            f"{_short(key) if isinstance(key, str) else _show(key)}: unknown key "
+            f"(allowed: {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})"
         )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
@@ -106,7 +184,7 @@ def parse_instance(data: Any) -> PrincipalAgentMDP:
     initial = _lookup(data["initial_state"], states, "initial_state")
     name = data.get("name", "game")
     if not isinstance(name, str):
-        raise InvalidGameError(f"name: expected a string, got {name!r}")
+        raise InvalidGameError(f"name: expected a string, got {_show(name)}")
     return PrincipalAgentMDP(
         outcome_probs=probs,
         agent_reward=agent_reward,
@@ -125,14 +203,16 @@ def parse_instance(data: Any) -> PrincipalAgentMDP:
 def _names(data: dict, key: str) -> tuple[str, ...]:
     value = data[key]
     if not isinstance(value, list) or not value:
-        raise InvalidGameError(f"{key}: expected a non-empty list of names, got {value!r:.60}")
+        raise InvalidGameError(f"{key}: expected a non-empty list of names, got {_show(value, 60)}")
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
-            raise InvalidGameError(f"{key}[{i}]: expected a non-empty string, got {item!r}")
+            raise InvalidGameError(f"{key}[{i}]: expected a non-empty string, got {_show(item)}")
     seen: dict[str, int] = {}
     for i, item in enumerate(value):
         if item in seen:
-            raise InvalidGameError(f"{key}[{i}]: duplicate name {item!r} (also at [{seen[item]}])")
+            raise InvalidGameError(
+                f"{key}[{i}]: duplicate name {_show(item)} (also at [{seen[item]}])"
+            )
         seen[item] = i
     return tuple(value)
 
@@ -142,40 +222,80 @@ def _lookup(value: Any, names: tuple[str, ...], where: str) -> int:
         try:
             return names.index(value)
         except ValueError:
-            raise InvalidGameError(f"{where}: unknown name {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidGameError(f"{where}: expected an index or a name, got {value!r}")
+            raise InvalidGameError(f"{where}: unknown name {_show(value)}") from None
+    if _is_bool(value) or not isinstance(value, int):
+        raise InvalidGameError(f"{where}: expected an index or a name, got {_show(value)}")
     if not 0 <= value < len(names):
-        raise InvalidGameError(f"{where}: index {value} out of range [0, {len(names)})")
+        raise InvalidGameError(f"{where}: index {_short(value)} out of range [0, {len(names)})")
     return value
 
 
+def _is_bool(value: Any) -> bool:
+    """JSON ``true``/``false`` are not numbers here (Python counts ``True`` as ``1``)."""
+    return isinstance(value, bool | np.bool_)
+
+
+def _leaf_types(value: Any, depth: int) -> set[type]:
+    """Types of the entries of a regular nested sequence ``depth`` levels deep (C-speed)."""
+    flat = value
+    for _ in range(depth - 1):
+        flat = itertools.chain.from_iterable(flat)
+    return set(map(type, flat))
+
+
+def _only_numbers(types: set[type]) -> bool:
+    return all(issubclass(t, int | float | np.number) and not issubclass(t, bool) for t in types)
+
+
 def _table(value: Any, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Nested lists -> float array of ``shape``; on failure, find and name the bad index."""
+    """Nested lists -> float array of ``shape``; on failure, find and name the bad index.
+
+    Any number that is a finite float64 is accepted (integers are converted, so ``10**20`` is
+    ``1e20``); booleans and integers beyond float64's range (about ``1.8e308``) are refused.
+    """
     try:
         array = np.asarray(value)
-        if array.shape == shape and array.dtype.kind in "iuf":
+        if (
+            array.shape == shape
+            and array.dtype.kind in "iuf"
+            and _only_numbers(_leaf_types(value, len(shape)))
+        ):
             return array.astype(np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         pass
     _locate_table_error(value, key, shape, ())
-    raise InvalidGameError(f"{key}: expected numbers in shape {list(shape)}")  # pragma: no cover
+    # Every entry is a number of the right shape: e.g. integers beyond int64 (an object array).
+    return np.array(value, dtype=np.float64)
 
 
 def _locate_table_error(value: Any, key: str, shape: tuple[int, ...], idx: tuple[int, ...]):
     where = key + "".join(f"[{i}]" for i in idx)
     if not shape:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidGameError(f"{where}: expected a number, got {value!r}")
+        _number(value, where)
         return
     if not isinstance(value, list):
-        raise InvalidGameError(f"{where}: expected a list of {shape[0]}, got {value!r:.60}")
+        raise InvalidGameError(f"{where}: expected a list of {shape[0]}, got {_show(value, 60)}")
     if len(value) != shape[0]:
         raise InvalidGameError(
             f"{where}: expected {shape[0]} entries, got {len(value)}" + _dim_hint(key, len(idx))
         )
     for i, item in enumerate(value):
         _locate_table_error(item, key, shape[1:], (*idx, i))
+
+
+def _number(value: Any, where: str) -> float:
+    """One number of a table or a probability: a finite float64, not a boolean."""
+    if _is_bool(value) or not isinstance(value, int | float | np.number):
+        raise InvalidGameError(f"{where}: expected a number, got {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidGameError(
+            f"{where}: integer too large for a float64 (|x| < 1.8e308), got {_short(value)}"
+        ) from None
+    if not math.isfinite(number):
+        raise InvalidGameError(f"{where}: must be finite, got {number}")
+    return number
 
 
 _LAYOUTS = {
@@ -206,7 +326,8 @@ def _transitions(value: Any, states: tuple[str, ...], outcomes: tuple[str, ...])
     try:
         array = np.asarray(entries, dtype=np.float64) if entries else np.zeros((0, 4))
         ok = array.ndim == 2 and array.shape[1] == 4
-    except (ValueError, TypeError):
+        ok = ok and _only_numbers(_leaf_types(entries, 2))
+    except (ValueError, TypeError, OverflowError):
         ok = False
     if ok and np.isfinite(array).all():
         idx = array[:, :3]
@@ -223,39 +344,48 @@ def _sparse_rows_slow(entries: list, states: tuple[str, ...], outcomes: tuple[st
     for k, entry in enumerate(entries):
         where = f"transitions.sparse[{k}]"
         if not isinstance(entry, list) or len(entry) != 4:
-            raise InvalidGameError(f"{where}: expected [s, o, s_next, prob], got {entry!r:.60}")
+            raise InvalidGameError(
+                f"{where}: expected [s, o, s_next, prob], got {_show(entry, 60)}"
+            )
         s, o, nxt, prob = entry
         rows[k, 0] = _entry_index(s, state_index, len(states), f"{where}[0] (state)")
         rows[k, 1] = _entry_index(o, outcome_index, len(outcomes), f"{where}[1] (outcome)")
         rows[k, 2] = _entry_index(nxt, state_index, len(states), f"{where}[2] (next state)")
-        if isinstance(prob, bool) or not isinstance(prob, int | float) or not math.isfinite(prob):
-            raise InvalidGameError(f"{where}[3]: expected a finite probability, got {prob!r}")
-        rows[k, 3] = prob
+        rows[k, 3] = _number(prob, f"{where}[3] (probability)")
     return rows
 
 
 def _entry_index(value: Any, index: dict[str, int], count: int, where: str) -> int:
     if isinstance(value, str):
         if value not in index:
-            raise InvalidGameError(f"{where}: unknown name {value!r}")
+            raise InvalidGameError(f"{where}: unknown name {_show(value)}")
         return index[value]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise InvalidGameError(f"{where}: expected an index or a name, got {value!r}")
+    integral = isinstance(value, int) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    )
+    if _is_bool(value) or not integral:
+        raise InvalidGameError(f"{where}: expected an index or a name, got {_show(value)}")
+    if not 0 <= value < count:
+        raise InvalidGameError(f"{where}: index {_short(value)} out of range [0, {count})")
     return int(value)
 
 
 def _sparse_matrix(rows: np.ndarray, num_s: int, num_o: int) -> sp.csr_array:
-    s, o, nxt = (rows[:, i].astype(np.int64) for i in range(3))
-    prob = rows[:, 3]
-    for col, (arr, count, what) in enumerate(
-        ((s, num_s, "state"), (o, num_o, "outcome"), (nxt, num_s, "next state"))
+    """``[n, 4]`` float rows (integral indices, finite) -> the ``[S*O, S]`` CSR matrix."""
+    for col, (count, what) in enumerate(
+        ((num_s, "state"), (num_o, "outcome"), (num_s, "next state"))
     ):
-        bad = (arr < 0) | (arr >= count)
+        # Range-check the floats before the cast: 1e30 must not wrap to a negative int64.
+        bad = (rows[:, col] < 0) | (rows[:, col] >= count)
         if bad.any():
             k = int(np.argmax(bad))
+            value = rows[k, col]
+            shown = int(value) if abs(value) < 1e15 else f"{value:g}"
             raise InvalidGameError(
-                f"transitions.sparse[{k}][{col}] ({what}): index {arr[k]} out of range [0, {count})"
+                f"transitions.sparse[{k}][{col}] ({what}): index {shown} out of range [0, {count})"
             )
+    s, o, nxt = (rows[:, i].astype(np.int64) for i in range(3))
+    prob = rows[:, 3]
     bad = ~np.isfinite(prob) | (prob < 0)
     if bad.any():
         k = int(np.argmax(bad))
@@ -307,7 +437,12 @@ def instance_dict(game: PrincipalAgentMDP, sparse: bool | None = None) -> dict[s
 
 
 def save_instance(game: PrincipalAgentMDP, path: str | Path, sparse: bool | None = None) -> None:
-    """Write ``game`` to ``path`` (YAML for ``.yaml``/``.yml``, JSON otherwise), atomically."""
+    """Write ``game`` to ``path`` (YAML for ``.yaml``/``.yml``, JSON otherwise), atomically.
+
+    Raises:
+        OSError: ``path`` cannot be written (a directory, an uncreatable folder); no temporary
+            file is left behind.
+    """
     path = Path(path)
     data = instance_dict(game, sparse)
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -322,12 +457,4 @@ def save_instance(game: PrincipalAgentMDP, path: str | Path, sparse: bool | None
         )
     else:
         text = json.dumps(data, separators=(",", ":"))
-    write_text_atomic(path, text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)

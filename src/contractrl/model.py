@@ -19,6 +19,8 @@ import scipy.sparse as sp
 
 #: Rows of probability tables must sum to 1 within this tolerance (SPEC §9).
 PROB_SUM_TOL = 1e-9
+#: The largest finite horizon (time indices are int64).
+MAX_HORIZON = 2**63 - 1
 
 
 class InvalidGameError(ValueError):
@@ -256,8 +258,11 @@ def _check_scalars(game: PrincipalAgentMDP, num_states: int) -> None:
     set_ = functools.partial(object.__setattr__, game)
     discount = game.discount
     if isinstance(discount, bool) or not isinstance(discount, int | float | np.floating):
-        _fail(f"discount: expected a number in (0, 1], got {discount!r}")
-    discount = float(discount)
+        _fail(f"discount: expected a number in (0, 1], got {discount!r:.60}")
+    try:
+        discount = float(discount)
+    except OverflowError:
+        _fail("discount: must lie in (0, 1], got an integer too large for a float")
     if not (0.0 < discount <= 1.0):
         _fail(f"discount: must lie in (0, 1], got {discount!r}")
     set_("discount", discount)
@@ -267,16 +272,28 @@ def _check_scalars(game: PrincipalAgentMDP, num_states: int) -> None:
             _fail("discount: an infinite horizon (horizon null) needs discount < 1, got 1")
     else:
         if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer):
-            _fail(f"horizon: expected a positive integer or null, got {horizon!r}")
+            _fail(f"horizon: expected a positive integer or null, got {horizon!r:.60}")
         if horizon < 1:
-            _fail(f"horizon: must be >= 1 (or null for infinite), got {horizon}")
+            _fail(f"horizon: must be >= 1 (or null for infinite), got {_brief(horizon)}")
+        if horizon > MAX_HORIZON:
+            _fail(
+                f"horizon: must be at most 2**63 - 1 (or null for infinite), got {_brief(horizon)}"
+            )
         set_("horizon", int(horizon))
     s0 = game.initial_state
     if isinstance(s0, bool) or not isinstance(s0, int | np.integer):
-        _fail(f"initial_state: expected a state index, got {s0!r}")
+        _fail(f"initial_state: expected a state index, got {s0!r:.60}")
     if not 0 <= s0 < num_states:
-        _fail(f"initial_state: index {s0} out of range [0, {num_states})")
+        _fail(f"initial_state: index {_brief(s0)} out of range [0, {num_states})")
     set_("initial_state", int(s0))
+
+
+def _brief(value: int) -> str:
+    """An integer for a message: a huge one by its number of digits, not its 400 digits."""
+    value = int(value)
+    if value.bit_length() <= 64:
+        return str(value)
+    return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
 
 
 def _check_names(field_name: str, names: object, count: int) -> tuple[str, ...] | None:

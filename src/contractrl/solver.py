@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from contractrl.contracts import ContractTable, min_pay_contracts
+from contractrl.lp import ContractSolverError
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import SPESolution
 from contractrl.sweep import make_schedule, run_backward
@@ -138,23 +139,37 @@ def solve_spe(
         An :class:`~contractrl.solution.SPESolution`. With an infinite horizon check its
         ``converged``: a game may have no stationary SPE (``docs/theory-checks.md``); the
         iteration then stops early (``status`` ``stalled`` or ``cycle``) or at its budget.
+
+    Raises:
+        ValueError: a bad option, or one that cannot apply to this game.
+        ContractSolverError: a solver limit: the LP failed, or float64 overflowed.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not np.isfinite(margin) or margin < 0:
         raise ValueError(f"margin (nudge) must be a finite number >= 0, got {margin!r}")
-    if method == "meta":
-        from contractrl.meta import meta_algorithm
+    # Float64 overflow (rewards near 1e308, payments of nearly identical outcome distributions)
+    # must never pass silently as inf/nan in an answer: it is a solver limit (SPEC §2).
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            if method == "meta":
+                from contractrl.meta import meta_algorithm
 
-        return meta_algorithm(
-            game,
-            margin=margin,
-            contract_method=contract_method,
-            sweep=sweep,
-            tol=tol,
-            max_iterations=max_iterations,
-        )
-    return backward_induction(game, margin, contract_method, sweep, tol, max_iterations)
+                return meta_algorithm(
+                    game,
+                    margin=margin,
+                    contract_method=contract_method,
+                    sweep=sweep,
+                    tol=tol,
+                    max_iterations=max_iterations,
+                )
+            return backward_induction(game, margin, contract_method, sweep, tol, max_iterations)
+    except FloatingPointError as exc:
+        raise ContractSolverError(
+            f"float64 {exc.args[0] if exc.args else 'overflow'} while solving: the game's "
+            "magnitudes (rewards, Q-value gaps over outcome-distribution gaps) are too large; "
+            "rescale the rewards"
+        ) from None
 
 
 def backward_induction(

@@ -37,6 +37,8 @@ StageFn = Callable[
 ]
 
 SWEEPS = ("auto", "levels", "time")
+#: A ``time`` sweep stores ``[H, S, ...]`` tables; beyond this many numbers (0.8 GB) it is refused.
+MAX_TIME_TABLE_ENTRIES = 10**8
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,8 @@ def make_schedule(
             row; time-indexed inputs need ``time`` sweeps.
 
     Raises:
-        ValueError: ``sweep`` is unknown or cannot apply to this game.
+        ValueError: ``sweep`` is unknown or cannot apply to this game, or a ``time`` sweep's
+            tables would exceed :data:`MAX_TIME_TABLE_ENTRIES` (a long horizon on a cyclic game).
     """
     if sweep not in SWEEPS:
         raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
@@ -154,7 +157,22 @@ def make_schedule(
         return Schedule("levels", game.horizon, structure[1], heights)
     if game.horizon is None:
         return Schedule("fixed_point", None)
+    _check_time_tables(game)
     return Schedule("time", game.horizon)
+
+
+def _check_time_tables(game: PrincipalAgentMDP) -> None:
+    """Refuse a ``time`` sweep whose ``[H, S, ...]`` tables would exceed the entry limit."""
+    per_cell = 2 * game.num_actions + game.num_outcomes + 4  # Q tables, contract, values, ...
+    entries = game.horizon * game.num_states * per_cell
+    if entries > MAX_TIME_TABLE_ENTRIES:
+        raise ValueError(
+            f"horizon: {game.horizon:,} time steps x {game.num_states:,} states need "
+            f"time-indexed tables of {entries:.3g} numbers (limit {MAX_TIME_TABLE_ENTRIES:.0e}, "
+            f"about {MAX_TIME_TABLE_ENTRIES * 8 / 1e9:.1f} GB) because the game has cycles "
+            "(or its longest path exceeds the horizon); use a shorter horizon, or horizon null "
+            "(infinite) with a discount < 1 for a stationary answer"
+        )
 
 
 def run_backward(

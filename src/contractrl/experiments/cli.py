@@ -267,7 +267,7 @@ def _solve_and_print(
             sweep=args.sweep,
         )
     except ValueError as exc:  # options that cannot apply to this game, e.g. --sweep levels
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{label}: {exc}" if label else str(exc)) from None
     except ContractSolverError as exc:
         raise NoEquilibriumError(f"{label or game.name}: {exc}") from None
     if not solution.ok:
@@ -291,7 +291,14 @@ def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
     if args.solve:
         _solve_and_print(game, args)
     elif args.out is not None:
-        save_instance(game, args.out)
+        try:
+            save_instance(game, args.out)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            where = (
+                f" ({exc.filename})" if exc.filename and str(exc.filename) != str(args.out) else ""
+            )
+            raise UsageError(f"--out {args.out}: cannot write the file: {reason}{where}") from None
         print(f"wrote {game.name} ({game.num_states} states) to {args.out}", file=sys.stderr)
     else:
         text = json.dumps(instance_dict(game), separators=(",", ":"), allow_nan=False)
