@@ -82,8 +82,14 @@ def _parse_yaml(text: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidGameError(f"invalid YAML{where}: {problem}") from None
+        problem = getattr(exc, "problem", None)
+        if problem is None and isinstance(exc, yaml.reader.ReaderError):
+            where = f" at character {exc.position}"
+            char = exc.character
+            shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+            problem = f"unacceptable character {shown}"
+        problem = " ".join(str(problem or exc).split())  # one line
+        raise InvalidGameError(f"invalid YAML{where}: {_short(problem, 120)}") from None
     except RecursionError:
         raise InvalidGameError("invalid YAML: lists or mappings nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
