@@ -94,7 +94,7 @@ def test_malformed_file_exit_code_2(tmp_path, mutation, needle):
     assert out.returncode == 2
     assert out.stdout == ""
     assert needle in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) <= 3
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
