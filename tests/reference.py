@@ -242,3 +242,36 @@ def stationary_spe_profiles(probs, agent_reward, principal_reward, transitions, 
                 if spe:
                     found.append((sigma, v, vp))
     return found
+
+
+def no_pay_values(game: PrincipalAgentMDP, agent_next, principal_next):
+    """Principal's value of paying nothing at every state for one step, by plain loops.
+
+    With continuation values ``agent_next [S]`` and ``principal_next [S]`` (the next step's), the
+    agent facing the zero contract takes an action maximising its own truncated Q; among its
+    tied actions it takes the principal's favourite (paper Lemma B.12). Returns ``[S]``: the
+    principal's value of that action. Any SPE value at the same state is at least this, since
+    paying nothing is always an available contract.
+    """
+    trans = dense_transitions(game)
+    gamma = game.discount
+    out = np.zeros(game.num_states)
+    for s in range(game.num_states):
+        agent_q, principal_q = [], []
+        for a in range(game.num_actions):
+            qa = float(game.agent_reward[s, a])
+            qp = 0.0
+            for o in range(game.num_outcomes):
+                p = float(game.outcome_probs[s, a, o])
+                w_agent = sum(trans[s, o, x] * agent_next[x] for x in range(game.num_states))
+                w_principal = sum(
+                    trans[s, o, x] * principal_next[x] for x in range(game.num_states)
+                )
+                qa += gamma * p * w_agent
+                qp += p * (float(game.principal_reward[s, o]) + gamma * w_principal)
+            agent_q.append(qa)
+            principal_q.append(qp)
+        top = max(agent_q)
+        tied = [a for a in range(game.num_actions) if agent_q[a] >= top - 1e-12 * (1 + abs(top))]
+        out[s] = max(principal_q[a] for a in tied)
+    return out

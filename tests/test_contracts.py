@@ -83,19 +83,24 @@ def test_figure1_contract():
     assert res.expected_payment == pytest.approx(0.9, abs=1e-12)
 
 
-def test_closed_form_formula():
-    """Pay only on the outcome with the largest likelihood ratio, max(ΔQ + ξ, 0) / gap."""
+def test_closed_form_matches_the_lp_and_exact_reference():
+    """The closed form against two independent solvers (not its own formula): the HiGHS LP of
+    one (state, target), and the LP solved in exact rational arithmetic over every basis."""
     probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.1, 0.7]])
     q_bar = np.array([-1.0, 0.0])
-    xi = 0.1
-    ratios = (probs[0] - probs[1]) / probs[0]
-    o = int(np.argmax(ratios))
-    amount = (q_bar[1] - q_bar[0] + xi) / (probs[0, o] - probs[1, o])
-    table = min_pay_contracts(q_bar[None], probs[None], xi, method="closed_form")
-    expected = np.zeros(3)
-    expected[o] = amount
-    assert np.allclose(table.contract[0, 0], expected, rtol=1e-14)
-    assert table.expected_payment[0, 0] == pytest.approx(probs[0, o] * amount, rel=1e-14)
+    for xi in (0.0, 0.1):
+        table = min_pay_contracts(q_bar[None], probs[None], xi, method="closed_form")
+        for target in range(2):
+            lp = min_pay_contract(q_bar, probs, target, margin=xi)
+            exact = exact_min_pay(q_bar, probs, target, xi)
+            assert table.implementable[0, target] and lp.implementable and exact is not None
+            assert table.expected_payment[0, target] == pytest.approx(float(exact), rel=1e-12)
+            assert table.expected_payment[0, target] == pytest.approx(lp.expected_payment, rel=1e-9)
+            # the LP's optimum is unique here: the contracts themselves agree
+            assert np.allclose(table.contract[0, target], lp.contract, rtol=1e-9, atol=1e-12)
+        assert_ic_ll(q_bar[None], probs[None], table, xi)
+    assert table.expected_payment[0, 1] == 0  # the agent's own best action is free
+    assert table.expected_payment[0, 0] > 0
 
 
 def test_best_action_is_free_without_margin(rng):

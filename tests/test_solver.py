@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from contractrl.contracts import min_pay_contracts
 from contractrl.evaluate import audit
 from contractrl.games import (
     FIGURE1_AGENT_VALUE,
@@ -15,7 +14,7 @@ from contractrl.games import (
 )
 from contractrl.lp import min_pay_contract
 from contractrl.solver import solve_spe
-from reference import brute_force_spe, separated_game
+from reference import brute_force_spe, no_pay_values, separated_game
 
 
 @pytest.mark.parametrize("sweep", ["auto", "time"])
@@ -40,9 +39,16 @@ def test_figure1_paper_values(sweep, method):
 
 
 def test_figure1_implementing_aR_is_worse():
-    sol = solve_spe(figure1())
+    """At sL on the last step, implementing aR is worth its gross reward minus the min-pay LP's
+    payment (an independent solver, not the closed form the backward induction uses)."""
+    game = figure1()
+    sol = solve_spe(game)
     k = sol.row(1, 1)
-    assert sol.principal_q[k, 1, 1] == pytest.approx(0.1 * 14 / 9, abs=1e-12)
+    aR = game.action_names.index("aR")
+    lp = min_pay_contract(game.agent_reward[1], game.outcome_probs[1], aR)
+    expected = game.outcome_probs[1, aR] @ game.principal_reward[1] - lp.expected_payment
+    assert sol.principal_q[k, 1, aR] == pytest.approx(expected, abs=1e-12)
+    assert sol.principal_q[k, 1, aR] < sol.principal_value[k, 1]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -133,19 +139,36 @@ def test_horizon_one_is_the_one_shot_problem(rng):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_per_stage_bound_and_audit(seed):
-    """At every (t, s) the principal does at least as well as by paying nothing (implementing
-    the agent's own best response) under the same continuation values; IC and b >= 0 hold."""
-    game = random_game(6, 3, 3, horizon=4, discount=0.95, seed=seed)
+    """At every (t, s) the principal does at least as well as by paying nothing (the agent then
+    takes its own best action) under the same continuation values, and exactly as well where the
+    equilibrium pays nothing. The no-pay value comes from plain loops over the game's tables
+    (tests/reference.py), not from the solver's own arrays; IC and b >= 0 hold."""
+    game = separated_game(6, 3, 3, 4, seed, discount=0.95)  # it pays at some (t, s), not all
     sol = solve_spe(game)
-    for k in range(sol.action.shape[0]):
-        own = np.argmax(sol.agent_q[k], axis=1)
-        rows = np.arange(game.num_states)
-        free = min_pay_contracts(sol.agent_q[k], game.outcome_probs)
-        assert (free.expected_payment[rows, own] == 0).all()
-        assert (sol.principal_value[k] >= sol.principal_q[k, rows, own] - 1e-12).all()
+    assert sol.action.shape[0] == 4  # a cyclic game: one row per time step
+    unpaid = 0
+    for t in range(4):
+        agent_next = sol.agent_value[t + 1] if t + 1 < 4 else np.zeros(game.num_states)
+        principal_next = sol.principal_value[t + 1] if t + 1 < 4 else np.zeros(game.num_states)
+        free = no_pay_values(game, agent_next, principal_next)
+        assert (sol.principal_value[t] >= free - 1e-9).all()
+        zero = sol.expected_payment[t] == 0
+        unpaid += int(zero.sum())
+        assert np.allclose(sol.principal_value[t, zero], free[zero], atol=1e-9)
+    assert 0 < unpaid < sol.action.size  # both cases occur
     report = audit(game, sol)
     assert report.ok, report.violations
     assert report.min_payment >= 0
+
+
+def test_per_stage_bound_catches_a_wrong_value():
+    """The reference bound is not vacuous: lowering one value below paying nothing fails it."""
+    game = separated_game(6, 3, 3, 4, 0, discount=0.95)
+    sol = solve_spe(game)
+    free = no_pay_values(game, sol.agent_value[1], sol.principal_value[1])
+    wrong = sol.principal_value[0].copy()
+    wrong[2] = free[2] - 1e-3
+    assert not (wrong >= free - 1e-9).all()
 
 
 @pytest.mark.parametrize("method", ["closed_form", "vertex", "lp"])
