@@ -288,3 +288,35 @@ def test_random_two_state_games_converge_to_the_enumerated_spe():
             )
         else:
             assert sol.status in ("stalled", "budget")
+
+
+def test_stages_and_records_are_frozen_dataclasses():
+    """Issue 10: stage functions were ``functools.partial`` of 5-8 positional arguments that
+    passed string-keyed dicts; now a frozen stage object and a frozen record per stage."""
+    import dataclasses
+
+    from contractrl.evaluate import BestResponseStage, EvaluationStage, ResponseStep
+    from contractrl.meta import PrincipalStage
+    from contractrl.solution import PrincipalPolicy
+    from contractrl.stages import PrincipalChoice, SPEStage, SPEStep
+    from contractrl.sweep import make_schedule, run_backward
+
+    game = figure1()
+    schedule = make_schedule(game)
+    stage = SPEStage(game, 0.0, "auto")
+    result = run_backward(game, schedule, stage, 2)
+    assert isinstance(result.records, SPEStep) and isinstance(result.records, PrincipalChoice)
+    assert result.records.action.shape == (1, 3) and result.records.agent_q.shape == (1, 3, 2)
+    sol = solve_spe(game)
+    assert np.array_equal(result.records.contract, sol.contract)
+    policy = PrincipalPolicy.pay_nothing(game.num_states, game.num_outcomes)
+    response = run_backward(game, schedule, BestResponseStage(game, policy, 1e-9), 1)
+    assert isinstance(response.records, ResponseStep)
+    evaluation = EvaluationStage(game, policy, np.zeros((1, 3), dtype=np.int64))
+    assert run_backward(game, schedule, evaluation, 3).records is None
+    principal = PrincipalStage(game, sol.agent_q, 0.0, "auto")
+    assert isinstance(run_backward(game, schedule, principal, 1).records, PrincipalChoice)
+    for obj in (stage, principal, evaluation, result.records, response.records):
+        assert dataclasses.is_dataclass(obj)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.game = None

@@ -6,14 +6,13 @@ Policies are tables with ``K`` rows (``K = 1`` stationary, ``K = H`` time-indexe
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import PrincipalPolicy, SPESolution
-from contractrl.solver import truncated_q
+from contractrl.stages import truncated_q
 from contractrl.sweep import Schedule, make_schedule, run_backward
 
 #: Two agent payoffs within ``TIE_TOL * (1 + |payoff|)`` are a tie, broken toward the
@@ -110,22 +109,56 @@ def _row(table: np.ndarray, k: int) -> np.ndarray:
     return table[min(k, table.shape[0] - 1)]
 
 
-def _best_response_stage(game, policy, tie_tol, k, states, conts):
-    (agent_cont,) = conts
-    q_bar = truncated_q(game, states, agent_cont)
-    contract = _row(policy.contract, k)[states]
-    rec_action = _row(policy.action, k)[states]
-    full = q_bar + np.einsum("nao,no->na", game.outcome_probs[states], contract)
-    top = full.max(axis=1)
-    rows = np.arange(top.size)
-    optimal = full >= (top - tie_tol * (1.0 + np.abs(top)))[:, None]
-    has_rec = rec_action >= 0
-    follow = has_rec & optimal[rows, np.where(has_rec, rec_action, 0)]
-    chosen = np.where(follow, rec_action, np.argmax(optimal, axis=1))  # else lowest optimal
-    # Back up the max, not the chosen action's value: the tie rule only picks the reported
-    # action. Backing up a near-tied recommendation made the values jitter by ~tie_tol, so value
-    # iteration never met a tolerance below it.
-    return [top], {"action": chosen, "q_truncated": q_bar}
+@dataclass(frozen=True)
+class ResponseStep:
+    """The agent's best response at a batch of ``n`` states.
+
+    Attributes:
+        action: ``[n]`` the reported action (the recommendation when optimal within the tie
+            tolerance, else the lowest optimal action).
+        q_truncated: ``[n, A]`` truncated Q, without the current payment.
+    """
+
+    action: np.ndarray
+    q_truncated: np.ndarray
+
+
+@dataclass(frozen=True)
+class BestResponseStage:
+    """The agent's Bellman operator under a principal policy.
+
+    One value (the agent's optimal value); record :class:`ResponseStep`.
+
+    Attributes:
+        game: the game.
+        policy: the principal's policy (contracts and recommendations).
+        tie_tol: relative tolerance within which the recommendation counts as optimal.
+    """
+
+    game: PrincipalAgentMDP
+    policy: PrincipalPolicy
+    tie_tol: float
+
+    def __call__(
+        self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], ResponseStep]:
+        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        (agent_cont,) = conts
+        game, policy = self.game, self.policy
+        q_bar = truncated_q(game, states, agent_cont)
+        contract = _row(policy.contract, k)[states]
+        rec_action = _row(policy.action, k)[states]
+        full = q_bar + np.einsum("nao,no->na", game.outcome_probs[states], contract)
+        top = full.max(axis=1)
+        rows = np.arange(top.size)
+        optimal = full >= (top - self.tie_tol * (1.0 + np.abs(top)))[:, None]
+        has_rec = rec_action >= 0
+        follow = has_rec & optimal[rows, np.where(has_rec, rec_action, 0)]
+        chosen = np.where(follow, rec_action, np.argmax(optimal, axis=1))  # else lowest optimal
+        # Back up the max, not the chosen action's value: the tie rule only picks the reported
+        # action. Backing up a near-tied recommendation made the values jitter by ~tie_tol, so
+        # value iteration never met a tolerance below it.
+        return [top], ResponseStep(chosen, q_bar)
 
 
 def agent_best_response(
@@ -155,28 +188,46 @@ def agent_best_response(
     """
     check_policy(game, policy)
     schedule = _schedule_for(game, sweep, policy.action)
-    stage = functools.partial(_best_response_stage, game, policy, tie_tol)
+    stage = BestResponseStage(game, policy, tie_tol)
     result = run_backward(game, schedule, stage, 1, tol, max_iterations)
     return AgentResponse(
-        result.records["action"], result.records["q_truncated"], result.values[0], result.converged
+        result.records.action, result.records.q_truncated, result.values[0], result.converged
     )
 
 
-def _evaluation_stage(game, policy, agent_action, k, states, conts):
-    agent_cont, principal_cont, pay_cont = conts
-    action = _row(agent_action, k)[states]
-    contract = _row(policy.contract, k)[states]
-    rows = np.arange(action.size)
-    probs = game.outcome_probs[states][rows, action]  # [n, O]
-    gamma = game.discount
-    agent = game.agent_reward[states][rows, action] + np.einsum(
-        "no,no->n", probs, contract + gamma * agent_cont
-    )
-    principal = np.einsum(
-        "no,no->n", probs, game.principal_reward[states] - contract + gamma * principal_cont
-    )
-    payment = np.einsum("no,no->n", probs, contract + gamma * pay_cont)
-    return [agent, principal, payment], {}
+@dataclass(frozen=True)
+class EvaluationStage:
+    """Policy evaluation: values ``[agent, principal, payment]``, no record.
+
+    Attributes:
+        game: the game.
+        policy: the principal's policy (its contracts).
+        agent_action: ``[K, S]`` the agent's action at each ``(t, s)``.
+    """
+
+    game: PrincipalAgentMDP
+    policy: PrincipalPolicy
+    agent_action: np.ndarray
+
+    def __call__(
+        self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], None]:
+        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        agent_cont, principal_cont, pay_cont = conts
+        game = self.game
+        action = _row(self.agent_action, k)[states]
+        contract = _row(self.policy.contract, k)[states]
+        rows = np.arange(action.size)
+        probs = game.outcome_probs[states][rows, action]  # [n, O]
+        gamma = game.discount
+        agent = game.agent_reward[states][rows, action] + np.einsum(
+            "no,no->n", probs, contract + gamma * agent_cont
+        )
+        principal = np.einsum(
+            "no,no->n", probs, game.principal_reward[states] - contract + gamma * principal_cont
+        )
+        payment = np.einsum("no,no->n", probs, contract + gamma * pay_cont)
+        return [agent, principal, payment], None
 
 
 def evaluate_policies(
@@ -207,7 +258,7 @@ def evaluate_policies(
     if ((agent_action < 0) | (agent_action >= game.num_actions)).any():
         raise ValueError(f"agent_action: entries must lie in [0, {game.num_actions})")
     schedule = _schedule_for(game, sweep, policy.action, agent_action)
-    stage = functools.partial(_evaluation_stage, game, policy, agent_action)
+    stage = EvaluationStage(game, policy, agent_action)
     result = run_backward(game, schedule, stage, 3, tol, max_iterations)
     return PolicyValues(*result.values)
 

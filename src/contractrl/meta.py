@@ -20,40 +20,59 @@ Example (paper Figure 1: converges in 2 iterations, ``<= H + 1 = 3``):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from contractrl.contracts import min_pay_contracts
+from contractrl.contracts import ContractTable, min_pay_contracts
 from contractrl.evaluate import agent_best_response, check_policy, evaluate_policies
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import IterationRecord, PrincipalPolicy, SPESolution, tables_equal
-from contractrl.solver import implementability_status, principal_choice
+from contractrl.stages import PrincipalChoice, implementability_status, principal_choice
 from contractrl.sweep import make_schedule, run_backward, stall_window
 
 
-def _principal_stage(game, agent_q, margin, contract_method, memo, k, states, conts):
-    (principal_cont,) = conts
-    q_bar = agent_q[min(k, agent_q.shape[0] - 1)][states]
-    if memo is not None:  # fixed point: Q̄ is fixed, so are the contracts; solve them once
-        if k not in memo:
-            memo[k] = min_pay_contracts(q_bar, game.outcome_probs[states], margin, contract_method)
-        table = memo[k]
-    else:
-        table = None
-    rec = principal_choice(
-        game.outcome_probs[states],
-        game.principal_reward[states],
-        principal_cont,
-        q_bar,
-        game.discount,
-        margin,
-        contract_method,
-        table,
-    )
-    return [rec["principal_value"]], rec
+@dataclass(frozen=True)
+class PrincipalStage:
+    """The principal's best response to a fixed agent (Algorithm 1, step 2).
+
+    One value (the principal's); record :class:`~contractrl.stages.PrincipalChoice`.
+
+    Attributes:
+        game: the game.
+        agent_q: ``[K, S, A]`` the agent's truncated Q ``Q̄(·|ρ_k)`` it answers contracts with.
+        margin: nudge ``ξ``.
+        contract_method: min-pay method.
+        table: min-pay contracts for every state when ``agent_q`` is stationary and every call
+            covers all states (fixed point: solved once, not once per iteration).
+    """
+
+    game: PrincipalAgentMDP
+    agent_q: np.ndarray
+    margin: float
+    contract_method: str
+    table: ContractTable | None = None
+
+    def __call__(
+        self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], PrincipalChoice]:
+        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        (principal_cont,) = conts
+        game = self.game
+        q_bar = self.agent_q[min(k, self.agent_q.shape[0] - 1)][states]
+        choice = principal_choice(
+            game.outcome_probs[states],
+            game.principal_reward[states],
+            principal_cont,
+            q_bar,
+            game.discount,
+            self.margin,
+            self.contract_method,
+            self.table,
+        )
+        return [choice.principal_value], choice
 
 
 def meta_algorithm(
@@ -107,15 +126,17 @@ def meta_algorithm(
     status = "budget"
     for iteration in range(1, max_iterations + 1):
         response = agent_best_response(game, policy, sweep=sweep, tol=tol * 1e-2)
-        memo = {} if schedule.kind == "fixed_point" else None
-        stage = functools.partial(
-            _principal_stage, game, response.q_truncated, margin, contract_method, memo
-        )
+        table = None
+        if schedule.kind == "fixed_point":  # Q̄ is fixed, so are the contracts: solve them once
+            table = min_pay_contracts(
+                response.q_truncated[0], game.outcome_probs, margin, contract_method
+            )
+        stage = PrincipalStage(game, response.q_truncated, float(margin), contract_method, table)
         result = run_backward(game, schedule, stage, 1, tol)
         rec = result.records
-        new_policy = PrincipalPolicy(rec["action"], rec["contract"])
+        new_policy = PrincipalPolicy(rec.action, rec.contract)
         changed = int((~tables_equal(policy, new_policy)).sum())
-        q = rec["principal_q"]
+        q = rec.principal_q
         q_change = _q_change(prev_q, q)
         trace.append(
             IterationRecord(
@@ -145,10 +166,10 @@ def meta_algorithm(
         return SPESolution(
             action=policy.action,
             contract=policy.contract,
-            expected_payment=rec["expected_payment"],
+            expected_payment=rec.expected_payment,
             principal_value=result.values[0],
             agent_value=response.value,
-            principal_q=rec["principal_q"],
+            principal_q=rec.principal_q,
             agent_q=response.q_truncated,
             initial_state=s0,
             horizon=game.horizon,
@@ -169,10 +190,10 @@ def meta_algorithm(
     return SPESolution(
         action=new_policy.action,
         contract=new_policy.contract,
-        expected_payment=rec["expected_payment"],
+        expected_payment=rec.expected_payment,
         principal_value=values.principal,
         agent_value=values.agent,
-        principal_q=rec["principal_q"],
+        principal_q=rec.principal_q,
         agent_q=response.q_truncated,
         initial_state=s0,
         horizon=game.horizon,

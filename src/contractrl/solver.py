@@ -23,95 +23,34 @@ Example (paper Figure 1):
 
 from __future__ import annotations
 
-import functools
 import time
 
 import numpy as np
 
-from contractrl.contracts import ContractTable, min_pay_contracts
 from contractrl.lp import ContractSolverError
+from contractrl.meta import meta_algorithm
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import SPESolution
+from contractrl.stages import (  # re-exported: they were defined here
+    PrincipalChoice,
+    SPEStage,
+    implementability_status,
+    principal_choice,
+    truncated_q,
+)
 from contractrl.sweep import make_schedule, run_backward
 
+__all__ = [
+    "METHODS",
+    "PrincipalChoice",
+    "backward_induction",
+    "implementability_status",
+    "principal_choice",
+    "solve_spe",
+    "truncated_q",
+]
+
 METHODS = ("backward", "meta")
-
-
-def principal_choice(
-    probs: np.ndarray,
-    principal_reward: np.ndarray,
-    principal_cont: np.ndarray,
-    agent_q: np.ndarray,
-    discount: float,
-    margin: float,
-    contract_method: str,
-    table: ContractTable | None = None,
-) -> dict[str, np.ndarray]:
-    """The principal's best recommendation and min-pay contract at a batch of states.
-
-    Args:
-        probs: ``[n, A, O]`` outcome distributions.
-        principal_reward: ``[n, O]``.
-        principal_cont: ``[n, O]`` principal's expected next value after each outcome.
-        agent_q: ``[n, A]`` the agent's truncated Q (it answers any contract with it).
-        discount: ``γ``.
-        margin: nudge ``ξ``.
-        contract_method: see :func:`contractrl.contracts.min_pay_contracts`.
-        table: the min-pay contracts for ``agent_q``, when already computed.
-
-    Returns:
-        Dict of ``action [n]``, ``contract [n, O]``, ``expected_payment [n]``,
-        ``principal_value [n]``, ``principal_q [n, A]`` (``-inf``: not implementable),
-        ``agent_value [n]`` (the agent's value of following under the contract). Where no
-        action is implementable: principal value ``-inf``, no payment, and the agent's value
-        of its own best action.
-    """
-    if table is None:
-        table = min_pay_contracts(agent_q, probs, margin, contract_method)
-    gross = np.einsum("nao,no->na", probs, principal_reward + discount * principal_cont)
-    q = np.where(table.implementable, gross - table.expected_payment, -np.inf)
-    best = np.argmax(q, axis=1)
-    rows = np.arange(best.size)
-    payment = table.expected_payment[rows, best]
-    # Where no action is implementable (only with a nudge ξ > 0), the principal's value is -inf
-    # (the solution's status says so) and the agent keeps its free choice, unpaid, so that
-    # earlier states still see finite agent values.
-    none = ~table.implementable.any(axis=1)
-    agent_value = np.where(
-        none, agent_q.max(axis=1), agent_q[rows, best] + np.where(none, 0, payment)
-    )
-    return {
-        "action": best,
-        "contract": table.contract[rows, best],
-        "expected_payment": np.where(none, 0.0, payment),
-        "principal_value": q[rows, best],
-        "principal_q": q,
-        "agent_value": agent_value,
-    }
-
-
-def truncated_q(
-    game: PrincipalAgentMDP, states: np.ndarray | slice, agent_cont: np.ndarray
-) -> np.ndarray:
-    """``[n, A]`` agent's truncated Q from its continuation ``agent_cont [n, O]`` (SPEC §1)."""
-    probs = game.outcome_probs[states]
-    return game.agent_reward[states] + game.discount * np.einsum("nao,no->na", probs, agent_cont)
-
-
-def _spe_stage(game, margin, contract_method, k, states, conts):
-    agent_cont, principal_cont = conts
-    agent_q = truncated_q(game, states, agent_cont)
-    rec = principal_choice(
-        game.outcome_probs[states],
-        game.principal_reward[states],
-        principal_cont,
-        agent_q,
-        game.discount,
-        margin,
-        contract_method,
-    )
-    rec["agent_q"] = agent_q
-    return [rec["agent_value"], rec["principal_value"]], rec
 
 
 def solve_spe(
@@ -153,8 +92,6 @@ def solve_spe(
     try:
         with np.errstate(over="raise", invalid="raise"):
             if method == "meta":
-                from contractrl.meta import meta_algorithm
-
                 return meta_algorithm(
                     game,
                     margin=margin,
@@ -187,17 +124,17 @@ def backward_induction(
     """
     start = time.perf_counter()
     schedule = make_schedule(game, sweep)
-    stage = functools.partial(_spe_stage, game, margin, contract_method)
+    stage = SPEStage(game, float(margin), contract_method)
     result = run_backward(game, schedule, stage, 2, tol, max_iterations)
     rec = result.records
     return SPESolution(
-        action=rec["action"],
-        contract=rec["contract"],
-        expected_payment=rec["expected_payment"],
+        action=rec.action,
+        contract=rec.contract,
+        expected_payment=rec.expected_payment,
         principal_value=result.values[1],
         agent_value=result.values[0],
-        principal_q=rec["principal_q"],
-        agent_q=rec["agent_q"],
+        principal_q=rec.principal_q,
+        agent_q=rec.agent_q,
         initial_state=game.initial_state,
         horizon=game.horizon,
         method="fixed_point" if schedule.kind == "fixed_point" else "backward",
@@ -209,15 +146,3 @@ def backward_induction(
         residuals=result.residuals,
         status=implementability_status(result.status, result.values[1]),
     )
-
-
-def implementability_status(status: str, principal_value: np.ndarray) -> str:
-    """``not_implementable`` when some ``(t, s)`` has no implementable action, else ``status``.
-
-    With a nudge ``ξ > 0`` an action must beat every other by ``ξ``; where outcome
-    distributions cannot separate the actions (identical rows, one outcome) no action can, the
-    principal's value there is ``-inf`` and the tables are no equilibrium.
-    """
-    if status == "converged" and not np.isfinite(principal_value).all():
-        return "not_implementable"
-    return status

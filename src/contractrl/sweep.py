@@ -19,9 +19,11 @@ same row at every time step when ``K = 1`` (numpy-style broadcasting over time).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,10 +33,10 @@ from contractrl.model import PrincipalAgentMDP
 #: Stage function: ``(k, states, continuations) -> (values, record)``. ``k`` is the row of any
 #: time-indexed input to read (``t`` in time sweeps, 0 otherwise); ``states`` indexes the states
 #: being updated; ``continuations[i]`` is ``[n, O]``, the expected next value of value vector
-#: ``i`` after each outcome. It returns new ``[n]`` values and a dict of ``[n, ...]`` arrays.
-StageFn = Callable[
-    [int, np.ndarray | slice, list[np.ndarray]], tuple[list[np.ndarray], dict[str, np.ndarray]]
-]
+#: ``i`` after each outcome. It returns new ``[n]`` values and a record: a frozen dataclass
+#: whose fields are all ``[n, ...]`` arrays (or ``None``: nothing to record). The stages are
+#: frozen dataclasses too (:mod:`contractrl.stages`).
+StageFn = Callable[[int, np.ndarray | slice, list[np.ndarray]], tuple[list[np.ndarray], Any]]
 
 SWEEPS = ("auto", "levels", "time")
 #: A ``time`` sweep stores ``[H, S, ...]`` tables; beyond this many numbers (0.8 GB) it is refused.
@@ -70,7 +72,8 @@ class SweepResult:
 
     Attributes:
         values: one ``[K, S]`` array per value vector.
-        records: ``[K, S, ...]`` arrays from the stage function.
+        records: the stage's record type with ``[K, S, ...]`` arrays (``None`` if it records
+            nothing).
         iterations: sweeps performed (groups for ``levels``, steps for ``time``, iterations
             for ``fixed_point``).
         residuals: for ``fixed_point``, the sup-norm change of each iteration.
@@ -80,7 +83,7 @@ class SweepResult:
     """
 
     values: list[np.ndarray]
-    records: dict[str, np.ndarray]
+    records: Any
     iterations: int
     residuals: tuple[float, ...] = field(default=())
     converged: bool = True
@@ -205,16 +208,34 @@ def run_backward(
     return _run_fixed_point(game, stage, num_values, tol, max_iterations, initial_values)
 
 
-def _alloc(records: dict[str, np.ndarray], rec: dict[str, np.ndarray], rows: int, num: int):
-    for key, arr in rec.items():
-        if key not in records:
-            records[key] = np.zeros((rows, num, *arr.shape[1:]), dtype=arr.dtype)
+class _Tables:
+    """``[K, S, ...]`` tables filled from a stage's per-batch records (frozen dataclasses)."""
+
+    def __init__(self, rows: int, num_states: int) -> None:
+        self.rows, self.num_states = rows, num_states
+        self.kind: type | None = None
+        self.tables: dict[str, np.ndarray] = {}
+
+    def put(self, k: int | slice, index: np.ndarray | slice, rec: Any) -> None:
+        if rec is None:
+            return
+        if self.kind is None:
+            self.kind = type(rec)
+            for f in dataclasses.fields(rec):
+                arr = getattr(rec, f.name)
+                shape = (self.rows, self.num_states, *arr.shape[1:])
+                self.tables[f.name] = np.zeros(shape, dtype=arr.dtype)
+        for name, table in self.tables.items():
+            table[k, index] = getattr(rec, name)
+
+    def result(self) -> Any:
+        return None if self.kind is None else self.kind(**self.tables)
 
 
 def _run_levels(game, schedule, stage, num_values) -> SweepResult:
     num_states, num_outcomes = game.num_states, game.num_outcomes
     values = [np.zeros(num_states) for _ in range(num_values)]
-    records: dict[str, np.ndarray] = {}
+    records = _Tables(1, num_states)
     outcomes = np.arange(num_outcomes)
     for group in schedule.groups:
         if group.size == group[-1] - group[0] + 1:  # contiguous: slice rows cheaply
@@ -225,29 +246,25 @@ def _run_levels(game, schedule, stage, num_values) -> SweepResult:
             index = group
         conts = [(block @ v).reshape(-1, num_outcomes) for v in values]
         new_values, rec = stage(0, index, conts)
-        _alloc(records, rec, 1, num_states)
         for v, nv in zip(values, new_values, strict=True):
             v[index] = nv
-        for key, arr in rec.items():
-            records[key][0, index] = arr
-    return SweepResult([v[None] for v in values], records, len(schedule.groups))
+        records.put(0, index, rec)
+    return SweepResult([v[None] for v in values], records.result(), len(schedule.groups))
 
 
 def _run_time(game, schedule, stage, num_values) -> SweepResult:
     horizon, num_states = schedule.horizon, game.num_states
     values = [np.zeros((horizon, num_states)) for _ in range(num_values)]
-    records: dict[str, np.ndarray] = {}
+    records = _Tables(horizon, num_states)
     nxt = [np.zeros(num_states) for _ in range(num_values)]
     for t in range(horizon - 1, -1, -1):
         conts = [game.continuation(v) for v in nxt]
         new_values, rec = stage(t, slice(None), conts)
-        _alloc(records, rec, horizon, num_states)
         for i, nv in enumerate(new_values):
             values[i][t] = nv
-        for key, arr in rec.items():
-            records[key][t] = arr
+        records.put(t, slice(None), rec)
         nxt = [values[i][t] for i in range(num_values)]
-    return SweepResult(values, records, horizon)
+    return SweepResult(values, records.result(), horizon)
 
 
 def stall_window(discount: float) -> int:
@@ -269,7 +286,7 @@ def _run_fixed_point(game, stage, num_values, tol, max_iterations, initial) -> S
         else [np.array(v, dtype=np.float64) for v in initial]
     )
     residuals: list[float] = []
-    rec: dict[str, np.ndarray] = {}
+    rec: Any = None
     status = "budget"
     window = stall_window(game.discount)
     best, best_at = math.inf, 0
@@ -287,7 +304,7 @@ def _run_fixed_point(game, stage, num_values, tol, max_iterations, initial) -> S
         elif it - best_at >= window:
             status = "stalled"  # no halving of the residual in `window` iterations: a cycle
             break
-    records = {key: arr[None] for key, arr in rec.items()}
+    records = None if rec is None else type(rec)(**{k: v[None] for k, v in vars(rec).items()})
     return SweepResult(
         [v[None] for v in values],
         records,
