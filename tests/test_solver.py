@@ -13,6 +13,7 @@ from contractrl.games import (
     tree_mdp,
 )
 from contractrl.lp import min_pay_contract
+from contractrl.meta import meta_algorithm
 from contractrl.solver import solve_spe
 from reference import brute_force_spe, no_pay_values, separated_game
 
@@ -77,11 +78,9 @@ def test_tree_brute_force_and_off_path(seed):
     sol = solve_spe(game)
     assert sol.stationary
     pv, av, _ = brute_force_spe(game, bound=4.0)
-    heights = sol.heights
-    for t in range(3):
+    for t in range(3):  # every (t, s): the stored row and, off it, the short horizons
         for s in range(game.num_states):
-            if t + heights[s] <= 3:
-                assert sol.decision(t, s).principal_value == pytest.approx(pv[t, s], abs=1e-6)
+            assert sol.decision(t, s).principal_value == pytest.approx(pv[t, s], abs=1e-6)
 
 
 def test_levels_and_time_sweeps_agree():
@@ -115,12 +114,116 @@ def test_off_path_states_are_solved():
     assert audit(game, sol).ok
 
 
-def test_stationary_row_refuses_impossible_pairs():
-    sol = solve_spe(figure1())
-    with pytest.raises(ValueError, match="cannot be reached"):
-        sol.decision(1, 0)  # s0 needs two decisions, only one left
+def test_stationary_solution_answers_every_time_step():
+    """Issue 10: a stationary solution of an acyclic game refused ``decision(1, s0)`` and had no
+    ``action[1]``. Now ``decision`` and ``at`` answer every t < H; ``row`` (storage) refuses."""
+    game = figure1()
+    sol = solve_spe(game)
+    ref = solve_spe(game, sweep="time")
+    assert sol.stationary and sol.action.shape[0] == 1
+    d = sol.decision(1, 0)  # s0 with one decision left: the one-shot problem at s0
+    assert d.action == ref.action[1, 0]
+    assert np.allclose(d.contract, ref.contract[1, 0], atol=1e-12)
+    assert d.principal_value == pytest.approx(ref.principal_value[1, 0], abs=1e-12)
+    assert d.agent_value == pytest.approx(ref.agent_value[1, 0], abs=1e-12)
+    assert sol.at(1).action.tolist() == ref.action[1].tolist()
+    with pytest.raises(ValueError, match="not stored"):
+        sol.row(1, 0)
     with pytest.raises(ValueError, match="outside the horizon"):
         sol.decision(2, 1)
+    with pytest.raises(ValueError, match="outside the horizon"):
+        sol.at(-1)
+
+
+def dag_game(seed, num_states=12, horizon_extra=1):
+    """A random acyclic game (state s moves only to larger states; some outcomes end it),
+    3 actions and 3 outcomes, horizon = its longest path + ``horizon_extra``."""
+    from contractrl.model import PrincipalAgentMDP
+
+    rng = np.random.default_rng(seed)
+    num_a = num_o = 3
+    probs = 0.5 * rng.dirichlet(np.ones(num_o), size=(num_states, num_a))
+    for a in range(num_a):
+        probs[:, a, a] += 0.5
+    trans = np.zeros((num_states, num_o, num_states))
+    for s in range(num_states - 1):
+        for o in range(num_o):
+            if rng.random() < 0.8:
+                size = min(2, num_states - s - 1)
+                nxt = rng.choice(np.arange(s + 1, num_states), size=size, replace=False)
+                trans[s, o, nxt] = rng.dirichlet(np.ones(nxt.size))
+    heights = np.ones(num_states, dtype=int)
+    for s in range(num_states - 1, -1, -1):
+        succ = np.flatnonzero(trans[s].sum(axis=0))
+        heights[s] = 1 + (heights[succ].max() if succ.size else 0)
+    return PrincipalAgentMDP(
+        probs,
+        -0.5 * rng.random((num_states, num_a)),
+        2.0 * rng.random((num_states, num_o)),
+        trans,
+        horizon=int(heights.max()) + horizon_extra,
+        discount=0.9,
+    )
+
+
+@pytest.mark.parametrize("method", ["backward", "meta"])
+@pytest.mark.parametrize("seed", range(4))
+def test_stationary_and_time_indexed_solutions_agree_at_every_time_step(seed, method):
+    """Every (t, s) with t < H, on and off the stored row, matches H full time sweeps; the
+    materialised time-indexed tables pass the audit (IC and values at every (t, s))."""
+    for game in (tree_mdp(5, seed), dag_game(seed, horizon_extra=seed % 2)):
+        sol = solve_spe(game, method=method)
+        ref = solve_spe(game, sweep="time")
+        assert sol.stationary and not ref.stationary and sol.heights.max() > 1
+        uncovered = 0
+        for t in range(game.horizon):
+            step = sol.at(t)
+            assert (step.action == ref.action[t]).all()
+            for name in ("contract", "expected_payment", "principal_value", "agent_value"):
+                assert np.allclose(getattr(step, name), getattr(ref, name)[t], atol=1e-9), name
+            assert np.allclose(step.principal_q, ref.principal_q[t], atol=1e-9)
+            assert np.allclose(step.agent_q, ref.agent_q[t], atol=1e-9)
+            for s in range(game.num_states):
+                d = sol.decision(t, s)
+                uncovered += t + sol.heights[s] > game.horizon
+                assert d.action == ref.action[t, s]
+                assert d.principal_value == pytest.approx(ref.principal_value[t, s], abs=1e-9)
+                assert d.agent_value == pytest.approx(ref.agent_value[t, s], abs=1e-9)
+                assert np.allclose(d.contract, ref.contract[t, s], atol=1e-9)
+        assert uncovered > 0  # the test reaches pairs the stored row does not hold
+        full = sol.time_indexed()
+        assert full.action.shape == ref.action.shape and not full.stationary
+        assert np.allclose(full.principal_value, ref.principal_value, atol=1e-9)
+        report = audit(game, full)
+        assert report.ok, report.violations
+
+
+def test_short_horizons_are_computed_only_when_asked():
+    """Solving a tree stores one row (``make bench`` speed); the uncovered pairs are computed on
+    the first request, over those pairs only (never H full rows), and then cached."""
+    game = tree_mdp(8, 0)
+    sol = solve_spe(game)
+    assert sol.action.shape == (1, game.num_states)
+    assert sol.short_rows._rows is None  # nothing computed by solving
+    sol.decision(0, 0)  # covered by the stored row: still nothing computed
+    assert sol.short_rows._rows is None
+    sol.decision(7, 0)  # root with one step left
+    rows = sol.short_rows._rows
+    assert sorted(rows) == list(range(1, 8))
+    updates = sum(step.action.size for _, step in rows.values())
+    assert updates == int((sol.heights - 1).sum()) < game.num_states
+    sol.at(3)
+    assert sol.short_rows._rows is rows
+
+
+def test_unconverged_meta_refuses_uncovered_pairs_clearly():
+    """A stationary iterate that is no equilibrium cannot be completed: a clear error."""
+    game = tree_mdp(4, 0)
+    sol = meta_algorithm(game, max_iterations=1)
+    assert not sol.converged and sol.stationary
+    assert sol.decision(0, 0).action in (0, 1)  # the stored row still answers
+    with pytest.raises(ValueError, match="sweep='time'"):
+        sol.decision(3, 0)
 
 
 def test_horizon_one_is_the_one_shot_problem(rng):

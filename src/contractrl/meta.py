@@ -30,7 +30,12 @@ from contractrl.contracts import ContractTable, min_pay_contracts
 from contractrl.evaluate import agent_best_response, check_policy, evaluate_policies
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import IterationRecord, PrincipalPolicy, SPESolution, tables_equal
-from contractrl.stages import PrincipalChoice, implementability_status, principal_choice
+from contractrl.stages import (
+    PrincipalChoice,
+    implementability_status,
+    principal_choice,
+    short_horizon_rows,
+)
 from contractrl.sweep import make_schedule, run_backward, stall_window
 
 
@@ -181,6 +186,10 @@ def meta_algorithm(
             heights=schedule.heights if schedule.horizon is not None else None,
             trace=tuple(trace),
             status=implementability_status("converged", result.values[0]),
+            # converged: the stored row is the SPE's, so the short horizons complete it
+            short_rows=short_horizon_rows(
+                game, schedule, margin, contract_method, [response.value, result.values[0]]
+            ),
         )
     # Not converged: report one consistent iterate, the last policy ρ = new_policy, with the
     # agent's exact best response to it and both players' exact values under that pair (the

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -71,12 +73,55 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class TimeStep:
+    """The equilibrium tables at one time step ``t`` (see :meth:`SPESolution.at`).
+
+    Attributes:
+        t: the time step.
+        action: ``[S]`` recommended action.
+        contract: ``[S, O]`` its min-pay contract.
+        expected_payment: ``[S]``.
+        principal_value: ``[S]`` principal's value at ``(t, s)``.
+        agent_value: ``[S]`` agent's value at ``(t, s)``.
+        principal_q: ``[S, A]`` contractual Q.
+        agent_q: ``[S, A]`` agent's truncated Q.
+    """
+
+    t: int
+    action: np.ndarray
+    contract: np.ndarray
+    expected_payment: np.ndarray
+    principal_value: np.ndarray
+    agent_value: np.ndarray
+    principal_q: np.ndarray
+    agent_q: np.ndarray
+
+
+_STEP_FIELDS = (
+    "action",
+    "contract",
+    "expected_payment",
+    "principal_value",
+    "agent_value",
+    "principal_q",
+    "agent_q",
+)
+
+
+@dataclass(frozen=True)
 class SPESolution:
     """A subgame-perfect equilibrium of a principal-agent MDP (SPEC §3).
 
     Tables have ``K`` rows (see :mod:`contractrl.sweep`): ``K = H`` for time-indexed solutions
     of finite-horizon games; ``K = 1`` for stationary ones (infinite horizon, or acyclic games
-    solved in one level sweep, exact at every ``(t, s)`` with ``t + heights[s] <= H``).
+    solved in one level sweep, whose row is exact at every ``(t, s)`` with
+    ``t + heights[s] <= H``). The tables are storage: ask by time step with
+    :meth:`decision` ``(t, s)`` and :meth:`at` ``(t)`` (per-time ``[S]`` arrays), which answer
+    every ``0 <= t < H`` (every ``t >= 0`` with an infinite horizon) whatever ``K`` is. For a
+    stationary finite-horizon solution, the pairs its row does not cover (fewer steps left
+    than the state's longest path) are computed on the first request, over those pairs only
+    (about ``S`` updates for a tree; never ``H`` full rows); :meth:`time_indexed` materialises
+    all ``H`` rows.
 
     Attributes:
         action: ``[K, S]`` recommended (implemented) action.
@@ -99,6 +144,9 @@ class SPESolution:
         heights: ``[S]`` for stationary solutions of finite-horizon acyclic games, else ``None``.
         trace: per-iteration records (meta-algorithm).
         residuals: per-iteration sup-norm changes (fixed point).
+        short_rows: for stationary finite-horizon solutions that are an equilibrium, the lazy
+            computation of the pairs the row does not hold (used by :meth:`decision`,
+            :meth:`at`); ``None`` otherwise.
         status: ``converged``, or why an iterative method stopped without converging:
             ``budget`` (``max_iterations`` ran out), ``stalled`` (the fixed point's residual
             stopped shrinking) or ``cycle`` (the meta-algorithm returned to an earlier policy).
@@ -126,6 +174,9 @@ class SPESolution:
     trace: tuple[IterationRecord, ...] = ()
     residuals: tuple[float, ...] = ()
     status: str = "converged"
+    #: Computes the pairs a stationary finite-horizon row does not cover
+    #: (:class:`contractrl.stages.ShortHorizonRows`); ``None``: not available.
+    short_rows: Any = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -152,37 +203,109 @@ class SPESolution:
         """Agent's value at ``(t=0, s0)``."""
         return float(self.agent_value[0, self.initial_state])
 
-    def row(self, t: int, s: int) -> int:
-        """Row of the tables holding the decision at ``(t, s)``.
-
-        Raises:
-            ValueError: ``t`` is outside the horizon, or ``(t, s)`` cannot occur (a stationary
-                solution of a finite-horizon game covers ``t + heights[s] <= H``).
-        """
+    def _check_time(self, t: int) -> None:
         if self.horizon is not None and not 0 <= t < self.horizon:
             raise ValueError(f"t={t} outside the horizon [0, {self.horizon})")
         if t < 0:
             raise ValueError(f"t must be >= 0, got {t}")
+
+    def _covered(self, t: int, s: int) -> bool:
+        """Whether the stored row ``row(t, s)`` holds ``(t, s)``."""
+        if not self.stationary or self.heights is None or self.horizon is None:
+            return True
+        return t + int(self.heights[s]) <= self.horizon
+
+    def _short(self):
+        if self.short_rows is None:
+            raise ValueError(
+                "this stationary solution stores no decisions where fewer steps remain than a "
+                f"state's longest path (status {self.status!r}); solve with sweep='time'"
+            )
+        return self.short_rows
+
+    def row(self, t: int, s: int) -> int:
+        """Row of the stored tables holding the decision at ``(t, s)``.
+
+        This indexes storage; :meth:`decision` and :meth:`at` answer every ``(t, s)``.
+
+        Raises:
+            ValueError: ``t`` is outside the horizon, or the stationary row does not hold
+                ``(t, s)`` (``t + heights[s] > H``: fewer steps remain than the state needs).
+        """
+        self._check_time(t)
         if not self.stationary:
             return t
-        if self.heights is not None and self.horizon is not None:
-            if t + int(self.heights[s]) > self.horizon:
-                raise ValueError(
-                    f"(t={t}, s={s}) cannot be reached: state {s} starts {self.heights[s]} more "
-                    f"decisions, which do not fit in the horizon {self.horizon} from t={t}"
-                )
+        if not self._covered(t, s):
+            raise ValueError(
+                f"(t={t}, s={s}) is not stored: state {s} starts {self.heights[s]} more "
+                f"decisions, more than the {self.horizon - t} left at t={t}; "
+                "decision(t, s) and at(t) compute it"
+            )
         return 0
 
     def decision(self, t: int, s: int) -> Decision:
-        """The equilibrium decision at ``(t, s)``."""
-        k = self.row(t, s)
+        """The equilibrium decision at ``(t, s)``, for every ``0 <= t < H``.
+
+        Raises:
+            ValueError: ``t`` is outside the horizon (or negative).
+        """
+        self._check_time(t)
+        if self._covered(t, s):
+            k = self.row(t, s)
+            return Decision(
+                int(self.action[k, s]),
+                self.contract[k, s].copy(),
+                float(self.expected_payment[k, s]),
+                float(self.principal_value[k, s]),
+                float(self.agent_value[k, s]),
+            )
+        step, i = self._short().position(self.horizon - t, s)
         return Decision(
-            int(self.action[k, s]),
-            self.contract[k, s].copy(),
-            float(self.expected_payment[k, s]),
-            float(self.principal_value[k, s]),
-            float(self.agent_value[k, s]),
+            int(step.action[i]),
+            step.contract[i].copy(),
+            float(step.expected_payment[i]),
+            float(step.principal_value[i]),
+            float(step.agent_value[i]),
         )
+
+    def at(self, t: int) -> TimeStep:
+        """The tables at time step ``t`` (``[S]``-indexed copies), for every ``0 <= t < H``.
+
+        Unlike ``action[t]`` (a storage row, absent for ``t > 0`` when stationary), this
+        answers every time step: a stored row, or the stationary row with the states it does
+        not cover filled in (see the class docstring).
+
+        Raises:
+            ValueError: ``t`` is outside the horizon (or negative).
+        """
+        self._check_time(t)
+        k = 0 if self.stationary else t
+        tables = {name: getattr(self, name)[k].copy() for name in _STEP_FIELDS}
+        if self.stationary and self.heights is not None and self.horizon is not None:
+            remaining = self.horizon - t
+            if remaining < int(self.heights.max(initial=0)):
+                found = self._short().lookup(remaining)
+                if found is not None:
+                    states, step = found
+                    for name in _STEP_FIELDS:
+                        tables[name][states] = getattr(step, name)
+        return TimeStep(t, **tables)
+
+    def time_indexed(self) -> SPESolution:
+        """This solution with one stored row per time step (``K = H``; itself if it has them).
+
+        Memory grows with ``H × S``: for inspection and audits of small games.
+
+        Raises:
+            ValueError: the horizon is infinite.
+        """
+        if self.horizon is None:
+            raise ValueError("an infinite-horizon solution has no time steps to index")
+        if not self.stationary:
+            return self
+        steps = [self.at(t) for t in range(self.horizon)]
+        tables = {name: np.stack([getattr(x, name) for x in steps]) for name in _STEP_FIELDS}
+        return dataclasses.replace(self, heights=None, short_rows=None, **tables)
 
 
 def tables_equal(a: PrincipalPolicy, b: PrincipalPolicy, atol: float = 1e-9) -> np.ndarray:

@@ -31,11 +31,12 @@ from contractrl.lp import ContractSolverError
 from contractrl.meta import meta_algorithm
 from contractrl.model import PrincipalAgentMDP
 from contractrl.solution import SPESolution
-from contractrl.stages import (  # re-exported: they were defined here
+from contractrl.stages import (  # principal_choice, truncated_q: re-exported, defined here before
     PrincipalChoice,
     SPEStage,
     implementability_status,
     principal_choice,
+    short_horizon_rows,
     truncated_q,
 )
 from contractrl.sweep import make_schedule, run_backward
@@ -120,7 +121,8 @@ def backward_induction(
     """Backward induction (finite horizon) or its fixed point (infinite horizon).
 
     See :func:`solve_spe` for the arguments. Policies cover every ``(t, s)``, on and off the
-    equilibrium path.
+    equilibrium path: a stationary finite-horizon solution computes the pairs its row does not
+    cover when asked (:meth:`SPESolution.decision`, :meth:`SPESolution.at`).
     """
     start = time.perf_counter()
     schedule = make_schedule(game, sweep)
@@ -145,4 +147,5 @@ def backward_induction(
         heights=schedule.heights if schedule.horizon is not None else None,
         residuals=result.residuals,
         status=implementability_status(result.status, result.values[1]),
+        short_rows=short_horizon_rows(game, schedule, margin, contract_method, result.values),
     )

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from contractrl.contracts import ContractTable, min_pay_contracts
+from contractrl.lp import ContractSolverError
 from contractrl.model import PrincipalAgentMDP
+from contractrl.sweep import Schedule
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,112 @@ def implementability_status(status: str, principal_value: np.ndarray) -> str:
     if status == "converged" and not np.isfinite(principal_value).all():
         return "not_implementable"
     return status
+
+
+class ShortHorizonRows:
+    """The decisions a stationary finite-horizon solution does not store, computed on demand.
+
+    An acyclic game solved in one level sweep stores one row, exact at every ``(t, s)`` with
+    ``t + heights[s] <= H``. At the other pairs fewer steps remain (``r = H - t``) than the
+    longest path from ``s`` needs, so the truncation matters. The game is time-homogeneous, so
+    the decision there is the one with ``r`` steps left: ``V_r = stage(V_{r-1})`` on the states
+    with ``heights > r``, while ``V_r = V`` (the stored row) on the others and ``V_0 = 0``.
+    The first request computes every such ``(r, s)`` in one pass over ``r = 1 ... max(heights)
+    - 1``, each step over the states still too high: ``Σ_s (heights[s] - 1)`` state updates
+    (about ``S`` for a binary tree), never ``H`` full rows.
+
+    Args:
+        game: the game solved.
+        heights: ``[S]`` the schedule's heights.
+        margin: nudge ``ξ``.
+        contract_method: min-pay method.
+        agent_value: ``[S]`` the stored (stationary) agent values.
+        principal_value: ``[S]`` the stored (stationary) principal values.
+    """
+
+    def __init__(
+        self,
+        game: PrincipalAgentMDP,
+        heights: np.ndarray,
+        margin: float,
+        contract_method: str,
+        agent_value: np.ndarray,
+        principal_value: np.ndarray,
+    ) -> None:
+        self._stage = SPEStage(game, margin, contract_method)
+        self._heights = heights
+        self._values = (agent_value, principal_value)
+        self._rows: dict[int, tuple[int, SPEStep]] | None = None
+        self._position: np.ndarray | None = None
+
+    def lookup(self, remaining: int) -> tuple[np.ndarray, SPEStep] | None:
+        """The decisions with ``remaining`` steps left that the stored row does not hold.
+
+        Returns:
+            ``(states, step)``: ``step``'s ``[n, ...]`` arrays describe ``states`` (those with
+            ``heights > remaining``); ``None`` when the stored row covers every state.
+        """
+        rows = self._compute()
+        if remaining not in rows:
+            return None
+        start, step = rows[remaining]
+        return self._order[start:], step
+
+    def position(self, remaining: int, s: int) -> tuple[SPEStep, int] | None:
+        """The record holding ``(remaining, s)`` and the index of ``s`` in it, or ``None``."""
+        rows = self._compute()
+        if remaining not in rows or self._heights[s] <= remaining:
+            return None
+        start, step = rows[remaining]
+        return step, int(self._position[s]) - start
+
+    def _compute(self) -> dict[int, tuple[int, SPEStep]]:
+        if self._rows is not None:
+            return self._rows
+        game, heights = self._stage.game, self._heights
+        order = np.argsort(heights, kind="stable")
+        sorted_heights = heights[order]
+        position = np.empty_like(order)
+        position[order] = np.arange(order.size)
+        agent, principal = np.zeros(game.num_states), np.zeros(game.num_states)  # V_0
+        rows: dict[int, tuple[int, SPEStep]] = {}
+        try:
+            with np.errstate(over="raise", invalid="raise"):  # as in solve_spe
+                for r in range(1, int(heights.max(initial=0))):
+                    start = int(np.searchsorted(sorted_heights, r, side="right"))
+                    states = order[start:]
+                    conts = [
+                        game.continuation(agent, states),
+                        game.continuation(principal, states),
+                    ]
+                    _, step = self._stage(0, states, conts)
+                    rows[r] = (start, step)
+                    exact = order[np.searchsorted(sorted_heights, r) : start]  # heights == r
+                    agent[exact] = self._values[0][exact]
+                    principal[exact] = self._values[1][exact]
+                    agent[states], principal[states] = step.agent_value, step.principal_value
+        except FloatingPointError as exc:
+            raise ContractSolverError(
+                f"float64 {exc.args[0] if exc.args else 'overflow'} while solving the short "
+                "horizons: rescale the rewards"
+            ) from None
+        self._order, self._position, self._rows = order, position, rows
+        return rows
+
+
+def short_horizon_rows(
+    game: PrincipalAgentMDP,
+    schedule: Schedule,
+    margin: float,
+    contract_method: str,
+    values: list[np.ndarray],
+) -> ShortHorizonRows | None:
+    """The lazy completion of a stationary finite-horizon solution (``None`` for any other).
+
+    ``values``: ``[agent [1, S], principal [1, S]]``, the stored row's values (an SPE's).
+    """
+    if schedule.kind != "levels" or schedule.horizon is None:
+        return None
+    return ShortHorizonRows(
+        game, schedule.heights, float(margin), contract_method, values[0][0], values[1][0]
+    )

@@ -7,7 +7,8 @@ states; a :class:`Schedule` decides how the states are visited:
   where states are tied to time steps): one sweep in reverse topological order, states grouped
   by height and each group vectorised. The result is *stationary* (one row, ``K = 1``), and is
   exact at every ``(t, s)`` with ``t + height[s] <= H`` — every pair play can reach from the
-  initial state.
+  initial state. (:class:`~contractrl.solution.SPESolution` answers the other pairs on demand,
+  see :class:`~contractrl.stages.ShortHorizonRows`.)
 * ``time`` — finite horizon in general: ``H`` vectorised sweeps over all states,
   ``t = H-1 ... 0``. The result has one row per time step (``K = H``).
 * ``fixed_point`` — infinite horizon with cycles: iterate the stage function on all states
