@@ -1,7 +1,6 @@
 """The Coin Game experiment through the platform: smoke preset end to end, refusals."""
 
 import json
-import time
 
 import pytest
 
@@ -24,12 +23,10 @@ RESULT_KEYS = {
 
 
 def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
-    """Training, validation, baselines, metrics and the figure in under 3 minutes."""
+    """Training, validation, baselines, metrics and the figure."""
     out = tmp_path / "coin"
-    start = time.monotonic()
     assert main(["train", "coin", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
     assert main(["plot", str(out)]) == 0
-    assert time.monotonic() - start < 180
     results = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= set(results["mean"])
     for key in RESULT_KEYS:
