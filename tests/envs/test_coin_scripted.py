@@ -72,9 +72,10 @@ def test_scripted_welfare_is_seeded_and_checks_its_input():
 
 
 def test_chase_from_one_cell_collects_every_coin_together():
-    # both agents on one cell: they move identically and share every coin (+1 and +0.2)
-    cfg = dataclasses.replace(PRESETS["paper-3x3"], distinct_starts=False)
-    state = CoinState(
+    # both agents on one cell: they move identically and, under all_collect, share every coin
+    # (+1 and +0.2); under random_one (the default) only one of them collects
+    cfg = dataclasses.replace(PRESETS["paper-3x3"], distinct_starts=False, tie_rule="all_collect")
+    state = start = CoinState(
         positions=jnp.asarray([[1, 1], [1, 1]], jnp.int32),
         coin=jnp.asarray([0, 1], jnp.int32),
         colour=jnp.asarray(0, jnp.int32),
@@ -85,3 +86,11 @@ def test_chase_from_one_cell_collects_every_coin_together():
     )
     np.testing.assert_allclose(np.asarray(info.rewards), [1.0, 0.2], rtol=1e-6)
     assert np.array_equal(np.asarray(state.positions[0]), np.asarray(state.positions[1]))
+    single = dataclasses.replace(cfg, tie_rule="random_one")
+    _, _, info = coin_game.step(
+        single, start, scripted_actions(single, start, "chase"), jax.random.PRNGKey(0)
+    )
+    assert sorted(np.round(np.asarray(info.rewards, np.float64), 6).tolist()) in (
+        [0.0, 0.2],
+        [0.0, 1.0],
+    )

@@ -244,7 +244,7 @@ def test_distinct_observation_table_equals_direct_evaluation(grid, agents):
     from contractrl.multiagent.networks import first_layer, response_table, sparse_conv_features
 
     game = CoinGameConfig(grid_size=grid, horizon=20, num_agents=agents, spawn_rule="anywhere")
-    learner = PrincipalLearner(game, CoinDQNConfig(iterations=100, batch_size=128))
+    learner = PrincipalLearner(game, CoinDQNConfig(iterations=100, learning_starts=0))
     assert learner.distinct is not None
     count = learner.distinct[0].shape[0]
     assert count == grid ** (2 * agents) * 2
