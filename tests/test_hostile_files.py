@@ -114,6 +114,9 @@ HOSTILE = [
     ("bool_discount.json", json.dumps(edit(dense(), ["discount"], True)), "discount"),
     ("digits.json", '{"discount": ' + "9" * 5000 + "}", "more than 4300 digits"),
     ("keys.yaml", "1: a\nb: c\n", "unknown key"),
+    # found by the property test: a scalar YAML document with an '&' crashed the alias check
+    ("null_ampersand.yaml", "null  # &a\n", "expected an object"),
+    ("string_ampersand.yaml", '"&x"\n', "expected an object"),
 ]
 
 

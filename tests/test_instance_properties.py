@@ -22,8 +22,13 @@ from contractrl.lp import ContractSolverError
 from contractrl.model import InvalidGameError, PrincipalAgentMDP
 from reference import exact_min_pay
 
+# derandomize: the same examples on every run, so the suite never flakes (a failure found once
+# is kept as an explicit regression test)
 SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 BASES = [
@@ -170,7 +175,7 @@ def _cases(draw_seed, num_actions, num_outcomes, gap):
     return rng.normal(size=num_actions) * gap, probs
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1),
     num_actions=st.integers(2, 3),
@@ -201,7 +206,7 @@ def test_contract_solvers_match_exact_reference(
                 assert pay / scale == pytest.approx(float(ref), rel=1e-6, abs=1e-300)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1), num_actions=st.integers(2, 4), num_outcomes=st.integers(1, 3)
 )

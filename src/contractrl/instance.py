@@ -113,6 +113,8 @@ def _refuse_shared_containers(data: Any) -> None:
     expand them. Instance files never need aliases, so any shared container is refused, naming
     where it is used the second time. The walk visits each container once (bounded time).
     """
+    if not isinstance(data, dict | list):  # a scalar document: nothing shared (refused later)
+        return
     seen: set[int] = set()
     stack: list[tuple[Any, Any]] = [(data, None)]
     while stack:
