@@ -32,6 +32,7 @@ from contractrl.envs.coin_game import CoinGameConfig
 from contractrl.experiments.coin import (
     CONSTANT_SCHEMES,
     CoinExperimentConfig,
+    _mean_se,
     load_principal,
     run_name,
     train_phase,
@@ -227,14 +228,6 @@ def run_constant_point(
         "seed": seed_index,
         "phases": {"constant": summary},
     }
-
-
-def _mean_se(values) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    se = float(arr.std(ddof=1) / np.sqrt(arr.size)) if arr.size > 1 else 0.0
-    return float(arr.mean()), se
 
 
 def aggregate(manifest: dict, config: FrontierConfig, outputs: list[dict], wall: float) -> dict:
