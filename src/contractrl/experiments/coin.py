@@ -232,19 +232,27 @@ def _rollout_fn(learner, episodes: int):
     return jax.jit(run)
 
 
-def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]:
-    """One evaluation row: metrics (a), (c), (d) and, for validation, (e) and (f)."""
-    from contractrl.multiagent.evaluation import ratio, summarise
+def evaluation_masks(phase: str, num_agents: int) -> np.ndarray:
+    """The rollouts an evaluation of ``phase`` needs, as masks ``[M, n]`` (1: plays its own).
 
-    game, episodes = config.game, config.eval_episodes
+    Row 0: every agent plays its own policy. Validation phases add row 1: all follow; then,
+    per agent ``i``, ``i`` alone plays its own (SPE) and ``i`` alone follows (IC).
+    """
+    n = num_agents
+    masks = [np.ones(n)]
+    if phase.startswith("validation"):
+        masks.append(np.zeros(n))
+        for i in range(n):
+            alone = np.eye(n)[i]
+            masks += [alone, 1 - alone]
+    return np.asarray(masks, np.float32)
 
-    fn = _rollout_fn(learner, episodes)
 
-    def run(mask=None):
-        mask = np.ones(game.num_agents) if mask is None else np.asarray(mask, np.float32)
-        return summarise(fn(state, principal, mask, key), game)
+def evaluation_row(phase: str, metrics) -> dict[str, float]:
+    """One evaluation row from the metrics of the rollouts of :func:`evaluation_masks`."""
+    from contractrl.multiagent.evaluation import ratio
 
-    base = run()
+    base = metrics[0]
     row = {
         "welfare": base.welfare,
         "payments": base.payments,
@@ -255,17 +263,24 @@ def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]
         "ic_ratio": float("nan"),
     }
     if phase.startswith("validation"):
-        n = game.num_agents
-        follow_all = run(tuple([0] * n)).agent_utility
+        n = len(base.agent_utility)
+        follow_all = metrics[1].agent_utility
         own_all = base.agent_utility
-        spe, ic = [], []
-        for i in range(n):
-            alone = tuple(int(j == i) for j in range(n))
-            others_own = tuple(1 - x for x in alone)
-            spe.append(ratio(run(alone).agent_utility[i], follow_all[i]))
-            ic.append(ratio(own_all[i], run(others_own).agent_utility[i]))
+        spe = [ratio(metrics[2 + 2 * i].agent_utility[i], follow_all[i]) for i in range(n)]
+        ic = [ratio(own_all[i], metrics[3 + 2 * i].agent_utility[i]) for i in range(n)]
         row["spe_ratio"], row["ic_ratio"] = float(np.mean(spe)), float(np.mean(ic))
     return row
+
+
+def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]:
+    """One evaluation row: metrics (a), (c), (d) and, for validation, (e) and (f)."""
+    from contractrl.multiagent.evaluation import summarise
+
+    fn = _rollout_fn(learner, config.eval_episodes)
+    masks = evaluation_masks(phase, config.game.num_agents)
+    return evaluation_row(
+        phase, [summarise(fn(state, principal, mask, key), config.game) for mask in masks]
+    )
 
 
 def train_phase(

@@ -210,9 +210,7 @@ class AgentsLearner(CoinBase):
             rewards=info.rewards + paid,
             terminal=self.terminal(info),
         )
-        buffer = replay.add_batch(
-            state.buffer, jax.tree_util.tree_map(lambda x: x[None], transition)
-        )
+        buffer = self.store(state.buffer, transition)
         params, opt_state, target, buffer, loss = self.learn(
             i,
             state.params,
@@ -240,6 +238,10 @@ class AgentsLearner(CoinBase):
         delta = q_taken - jax.lax.stop_gradient(y)
         loss = self.td_loss(delta, weights)
         return loss, (loss, jnp.abs(delta).mean(axis=-1))
+
+    def step(self, state: AgentsState, principal, i):
+        """One iteration ``i`` (traced) -> ``(state, AgentStats)``."""
+        return self._iteration(state, principal, i)
 
     def _train_chunk(self, state, principal, start, length: int):
         def body(st, i):

@@ -237,9 +237,7 @@ class PrincipalLearner(CoinBase):
         state, transition, (rewards, payments, follow, done) = self._act(
             state.replace(key=key), self.epsilon(i), k_act
         )
-        buffer = replay.add_batch(
-            state.buffer, jax.tree_util.tree_map(lambda x: x[None], transition)
-        )
+        buffer = self.store(state.buffer, transition)
         params, opt_state, target, buffer, (agent_loss, principal_loss) = self.learn(
             i,
             state.params,
@@ -251,6 +249,14 @@ class PrincipalLearner(CoinBase):
         )
         state = state.replace(params=params, opt_state=opt_state, target=target, buffer=buffer)
         return state, StepStats(rewards, payments, follow, done, agent_loss, principal_loss)
+
+    def step(self, state: PrincipalState, principal, i):
+        """One iteration ``i`` (traced) -> ``(state, StepStats)``; ``principal`` is unused.
+
+        The signature of :meth:`AgentsLearner.step`, so both run as lanes of one program.
+        """
+        del principal
+        return self._iteration(state, i)
 
     def _train_chunk(self, state, start, length: int):
         return jax.lax.scan(self._iteration, state, start + jnp.arange(length))
