@@ -49,6 +49,7 @@ from contractrl.experiments.store import (
 from contractrl.multiagent.common import CoinDQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant")
+BACKENDS = ("auto", "local", "ray", "inline", "vmap")
 CONSTANT_SCHEMES = ("redistribute", "top_up")
 PHASE_COLUMNS = [
     "iteration",
@@ -82,9 +83,13 @@ class CoinExperimentConfig:
         budget_calibration: share of a constant phase during which ``p`` is adjusted to the
             target amount (0: keep ``p_0``).
         checkpoint_seconds: minimum wall time between checkpoints of a phase.
-        backend: ``local``, ``ray`` or ``inline`` (see :mod:`.executor`).
+        backend: ``local``, ``ray`` or ``inline`` (one process per seed's task, see
+            :mod:`.executor`), ``vmap`` (every run a lane of one compiled program per stage,
+            :mod:`.coin_lanes`) or ``auto`` (``vmap`` where JAX's default device is an
+            accelerator, else ``local``).
         workers: ``local`` worker processes (0: one per core).
         ray_address: Ray cluster address.
+        scan_unroll: ``vmap`` backend: iterations unrolled per step of the compiled loop.
         game: the Coin Game rules.
         dqn: the learners' hyper-parameters (every phase uses the same).
     """
@@ -98,15 +103,16 @@ class CoinExperimentConfig:
     constant_schemes: tuple[str, ...] = ("redistribute",)
     budget_calibration: float = 0.5
     checkpoint_seconds: float = 60.0
-    backend: str = "local"
+    backend: str = "auto"
     workers: int = 0
     ray_address: str | None = None
+    scan_unroll: int = 1
     game: CoinGameConfig = dataclasses.field(default_factory=CoinGameConfig)
     dqn: CoinDQNConfig = dataclasses.field(default_factory=CoinDQNConfig)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        require_positive_ints(self, ("seeds", "eval_every", "eval_episodes"))
+        require_positive_ints(self, ("seeds", "eval_every", "eval_episodes", "scan_unroll"))
         if not 0 <= self.nudge_share < 1:
             raise ValueError(f"nudge_share: must lie in [0, 1), got {self.nudge_share}")
         unknown = [b for b in self.baselines if b not in BASELINES]
@@ -124,8 +130,8 @@ class CoinExperimentConfig:
             raise ValueError(
                 f"budget_calibration: must lie in [0, 1], got {self.budget_calibration}"
             )
-        if self.backend not in ("local", "ray", "inline"):
-            raise ValueError(f"backend: must be local, ray or inline, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
         self.game.validate()
         self.dqn.validate()
 
@@ -512,6 +518,10 @@ def run_coin(
 ) -> dict[str, Any]:
     """Run the whole experiment; returns (and writes) ``results.json``."""
     config.validate()
+    if resolve_backend(config.backend) == "vmap":
+        from contractrl.experiments.coin_lanes import run_coin_lanes
+
+        return run_coin_lanes(config, out, resume, progress, command)
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, out, resume, command)
@@ -542,7 +552,7 @@ def run_coin(
                 )
     outputs = run_tasks(
         tasks,
-        config.backend,
+        resolve_backend(config.backend),
         config.workers,
         config.ray_address,
         progress,
@@ -552,6 +562,15 @@ def run_coin(
     results = aggregate(manifest, config, outputs, wall)
     write_json(out / "results.json", results)
     return results
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``vmap`` on an accelerator (JAX's default backend), else ``local``."""
+    if backend != "auto":
+        return backend
+    import jax
+
+    return "local" if jax.default_backend() == "cpu" else "vmap"
 
 
 def _mean_se(values) -> tuple[float, float]:
