@@ -65,7 +65,7 @@ def loop_buffer_copies(hlo_text: str, capacity: int) -> int:
         for line in comps[name]:
             for m in called.finditer(line):
                 todo += [n.lstrip("%") for n in re.split(r",\s*", m.group(1))]
-    pattern = re.compile(r"\[[^\]]*\b%d\b[^\]]*\][^=]*? copy\(" % capacity)
+    pattern = re.compile(r"\[[^\]]*\b" + str(capacity) + r"\b[^\]]*\][^=]*? copy\(")
     return sum(1 for name in seen for line in comps[name] if pattern.search(line))
 
 
@@ -110,7 +110,9 @@ def measure(row: str, iterations: int, phase_iterations: int, unroll: int = 1) -
     repeat, _ = jax.block_until_ready(compiled(warm, principals, iterations))
     same = all(
         np.array_equal(a, b)
-        for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(repeat))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(repeat), strict=True
+        )
     )
     per_lane = iterations / elapsed
     return {
