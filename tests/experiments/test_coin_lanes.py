@@ -166,7 +166,7 @@ def test_vmap_backend_runs_the_experiment_and_resumes_exactly(tmp_path, monkeypa
 
 
 def test_auto_backend_is_local_on_cpu():
-    from contractrl.experiments.coin import resolve_backend
+    from contractrl.experiments.executor import resolve_backend
 
     assert resolve_backend("auto") == "local"
     assert resolve_backend("vmap") == "vmap"

@@ -219,3 +219,43 @@ def test_presets_round_trip_and_flags_override():
     config = apply_overrides(TREE_PRESETS["paper"], args)
     assert config.dqn.hidden == (64, 32) and config.dqn.auto_nudge and config.seeds == 2
     assert config.dqn.nudge == 0.5 and config.depth == TREE_PRESETS["paper"].depth
+
+
+def test_vmap_backend_lanes_match_the_runs_alone_and_resume(tmp_path, monkeypatch):
+    """Every (instance, seed) a lane of one program: the same metrics as the process backend
+    (up to float rounding of batched products); an interrupted run resumes from its
+    checkpoint to the same metrics."""
+    from contractrl.experiments import tree
+
+    args = ["train", "tree", *TINY[:3], "2", *TINY[4:]]
+    assert main([*args, "--out", str(tmp_path / "alone"), "--backend", "inline"]) == 0
+    assert main([*args, "--out", str(tmp_path / "lanes"), "--backend", "vmap"]) == 0
+    lanes = json.loads((tmp_path / "lanes" / "results.json").read_text())
+    assert lanes["backend"] == "vmap"
+    keys = ("principal_utility", "accuracy", "agent_utility", "follow_rate")
+    for run in ("instance0-seed0", "instance1-seed0"):
+        a = metrics_rows(tmp_path / "alone" / "runs" / run / "metrics.csv")
+        b = metrics_rows(tmp_path / "lanes" / "runs" / run / "metrics.csv")
+        assert len(a) == len(b) == 6
+        for ra, rb in zip(a, b, strict=True):
+            for key in keys:
+                assert float(rb[key]) == pytest.approx(float(ra[key]), rel=1e-4, abs=1e-6), key
+    assert not (tmp_path / "lanes" / "stages" / "tree.checkpoint.msgpack").exists()
+    # interrupt at the evaluation of iteration 800, then resume from the checkpoint
+    real, seen = tree._evaluate, []
+
+    def interrupted(learner, game, env, spe, state, metrics, iteration):
+        if iteration == 800 and not seen:
+            seen.append(iteration)
+            raise KeyboardInterrupt
+        return real(learner, game, env, spe, state, metrics, iteration)
+
+    monkeypatch.setattr(tree, "_evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--out", str(tmp_path / "cut"), "--backend", "vmap"])
+    assert (tmp_path / "cut" / "stages" / "tree.checkpoint.msgpack").exists()
+    assert main([*args, "--out", str(tmp_path / "cut"), "--backend", "vmap", "--resume"]) == 0
+    for run in ("instance0-seed0", "instance1-seed0"):
+        assert metrics_rows(tmp_path / "cut" / "runs" / run / "metrics.csv") == metrics_rows(
+            tmp_path / "lanes" / "runs" / run / "metrics.csv"
+        )

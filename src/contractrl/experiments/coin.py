@@ -37,7 +37,7 @@ from contractrl import __version__
 from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
-from contractrl.experiments.executor import Task, run_tasks
+from contractrl.experiments.executor import Task, resolve_backend, run_tasks
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
@@ -562,15 +562,6 @@ def run_coin(
     results = aggregate(manifest, config, outputs, wall)
     write_json(out / "results.json", results)
     return results
-
-
-def resolve_backend(backend: str) -> str:
-    """``auto`` -> ``vmap`` on an accelerator (JAX's default backend), else ``local``."""
-    if backend != "auto":
-        return backend
-    import jax
-
-    return "local" if jax.default_backend() == "cpu" else "vmap"
 
 
 def _mean_se(values) -> tuple[float, float]:

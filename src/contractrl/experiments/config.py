@@ -17,7 +17,7 @@ from typing import Any
 from contractrl._validate import require_positive_ints
 from contractrl.learning.algorithm2 import DQNConfig
 
-BACKENDS = ("local", "ray", "inline")
+BACKENDS = ("auto", "local", "ray", "inline", "vmap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +32,10 @@ class TreeExperimentConfig:
         eval_every: iterations between evaluations against the oracle agent.
         checkpoint_seconds: minimum wall time between checkpoints of a run (one is always
             written at the end).
-        backend: ``local`` (worker processes, one per core), ``ray`` (tasks on a Ray cluster)
-            or ``inline`` (this process, one run after another).
+        backend: ``local`` (worker processes, one per core), ``ray`` (tasks on a Ray cluster),
+            ``inline`` (this process, one run after another), ``vmap`` (every run a lane of one
+            compiled program, :mod:`.tree_lanes`) or ``auto`` (``vmap`` where JAX's default
+            device is an accelerator, else ``local``).
         workers: worker processes for ``local`` (0: one per available core).
         ray_address: Ray cluster address (``None``: start or join a local Ray).
         dqn: learner hyper-parameters.
@@ -45,7 +47,7 @@ class TreeExperimentConfig:
     instance_seed: int = 0
     eval_every: int = 500
     checkpoint_seconds: float = 30.0
-    backend: str = "local"
+    backend: str = "auto"
     workers: int = 0
     ray_address: str | None = None
     dqn: DQNConfig = dataclasses.field(default_factory=DQNConfig)

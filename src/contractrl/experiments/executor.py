@@ -89,6 +89,15 @@ def _progress(tasks: list[Task]) -> int:
     return done
 
 
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``vmap`` on an accelerator (JAX's default backend), else ``local``."""
+    if backend != "auto":
+        return backend
+    import jax
+
+    return "local" if jax.default_backend() == "cpu" else "vmap"
+
+
 def _bar(total: int, enabled: bool, description: str):
     if not enabled:
         return None

@@ -18,7 +18,7 @@ import numpy as np
 
 from contractrl import __version__
 from contractrl.experiments.config import TreeExperimentConfig, from_dict
-from contractrl.experiments.executor import Task, run_tasks
+from contractrl.experiments.executor import Task, resolve_backend, run_tasks
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
@@ -221,6 +221,10 @@ def run_tree(
 ) -> dict[str, Any]:
     """Run the whole experiment; returns (and writes) ``results.json``."""
     config.validate()
+    if resolve_backend(config.backend) == "vmap":
+        from contractrl.experiments.tree_lanes import run_tree_lanes
+
+        return run_tree_lanes(config, out, resume, progress, command)
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, out, resume, command)
@@ -236,7 +240,7 @@ def run_tree(
     ]
     summaries = run_tasks(
         tasks,
-        config.backend,
+        resolve_backend(config.backend),
         config.workers,
         config.ray_address,
         progress,

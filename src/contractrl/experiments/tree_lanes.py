@@ -1,0 +1,161 @@
+"""The Tree MDP experiment with every run a lane of one compiled program (``backend = "vmap"``).
+
+Every (instance, seed) run of :mod:`.tree` advances in one ``vmap``-ed loop
+(``Learner.train_chunk(..., batched=True)``): the instances are different games of the same
+shapes, stacked on the lane axis. Each lane starts from the key of the same run under the
+process backend and is evaluated against its instance's exact SPE the same way, so it is the
+same run up to float rounding of batched operations (and the batched learner's single replay
+batch size for its distinct-input evaluation). Output: the process backend's layout
+(``runs/<run>/metrics.csv``, ``final.json``) and ``results.json``; one checkpoint for all lanes
+(``stages/tree.checkpoint.msgpack``) so ``--resume`` continues from it.
+
+On one CPU core this is slower than a process per core (``benchmarks/RESULTS.md``); it is for
+accelerators, where one program keeps the device busy.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from contractrl.experiments.config import TreeExperimentConfig
+from contractrl.experiments.store import (
+    MetricsLog,
+    add_wall_time,
+    read_json,
+    write_bytes,
+    write_json,
+)
+
+
+def run_tree_lanes(
+    config: TreeExperimentConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run the whole experiment as one program; returns (and writes) ``results.json``."""
+    from contractrl.experiments.tree import aggregate, prepare, run_name
+
+    config.validate()
+    out = Path(out)
+    begin = time.perf_counter()
+    manifest = prepare(config, out, resume, command)
+    runs = [(i, s) for i in range(config.instances) for s in range(config.seeds)]
+    finals = [out / "runs" / run_name(i, s) / "final.json" for i, s in runs]
+    if all(path.exists() for path in finals):
+        summaries = [read_json(path) for path in finals]
+    else:
+        summaries = _train(config, out, manifest, runs, finals, progress)
+    wall = add_wall_time(out, time.perf_counter() - begin)
+    results = aggregate(manifest, summaries, wall)
+    results["backend"] = "vmap"
+    write_json(out / "results.json", results)
+    return results
+
+
+def _train(config, out: Path, manifest, runs, finals, progress: bool) -> list[dict]:
+    """Train every lane (from the checkpoint if any); write and return the summaries."""
+    import jax
+    import jax.numpy as jnp
+    from flax import serialization
+
+    from contractrl.envs.tabular import tabular_params
+    from contractrl.experiments.executor import _bar
+    from contractrl.experiments.tree import (
+        METRIC_COLUMNS,
+        SUMMARY_KEYS,
+        _evaluate,
+        _learner,
+        run_name,
+    )
+    from contractrl.instance import load_instance
+    from contractrl.learning.algorithm2 import init_state, learner_spec
+    from contractrl.solver import solve_spe
+
+    dqn = config.dqn
+    games = [load_instance(out / entry["path"]) for entry in manifest["instances"]]
+    specs = {learner_spec(game) for game in games}
+    if len(specs) != 1:
+        raise ValueError("backend: vmap needs instances of the same shapes")
+    spes = [solve_spe(game) for game in games]
+    learner = _learner(games[0], dqn)
+    envs_one = [tabular_params(game) for game in games]
+    envs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[envs_one[i] for i, _ in runs])
+    keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs])
+    states = init_state(learner, envs, keys, batched=True)
+    logs = [
+        MetricsLog(out / "runs" / run_name(i, s) / "metrics.csv", METRIC_COLUMNS) for i, s in runs
+    ]
+    ckpt = out / "stages" / "tree.checkpoint.msgpack"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    iteration, seconds = 0, 0.0
+    if ckpt.exists():
+        saved = serialization.msgpack_restore(ckpt.read_bytes())
+        states = serialization.from_state_dict(states, saved["state"])
+        iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
+        for log in logs:
+            log.truncate_after(iteration)
+    else:
+        for log in logs:
+            if log.path.exists():
+                log.path.unlink()
+    rows: list[dict] = [{} for _ in runs]
+    last_ckpt = time.monotonic()
+    bar = _bar(dqn.iterations, progress, f"tree d{config.depth} (vmap)")
+    if bar is not None:
+        bar.update(iteration)
+    while iteration < dqn.iterations:
+        steps = min(config.eval_every, dqn.iterations - iteration)
+        start = time.perf_counter()
+        states, metrics = learner.train_chunk(envs, states, steps, iteration, True)
+        jax.block_until_ready(states)
+        seconds += time.perf_counter() - start
+        iteration += steps
+        for k, (i, _) in enumerate(runs):
+            lane_state = jax.tree_util.tree_map(lambda x, k=k: x[k], states)
+            lane_metrics = jax.tree_util.tree_map(lambda x, k=k: x[:, k], metrics)
+            row = _evaluate(
+                learner, games[i], envs_one[i], spes[i], lane_state, lane_metrics, iteration
+            )
+            row["train_seconds"] = seconds
+            logs[k].append(row)
+            rows[k] = row
+        if iteration >= dqn.iterations or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
+            payload = {
+                "iteration": iteration,
+                "train_seconds": seconds,
+                "state": serialization.to_state_dict(states),
+            }
+            write_bytes(ckpt, serialization.msgpack_serialize(payload))
+            last_ckpt = time.monotonic()
+        if bar is not None:
+            bar.update(steps)
+    if bar is not None:
+        bar.close()
+    if not rows[0]:  # resumed after the final checkpoint, before the summaries
+        rows = [_last_row(log) for log in logs]
+    summaries = []
+    for k, (i, s) in enumerate(runs):
+        summary = {key: rows[k][key] for key in SUMMARY_KEYS}
+        summary.update(
+            instance=i,
+            seed=s,
+            iterations=iteration,
+            train_seconds=seconds,
+            # every lane shares the program's wall time
+            iterations_per_second=iteration / max(seconds, 1e-9),
+            backend="vmap",
+        )
+        write_json(finals[k], summary)
+        summaries.append(summary)
+    if ckpt.exists():
+        ckpt.unlink()
+    return summaries
+
+
+def _last_row(log: MetricsLog) -> dict:
+    last = log.read()[-1]
+    return {k: float(v) for k, v in last.items()}
