@@ -102,9 +102,20 @@ def test_batched_env_matches_reference_rules(cfg):
             done = bool(info.done[e])
             assert done == (tt[e] + 1 >= cfg.horizon)
             if cfg.tie_rule == "random_one" and sum(on) >= 1:
-                # which of the tied agents collects is random: check one of them did
+                # which of the tied agents collects is random: exactly one of the agents that
+                # stand on the coin did, with that collector's rewards
                 got = np.asarray(info.collected[e]).astype(bool)
-                assert got.sum() == 1 and any(o for o in on)
+                standing = [tuple(p) == tuple(coin[e]) for p in ref_pos]
+                assert got.sum() == 1
+                k = int(np.argmax(got))
+                assert standing[k]
+                expected = [0.0] * cfg.num_agents
+                if k == int(colour[e]):
+                    expected[k] = cfg.own_reward
+                else:
+                    expected[k] = cfg.other_reward
+                    expected[int(colour[e])] += cfg.owner_penalty
+                assert np.allclose(np.asarray(info.rewards[e]), expected)
             else:
                 assert np.asarray(info.collected[e]).astype(bool).tolist() == on
                 assert np.allclose(np.asarray(info.rewards[e]), rewards)

@@ -203,11 +203,22 @@ def test_metrics_on_scripted_agents():
     mixed = summarise(rollout(game, mix(_scripted(0, 1, 0.5), np.array([1, 0])), key, 16), game)
     assert mixed.follow_rate == pytest.approx(0.5)
     assert mixed.agent_utility[1] >= 0.5 * game.horizon
-    # a policy identical to following has SPE and IC ratios of exactly 1
-    same = _scripted(2, 2, 0.3)
-    u_own = summarise(rollout(game, mix(same, np.array([1, 0])), key, 8), game).agent_utility
-    u_fol = summarise(rollout(game, mix(same, np.array([0, 0])), key, 8), game).agent_utility
-    assert ratio(u_own[0], u_fol[0]) == 1.0
+    # an agent that deviates forfeits exactly its payments: recommended "down" (1), paid 0.3
+    # per follow; agent 0 plays "up" (0) while agent 1 follows. Utility = rewards + payments.
+    stay = _scripted(1, 0, 0.3)
+    own = rollout(game, mix(stay, np.array([1, 0])), key, 8)
+    fol = rollout(game, mix(stay, np.array([0, 0])), key, 8)
+    assert np.allclose(np.asarray(own.payments)[:, 0], 0.0)
+    assert np.allclose(np.asarray(own.payments)[:, 1], 0.3 * game.horizon)
+    assert np.allclose(np.asarray(fol.payments), 0.3 * game.horizon)
+    u_own = summarise(own, game).agent_utility
+    u_fol = summarise(fol, game).agent_utility
+    rewards_own = float(np.asarray(own.rewards)[:, 0].mean())
+    rewards_fol = float(np.asarray(fol.rewards)[:, 0].mean())
+    assert u_own[0] == pytest.approx(rewards_own)
+    assert u_fol[0] == pytest.approx(rewards_fol + 0.3 * game.horizon)
+    if u_fol[0] > 0:
+        assert ratio(u_own[0], u_fol[0]) == pytest.approx(rewards_own / u_fol[0])
 
 
 def test_welfare_matches_a_plain_loop():

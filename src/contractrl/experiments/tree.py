@@ -109,6 +109,15 @@ def _learner(game, dqn):
     return _LEARNERS[key]
 
 
+def experiment_config(manifest: dict):
+    """The config of a prepared ``tree`` or ``game`` experiment directory."""
+    if manifest.get("experiment") == "game":
+        from contractrl.experiments.game import GameExperimentConfig
+
+        return from_dict(GameExperimentConfig, manifest["config"])
+    return from_dict(TreeExperimentConfig, manifest["config"])
+
+
 def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
     """Train (or resume) one run of the experiment in ``exp_dir``; returns its final summary.
 
@@ -125,7 +134,7 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
 
     exp = Path(exp_dir)
     manifest = read_json(exp / "config.json")
-    config = from_dict(TreeExperimentConfig, manifest["config"])
+    config = experiment_config(manifest)
     dqn = config.dqn
     run_dir = exp / "runs" / run_name(instance, seed)
     final_path = run_dir / "final.json"
@@ -221,13 +230,13 @@ def run_tree(
 ) -> dict[str, Any]:
     """Run the whole experiment; returns (and writes) ``results.json``."""
     config.validate()
-    if resolve_backend(config.backend) == "vmap":
-        from contractrl.experiments.tree_lanes import run_tree_lanes
-
-        return run_tree_lanes(config, out, resume, progress, command)
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, out, resume, command)
+    if resolve_backend(config.backend) == "vmap":
+        from contractrl.experiments.tree_lanes import run_tree_lanes
+
+        return run_tree_lanes(config, out, manifest, progress, f"tree d{config.depth}", start)
     tasks = [
         Task(
             train_tree_run,

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contractrl.experiments.config import TreeExperimentConfig
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
@@ -30,33 +29,33 @@ from contractrl.experiments.store import (
 
 
 def run_tree_lanes(
-    config: TreeExperimentConfig,
-    out: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    command: str = "",
+    config, out: Path, manifest: dict, progress: bool, experiment: str, begin: float
 ) -> dict[str, Any]:
-    """Run the whole experiment as one program; returns (and writes) ``results.json``."""
-    from contractrl.experiments.tree import aggregate, prepare, run_name
+    """Run a prepared experiment (``tree`` or ``game``) as one program.
 
-    config.validate()
-    out = Path(out)
-    begin = time.perf_counter()
-    manifest = prepare(config, out, resume, command)
-    runs = [(i, s) for i in range(config.instances) for s in range(config.seeds)]
+    ``manifest`` is the prepared directory's (:func:`.tree.prepare`, :func:`.game.prepare`);
+    ``begin`` the ``perf_counter`` time the experiment started. Returns (and writes)
+    ``results.json``.
+    """
+    from contractrl.experiments.tree import aggregate, run_name
+
+    runs = [(i, s) for i in range(len(manifest["instances"])) for s in range(config.seeds)]
     finals = [out / "runs" / run_name(i, s) / "final.json" for i, s in runs]
     if all(path.exists() for path in finals):
         summaries = [read_json(path) for path in finals]
     else:
-        summaries = _train(config, out, manifest, runs, finals, progress)
+        summaries = _train(config, out, manifest, runs, finals, progress, experiment)
     wall = add_wall_time(out, time.perf_counter() - begin)
     results = aggregate(manifest, summaries, wall)
+    results["experiment"] = experiment
     results["backend"] = "vmap"
+    if experiment == "game":
+        results["instance"] = manifest["instances"][0]["source"]
     write_json(out / "results.json", results)
     return results
 
 
-def _train(config, out: Path, manifest, runs, finals, progress: bool) -> list[dict]:
+def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str) -> list[dict]:
     """Train every lane (from the checkpoint if any); write and return the summaries."""
     import jax
     import jax.numpy as jnp
@@ -104,7 +103,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool) -> list[di
                 log.path.unlink()
     rows: list[dict] = [{} for _ in runs]
     last_ckpt = time.monotonic()
-    bar = _bar(dqn.iterations, progress, f"tree d{config.depth} (vmap)")
+    bar = _bar(dqn.iterations, progress, f"{name} (vmap)")
     if bar is not None:
         bar.update(iteration)
     while iteration < dqn.iterations:

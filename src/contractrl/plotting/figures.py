@@ -72,14 +72,20 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     mean = results["mean"]
     dqn = results["config"]["dqn"]
     nudge = "auto" if dqn["auto_nudge"] else f"{dqn['nudge']:g}"
+    if results.get("experiment") == "game":
+        title = f"{Path(str(results.get('instance', 'game'))).name}"
+        default_name = "learning.png"
+    else:
+        title = f"Tree MDP depth {results['config']['depth']}"
+        default_name = "figure3.png"
     fig.suptitle(
-        f"Tree MDP depth {results['config']['depth']}: {mean['runs']} runs, nudge {nudge} — "
+        f"{title}: {mean['runs']} runs, nudge {nudge} — "
         f"principal utility {mean['principal_utility_ratio']:.3f} of the SPE, "
         f"accuracy {mean['accuracy']:.3f} (dashed: SPE)",
         fontsize=11,
     )
     fig.tight_layout()
-    path = Path(out) if out is not None else exp_dir / "figure3.png"
+    path = Path(out) if out is not None else exp_dir / default_name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -275,7 +281,7 @@ def plot_frontier(exp_dir: Path, results: dict[str, Any], out: Path | None = Non
     return path
 
 
-PLOTTERS = {"tree": plot_tree, "coin": plot_coin, "frontier": plot_frontier}
+PLOTTERS = {"tree": plot_tree, "game": plot_tree, "coin": plot_coin, "frontier": plot_frontier}
 
 
 def plot_experiment(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> list[Path]:

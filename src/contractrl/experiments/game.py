@@ -1,0 +1,167 @@
+"""Learn contracts for your own game: Algorithm 2 on any instance file (``contractrl train game``).
+
+The game (any horizon, finite or infinite; any numbers of states, actions and outcomes; see
+``docs/instance-format.md``) is copied into the experiment directory and solved exactly, then
+``seeds`` runs of the learner train on it exactly as the Tree MDP experiment's runs do
+(:func:`contractrl.experiments.tree.train_tree_run`: checkpoints, resume, progress, the
+learned principal coupled with the oracle best-responding agent at every evaluation).
+``results.json`` has the Tree experiment's layout (``mean``: ``principal_utility_ratio``,
+``accuracy``, ...; one entry in ``instances``) with ``"experiment": "game"``.
+
+The random Tree MDP experiment is the same pipeline over generated instances.
+
+Python::
+
+    from contractrl.experiments.game import GAME_PRESETS, run_game
+    results = run_game(GAME_PRESETS["smoke"], "my_game.json", "runs/my-game")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from contractrl import __version__
+from contractrl._validate import require_positive_ints
+from contractrl.experiments.config import BACKENDS, CONTRACTRL_DQN
+from contractrl.experiments.executor import Task, resolve_backend, run_tasks
+from contractrl.experiments.store import add_wall_time, open_experiment, write_json
+from contractrl.learning.algorithm2 import DQNConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GameExperimentConfig:
+    """Algorithm 2 on one game of the user's.
+
+    Attributes:
+        seeds: training runs (run ``k`` uses seed ``k``).
+        eval_every: iterations between evaluations against the oracle agent.
+        checkpoint_seconds: minimum wall time between checkpoints of a run.
+        backend: ``auto``, ``local``, ``ray``, ``inline`` or ``vmap`` (as the Tree experiment).
+        workers: worker processes for ``local`` (0: one per available core).
+        ray_address: Ray cluster address.
+        dqn: learner hyper-parameters.
+    """
+
+    seeds: int = 3
+    eval_every: int = 500
+    checkpoint_seconds: float = 30.0
+    backend: str = "auto"
+    workers: int = 0
+    ray_address: str | None = None
+    dqn: DQNConfig = dataclasses.field(default_factory=lambda: CONTRACTRL_DQN)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        require_positive_ints(self, ("seeds", "eval_every"))
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers: must be >= 0, got {self.workers}")
+        if self.checkpoint_seconds < 0:
+            raise ValueError(f"checkpoint_seconds: must be >= 0, got {self.checkpoint_seconds}")
+        self.dqn.validate()
+
+    # what the Tree experiment's runs read
+    @property
+    def instances(self) -> int:
+        """One game."""
+        return 1
+
+
+GAME_PRESETS: dict[str, GameExperimentConfig] = {
+    # The paper's hyper-parameters for Algorithm 2 (SPEC §6), contractrl's learner.
+    "paper": GameExperimentConfig(),
+    # Minutes on a laptop for a small game (tests, first try).
+    "smoke": GameExperimentConfig(
+        seeds=2,
+        eval_every=500,
+        dqn=dataclasses.replace(
+            CONTRACTRL_DQN, iterations=4000, phase_length=500, replay_capacity=20_000
+        ),
+    ),
+}
+
+
+def prepare(
+    config: GameExperimentConfig, instance: Path, out: Path, resume: bool, command: str = ""
+) -> dict[str, Any]:
+    """Create (or reopen) the experiment directory: the game, copied, and its exact SPE.
+
+    Raises:
+        ValueError: the instance file cannot be read (the message names the problem).
+        NoEquilibriumError: the exact solver finds no equilibrium to evaluate against.
+    """
+    from contractrl.instance import load_instance, save_instance
+    from contractrl.solver import solve_spe
+
+    game = load_instance(instance)
+
+    def build(out: Path) -> dict[str, Any]:
+        path = out / "instances" / "instance0.json"
+        save_instance(game, path)
+        spe = solve_spe(game)
+        return {
+            "instances": [
+                {
+                    "index": 0,
+                    "seed": None,
+                    "source": str(instance),
+                    "path": str(path.relative_to(out)),
+                    "spe_principal_value": spe.initial_principal_value,
+                    "spe_agent_value": spe.initial_agent_value,
+                }
+            ]
+        }
+
+    return open_experiment(Path(out), "game", config, resume, command, __version__, build)
+
+
+def run_game(
+    config: GameExperimentConfig,
+    instance: str | Path,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """Train ``config.seeds`` runs of Algorithm 2 on the game in ``instance``.
+
+    Returns (and writes) ``results.json``. With ``resume``, ``instance`` is ignored: the
+    experiment directory holds its copy of the game.
+    """
+    from contractrl.experiments.tree import aggregate, run_name, train_tree_run
+
+    config.validate()
+    out = Path(out)
+    start = time.perf_counter()
+    manifest = prepare(config, Path(instance), out, resume, command)
+    if resolve_backend(config.backend) == "vmap":
+        from contractrl.experiments.tree_lanes import run_tree_lanes
+
+        return run_tree_lanes(config, out, manifest, progress, "game", start)
+    tasks = [
+        Task(
+            train_tree_run,
+            {"exp_dir": str(out), "instance": 0, "seed": s},
+            out / "runs" / run_name(0, s),
+            config.dqn.iterations,
+        )
+        for s in range(config.seeds)
+    ]
+    summaries = run_tasks(
+        tasks,
+        resolve_backend(config.backend),
+        config.workers,
+        config.ray_address,
+        progress,
+        description="game",
+    )
+    wall = add_wall_time(out, time.perf_counter() - start)
+    results = aggregate(manifest, summaries, wall)
+    results["experiment"] = "game"
+    results["instance"] = manifest["instances"][0]["source"]
+    write_json(out / "results.json", results)
+    return results

@@ -1,0 +1,58 @@
+"""`contractrl train game FILE`: Algorithm 2 on a user's own instance file."""
+
+import json
+
+import pytest
+
+from contractrl.experiments.cli import main
+from contractrl.experiments.game import GAME_PRESETS, run_game
+from contractrl.games import figure1
+from contractrl.instance import save_instance
+
+
+def test_smoke_preset_learns_a_small_finite_game(tmp_path):
+    """The paper's Figure 1 game: >= 0.9 of the exact SPE principal value, plot, resume."""
+    path = tmp_path / "fig1.json"
+    save_instance(figure1(), path)
+    out = tmp_path / "run"
+    args = ["train", "game", str(path), "--out", str(out), "--no-progress", "--seeds", "1"]
+    assert main([*args, "--backend", "inline"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "game" and results["instance"] == str(path)
+    assert results["mean"]["spe_principal_value"] == pytest.approx(1.0)  # Figure 1's SPE
+    assert results["mean"]["principal_utility_ratio"] >= 0.9
+    assert (out / "instances" / "instance0.json").exists()
+    assert main(["plot", str(out)]) == 0
+    assert (out / "learning.png").stat().st_size > 10_000
+    # a finished experiment resumes to the same results without training
+    assert main([*args, "--backend", "inline", "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["mean"]["principal_utility_ratio"] == results["mean"]["principal_utility_ratio"]
+
+
+def test_infinite_horizon_game_trains_from_python(tmp_path):
+    """The Python API on a discounted game with no horizon."""
+    import dataclasses
+
+    game = dataclasses.replace(figure1(), horizon=None, discount=0.9)
+    path = tmp_path / "inf.json"
+    save_instance(game, path)
+    config = dataclasses.replace(
+        GAME_PRESETS["smoke"],
+        seeds=1,
+        backend="inline",
+        dqn=dataclasses.replace(GAME_PRESETS["smoke"].dqn, iterations=1500),
+    )
+    results = run_game(config, path, tmp_path / "run", progress=False)
+    ratio = results["mean"]["principal_utility_ratio"]
+    assert 0.0 < ratio <= 1.0 + 1e-9
+    assert results["config"]["dqn"]["iterations"] == 1500
+
+
+def test_bad_file_gets_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"states": ["a"]}')
+    assert main(["train", "game", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.json" in err
+    assert not (tmp_path / "o").exists()
