@@ -152,3 +152,28 @@ def test_json_written_is_plain_json(tmp_path):
     path = tmp_path / "g.json"
     save_instance(figure1(), path)
     assert json.loads(path.read_text())["outcomes"] == ["L", "R"]
+
+
+def test_documented_examples_load_and_solve():
+    """Every game of examples/games (shown in docs/instance-format.md) loads and solves."""
+    from pathlib import Path
+
+    from contractrl.instance import load_instance
+    from contractrl.solver import solve_spe
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "games"
+    files = sorted(root.iterdir())
+    assert {f.name for f in files} >= {
+        "figure1.yaml",
+        "two_stage_sparse.json",
+        "repeated_effort.yaml",
+    }
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "instance-format.md").read_text()
+    for f in files:
+        assert f"examples/games/{f.name}" in doc
+        game = load_instance(f)
+        spe = solve_spe(game)
+        assert spe.initial_principal_value == spe.initial_principal_value  # not NaN
+    sparse = solve_spe(load_instance(root / "two_stage_sparse.json"))
+    # work in both stages, paid 0.5 / (0.8 - 0.1) on success: 2 x (0.8 x 2 - 0.8 x 0.7143)
+    assert sparse.initial_principal_value == pytest.approx(2 * (1.6 - 0.8 * 0.5 / 0.7), abs=1e-6)

@@ -1,7 +1,7 @@
 """The ``contractrl`` command line.
 
 Commands:
-    ``solve FILE``: solve an instance file (SPEC §9) for its SPE.
+    ``solve FILE``: solve an instance file (docs/instance-format.md) for its SPE.
     ``example figure1``: write (or solve) the paper's Figure 1 game.
     ``tree --depth D --seed S``: write (or solve) a random binary Tree MDP.
 
@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve = sub.add_parser(
         "solve",
         help="solve an instance file for its subgame-perfect equilibrium",
-        description="Solve a JSON/YAML instance file.",
+        description="Solve a JSON/YAML instance file (format: docs/instance-format.md in the "
+        "repository; examples in examples/games/).",
         epilog=EXIT_CODES_HELP,
     )
     solve.add_argument("file", type=Path, help="instance file (.json, .yaml, .yml)")
