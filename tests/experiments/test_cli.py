@@ -173,3 +173,40 @@ def test_solution_json_is_strict_when_nothing_is_implementable():
     report = solution_dict(game, sol)
     text = json.dumps(report, allow_nan=False)  # raises on inf/NaN
     assert json.loads(text)["status"] == "not_implementable"
+
+
+def test_output_directory_misuse_is_refused(tmp_path, capsys):
+    """--out at a file, a foreign non-empty folder, --resume of nothing: one line, no writes."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_text("x")
+    base = ["train", "tree", "--preset", "smoke", "--no-progress"]
+    cases = [
+        ([*base, "--out", str(a_file)], "is a file"),
+        ([*base, "--out", str(foreign)], "not empty and holds no experiment"),
+        ([*base, "--out", str(tmp_path / "new"), "--resume"], "holds no experiment"),
+    ]
+    for args, needle in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert a_file.read_text() == "mine"
+    assert sorted(p.name for p in foreign.iterdir()) == ["cat.jpg"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, capsys, monkeypatch):
+    from contractrl.experiments import tree
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tree, "run_tasks", interrupt)
+    out = tmp_path / "run"
+    args = ["train", "tree", "--preset", "smoke", "--no-progress", "--out", str(out)]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"contractrl train tree --preset smoke --no-progress --out {out} --resume" in err

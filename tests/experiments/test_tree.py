@@ -251,8 +251,7 @@ def test_vmap_backend_lanes_match_the_runs_alone_and_resume(tmp_path, monkeypatc
         return real(learner, game, env, spe, state, metrics, iteration)
 
     monkeypatch.setattr(tree, "_evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main([*args, "--out", str(tmp_path / "cut"), "--backend", "vmap"])
+    assert main([*args, "--out", str(tmp_path / "cut"), "--backend", "vmap"]) == 130
     assert (tmp_path / "cut" / "stages" / "tree.checkpoint.msgpack").exists()
     assert main([*args, "--out", str(tmp_path / "cut"), "--backend", "vmap", "--resume"]) == 0
     for run in ("instance0-seed0", "instance1-seed0"):

@@ -25,11 +25,13 @@ from contractrl.model import InvalidGameError, PrincipalAgentMDP
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_EQUILIBRIUM = 3
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 2 bad input (usage, malformed file); 3 no equilibrium computed "
     "(the iteration did not converge: an infinite-horizon game may have no stationary SPE; "
-    "nothing implementable with the nudge; LP solver failure). Errors: one line on stderr."
+    "nothing implementable with the nudge; LP solver failure); 130 interrupted (Ctrl-C). "
+    "Errors: one line on stderr."
 )
 
 
@@ -501,6 +503,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_EQUILIBRIUM
     except BrokenPipeError:  # e.g. `contractrl solve big.json --json | head`
         sys.stderr.close()
+    except KeyboardInterrupt:
+        print(f"contractrl {args.command}: interrupted", end="", file=sys.stderr)
+        if getattr(args, "out", None) is not None and (Path(args.out) / "config.json").exists():
+            again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+            print(
+                "; what was checkpointed is kept. Continue with: contractrl "
+                + " ".join(again)
+                + " --resume",
+                end="",
+                file=sys.stderr,
+            )
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -128,10 +128,22 @@ def open_experiment(
 
     Raises:
         ExperimentExistsError: ``out`` holds an experiment and ``resume`` is false, or its config
-            differs from ``config``.
+            or kind differs; ``out`` is a file, or a non-empty directory without an
+            experiment; ``resume`` and ``out`` holds no experiment.
     """
     path = out / "config.json"
     resolved = json.loads(json.dumps(dataclasses.asdict(config)))
+    if out.exists() and not out.is_dir():
+        raise ExperimentExistsError(f"--out: {out} is a file, not an experiment directory")
+    if resume and not path.exists():
+        raise ExperimentExistsError(
+            f"--resume: {out} holds no experiment (no config.json); drop --resume to start one"
+        )
+    if not path.exists() and out.is_dir() and any(out.iterdir()):
+        raise ExperimentExistsError(
+            f"--out: {out} is not empty and holds no experiment; choose a new or empty "
+            "directory (a failed start leaves a partial one: delete it)"
+        )
     if path.exists():
         if not resume:
             raise ExperimentExistsError(
@@ -139,6 +151,10 @@ def open_experiment(
                 "continue it, or choose another --out"
             )
         saved = read_json(path)
+        if saved.get("experiment") != kind:
+            raise ExperimentExistsError(
+                f"--resume: {out} holds a {saved.get('experiment')!r} experiment, not {kind!r}"
+            )
         if saved["config"] != resolved:
             raise ExperimentExistsError(
                 f"--resume: the config differs from the one saved in "
