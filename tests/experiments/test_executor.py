@@ -56,3 +56,22 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
     finally:
         if driver.poll() is None:
             driver.kill()
+
+
+def test_line_progress_prints_whole_lines_when_it_moves():
+    import io
+
+    from contractrl.experiments.executor import LineProgress
+
+    out = io.StringIO()
+    with LineProgress(1000, "coin 3x3", interval=0.0, stream=out) as bar:
+        bar.refresh()  # nothing moved: no line
+        bar.update(250)
+        bar.update(0)  # no movement: no line
+        bar.n = 1000
+        bar.refresh()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines[0] == "coin 3x3: compiling, then 1,000 iterations"
+    assert lines[1].startswith("coin 3x3: 250/1,000 (25%)")
+    assert lines[2].startswith("coin 3x3: 1,000/1,000 (100%)") and len(lines) == 3

@@ -98,12 +98,72 @@ def resolve_backend(backend: str) -> str:
     return "local" if jax.default_backend() == "cpu" else "vmap"
 
 
+class LineProgress:
+    """Progress for a non-interactive run (CI, a log file): whole lines, not a redrawn bar.
+
+    Prints a line when the count has moved and at least ``interval`` seconds passed since the
+    last line (progress moves at evaluations), and a last line on :meth:`close`. The subset of
+    ``tqdm``'s interface the experiments use: ``n``, ``update``, ``refresh``, ``close``, and a
+    context manager.
+    """
+
+    def __init__(self, total: int, description: str, interval: float = 30.0, stream=None):
+        import sys
+        import time
+
+        self.total, self.description, self.interval = total, description, interval
+        self.stream = stream if stream is not None else sys.stderr
+        self.n, self._shown = 0, 0
+        self._clock = time.monotonic
+        self._start = self._last = self._clock()
+        print(f"{description}: compiling, then {total:,} iterations", file=self.stream)
+
+    def update(self, n: int = 1) -> None:
+        """Advance by ``n`` iterations."""
+        self.n += n
+        self.refresh()
+
+    def refresh(self, force: bool = False) -> None:
+        """Print a line if the count moved and the interval passed (or ``force``)."""
+        now = self._clock()
+        if self.n == self._shown or not (force or now - self._last >= self.interval):
+            return
+        elapsed = now - self._start
+        done = min(self.n / max(self.total, 1), 1.0)
+        eta = elapsed * (1 - done) / done if done > 0 else float("nan")
+        print(
+            f"{self.description}: {self.n:,}/{self.total:,} ({100 * done:.0f}%), "
+            f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left",
+            file=self.stream,
+            flush=True,
+        )
+        self._shown, self._last = self.n, now
+
+    def close(self) -> None:
+        """Print the last line."""
+        self.refresh(force=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
 def _bar(total: int, enabled: bool, description: str):
+    """A progress bar on a terminal, :class:`LineProgress` otherwise (``None``: disabled)."""
+    import sys
+
     if not enabled:
         return None
+    if not sys.stderr.isatty():
+        return LineProgress(total, description)
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="it", smoothing=0.05, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=description, unit="it", smoothing=0.05, dynamic_ncols=True)
+    bar.set_postfix_str("compiling")
+    return bar
 
 
 def run_tasks(
@@ -145,6 +205,8 @@ def run_tasks(
 def _refresh(bar, tasks: list[Task]) -> None:
     if bar is not None:
         bar.n = _progress(tasks)
+        if bar.n and hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str("")  # past compilation
         bar.refresh()
 
 
