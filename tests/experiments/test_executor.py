@@ -75,3 +75,39 @@ def test_line_progress_prints_whole_lines_when_it_moves():
     assert lines[0] == "coin 3x3: compiling, then 1,000 iterations"
     assert lines[1].startswith("coin 3x3: 250/1,000 (25%)")
     assert lines[2].startswith("coin 3x3: 1,000/1,000 (100%)") and len(lines) == 3
+
+
+def test_state_files_are_verified(tmp_path):
+    import pytest
+
+    from contractrl.experiments.store import (
+        DamagedCheckpointError,
+        load_checkpoint,
+        load_state,
+        save_state,
+    )
+
+    path = tmp_path / "s.msgpack"
+    save_state(path, {"w": [1.0, 2.0], "step": 3})
+    assert load_state(path) == {"w": [1.0, 2.0], "step": 3}
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # one flipped bit
+    with pytest.raises(DamagedCheckpointError, match="checksum"):
+        load_state(path)
+    path.write_bytes(raw[:40])
+    assert load_checkpoint(path) is None and not path.exists()
+
+
+def test_damaged_principal_is_discarded(tmp_path, capsys):
+    from contractrl.experiments.coin import discard_damaged_principal
+    from contractrl.experiments.store import save_state
+
+    run = tmp_path / "runs" / "seed0"
+    run.mkdir(parents=True)
+    (run / "principal.json").write_text("{}")
+    save_state(run / "principal.params.msgpack", {"a": 1})
+    assert not discard_damaged_principal(tmp_path, 0)
+    (run / "principal.params.msgpack").write_bytes(b"x" * 100)
+    assert discard_damaged_principal(tmp_path, 0)
+    assert not (run / "principal.json").exists()
+    assert "principal.params.msgpack" in capsys.readouterr().err

@@ -258,3 +258,32 @@ def test_vmap_backend_lanes_match_the_runs_alone_and_resume(tmp_path, monkeypatc
         assert metrics_rows(tmp_path / "cut" / "runs" / run / "metrics.csv") == metrics_rows(
             tmp_path / "lanes" / "runs" / run / "metrics.csv"
         )
+
+
+def test_damaged_checkpoint_is_named_and_recomputed(tmp_path, monkeypatch, capsys):
+    """A checkpoint cut to 100 bytes (a disk error): resume names it, recomputes the run, and
+    ends with the metrics of an uninterrupted run."""
+    from contractrl.experiments import tree
+
+    args = ["train", "tree", *TINY, "--backend", "inline"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    real, seen = tree._evaluate, []
+
+    def interrupted(learner, game, env, spe, state, metrics, iteration):
+        if iteration == 800 and not seen:
+            seen.append(iteration)
+            raise KeyboardInterrupt
+        return real(learner, game, env, spe, state, metrics, iteration)
+
+    monkeypatch.setattr(tree, "_evaluate", interrupted)
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+    ckpt = tmp_path / "cut" / "runs" / "instance0-seed0" / "checkpoint.msgpack"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"{ckpt} is damaged" in err and "Traceback" not in err
+    run = "instance0-seed0"
+    assert metrics_rows(tmp_path / "cut" / "runs" / run / "metrics.csv") == metrics_rows(
+        tmp_path / "whole" / "runs" / run / "metrics.csv"
+    )

@@ -39,11 +39,14 @@ from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
 from contractrl.experiments.executor import Task, resolve_backend, run_tasks
 from contractrl.experiments.store import (
+    DamagedCheckpointError,
     MetricsLog,
     add_wall_time,
+    load_checkpoint,
+    load_state,
     open_experiment,
     read_json,
-    write_bytes,
+    save_state,
     write_json,
 )
 from contractrl.multiagent.common import CoinDQNConfig
@@ -319,8 +322,8 @@ def train_phase(
     log = MetricsLog(run_dir / f"{phase}.csv", PHASE_COLUMNS)
     ckpt = run_dir / f"{phase}.checkpoint.msgpack"
     iteration, seconds = 0, 0.0
-    if ckpt.exists():
-        saved = serialization.msgpack_restore(ckpt.read_bytes())
+    saved = load_checkpoint(ckpt) if ckpt.exists() else None
+    if saved is not None:
         state = serialization.from_state_dict(state, saved["state"])
         iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
         log.truncate_after(iteration)
@@ -365,7 +368,7 @@ def train_phase(
                 "train_seconds": seconds,
                 "state": serialization.to_state_dict(state),
             }
-            write_bytes(ckpt, serialization.msgpack_serialize(payload))
+            save_state(ckpt, payload)
             last_ckpt = time.monotonic()
         progress(iteration)
     if not row:  # resumed after the final checkpoint, before the summary was written
@@ -384,10 +387,7 @@ def train_phase(
         iterations_per_second=iteration / max(seconds, 1e-9),
     )
     if phase == "principal":
-        write_bytes(
-            run_dir / "principal.params.msgpack",
-            serialization.msgpack_serialize(serialization.to_state_dict(state.params)),
-        )
+        save_state(run_dir / "principal.params.msgpack", serialization.to_state_dict(state.params))
     write_json(done_path, summary)
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
         ckpt.unlink()
@@ -421,8 +421,34 @@ def load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
 
     learner = principal_learner(config.game, config.dqn)
     template = learner.init(jax.random.PRNGKey(0)).params
-    data = (exp / "runs" / run_name(seed_index) / "principal.params.msgpack").read_bytes()
-    return serialization.from_state_dict(template, serialization.msgpack_restore(data))
+    saved = load_state(exp / "runs" / run_name(seed_index) / "principal.params.msgpack")
+    return serialization.from_state_dict(template, saved)
+
+
+def discard_damaged_principal(exp: Path, seed_index: int) -> bool:
+    """Delete a seed's damaged trained principal and its summary, so its phase trains again.
+
+    Prints one line on stderr when it does; returns whether the principal was damaged.
+    """
+    import sys
+
+    run_dir = exp / "runs" / run_name(seed_index)
+    params = run_dir / "principal.params.msgpack"
+    if not (run_dir / "principal.json").exists():
+        return False
+    try:
+        if not params.exists():
+            raise DamagedCheckpointError(f"{params} is missing")
+        load_state(params)
+        return False
+    except DamagedCheckpointError as exc:
+        print(
+            f"contractrl: {exc}; training the principal of seed {seed_index} again",
+            file=sys.stderr,
+        )
+        params.unlink(missing_ok=True)
+        (run_dir / "principal.json").unlink()
+        return True
 
 
 def initial_share(target: float, welfare: float, num_agents: int, scheme: str) -> float:
@@ -476,6 +502,8 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     principal = None
+    if task == "pipeline":
+        discard_damaged_principal(exp, seed_index)
     for k, phase in enumerate(phases):
         share, nudge, target = 0.0, config.dqn.nudge, None
         if phase != "principal" and principal is None and task == "pipeline":

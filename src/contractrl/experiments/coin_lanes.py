@@ -47,6 +47,7 @@ from contractrl.experiments.coin import (
     aggregate,
     calibrated_share,
     constant_phase,
+    discard_damaged_principal,
     evaluation_masks,
     evaluation_row,
     initial_share,
@@ -58,8 +59,9 @@ from contractrl.experiments.coin import (
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
+    load_checkpoint,
     read_json,
-    write_bytes,
+    save_state,
     write_json,
 )
 
@@ -271,8 +273,8 @@ def run_stage(
     logs = {lane: MetricsLog(_lane_paths(exp, lane)[0], PHASE_COLUMNS) for lane in lanes}
     ckpt = exp / "stages" / f"stage{stage}.checkpoint.msgpack"
     iteration, seconds = 0, 0.0
-    if ckpt.exists():
-        saved = serialization.msgpack_restore(ckpt.read_bytes())
+    saved = load_checkpoint(ckpt) if ckpt.exists() else None
+    if saved is not None:
         states = serialization.from_state_dict(states, saved["states"])
         iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
         for log in logs.values():
@@ -317,7 +319,7 @@ def run_stage(
                 "train_seconds": seconds,
                 "states": serialization.to_state_dict(states),
             }
-            write_bytes(ckpt, serialization.msgpack_serialize(payload))
+            save_state(ckpt, payload)
             last_ckpt = time.monotonic()
         bar.update(steps)
     if not rows:  # resumed after the final checkpoint, before the summaries were written
@@ -377,9 +379,9 @@ def _write_summaries(exp, config, groups, states, rows, starts, iteration, secon
             )
             if lane.phase == "principal":
                 params = jax.device_get(_lane(states[g].params, index))
-                write_bytes(
+                save_state(
                     exp / "runs" / run_name(lane.seed_index) / "principal.params.msgpack",
-                    serialization.msgpack_serialize(serialization.to_state_dict(params)),
+                    serialization.to_state_dict(params),
                 )
     for lane, summary in summaries.items():
         write_json(_lane_paths(exp, lane)[1], summary)
@@ -443,6 +445,8 @@ def run_coin_lanes(
     grid = config.game.grid_size
     bar = _bar(2 * config.dqn.iterations, progress, f"coin {grid}x{grid} (vmap)") or _NoBar()
     with bar:
+        for k in range(config.seeds):  # a damaged principal: stage 1 runs again
+            discard_damaged_principal(out, k)
         groups1 = stage_groups(config, 1)
         stage1 = run_stage(out, config, 1, tuple({} for _ in groups1), {}, bar)
         starts = stage2_starts(config, stage1)

@@ -26,6 +26,65 @@ from typing import Any
 from contractrl._io import write_atomic
 
 
+class DamagedCheckpointError(Exception):
+    """A checkpoint or parameter file fails its checksum or cannot be decoded."""
+
+
+#: Header of a verified state file: magic, then the SHA-256 of the msgpack payload.
+_STATE_MAGIC = b"contractrl-state-v1\n"
+
+
+def save_state(path: Path, state_dict: Any) -> None:
+    """Write a pytree (``flax.serialization.to_state_dict`` form) atomically, with a checksum."""
+    import hashlib
+
+    from flax import serialization
+
+    data = serialization.msgpack_serialize(state_dict)
+    write_bytes(path, _STATE_MAGIC + hashlib.sha256(data).digest() + data)
+
+
+def load_state(path: Path) -> Any:
+    """Read a file written by :func:`save_state` (or a plain msgpack file of older versions).
+
+    Raises:
+        DamagedCheckpointError: the checksum does not match (a truncated or corrupted file)
+            or the payload cannot be decoded; the message names the file.
+    """
+    import hashlib
+
+    from flax import serialization
+
+    raw = Path(path).read_bytes()
+    if raw.startswith(_STATE_MAGIC):
+        start = len(_STATE_MAGIC)
+        digest, data = raw[start : start + 32], raw[start + 32 :]
+        if hashlib.sha256(data).digest() != digest:
+            raise DamagedCheckpointError(f"{path} is damaged (checksum mismatch: {len(raw)} bytes)")
+    else:
+        data = raw
+    try:
+        return serialization.msgpack_restore(data)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure means a damaged file
+        raise DamagedCheckpointError(f"{path} is damaged ({exc})") from None
+
+
+def load_checkpoint(path: Path) -> Any | None:
+    """:func:`load_state` for a resumable checkpoint, or ``None`` if it is damaged.
+
+    A damaged checkpoint is reported in one line on stderr and removed, so the caller
+    recomputes what it held.
+    """
+    import sys
+
+    try:
+        return load_state(path)
+    except DamagedCheckpointError as exc:
+        print(f"contractrl: {exc}; recomputing what it held", file=sys.stderr)
+        Path(path).unlink(missing_ok=True)
+        return None
+
+
 class ExperimentExistsError(Exception):
     """The output directory holds another experiment (use ``--resume`` or a new ``--out``)."""
 

@@ -22,9 +22,10 @@ from contractrl.experiments.executor import Task, resolve_backend, run_tasks
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
+    load_checkpoint,
     open_experiment,
     read_json,
-    write_bytes,
+    save_state,
     write_json,
 )
 
@@ -148,8 +149,8 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
     log = MetricsLog(run_dir / "metrics.csv", METRIC_COLUMNS)
     iteration, train_seconds = 0, 0.0
     ckpt_path = run_dir / "checkpoint.msgpack"
-    if ckpt_path.exists():
-        saved = serialization.msgpack_restore(ckpt_path.read_bytes())
+    saved = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if saved is not None:
         state = serialization.from_state_dict(state, saved["state"])
         iteration, train_seconds = int(saved["iteration"]), float(saved["train_seconds"])
         log.truncate_after(iteration)
@@ -174,7 +175,7 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
                 "train_seconds": train_seconds,
                 "state": serialization.to_state_dict(state),
             }
-            write_bytes(ckpt_path, serialization.msgpack_serialize(payload))
+            save_state(ckpt_path, payload)
             last_ckpt = time.monotonic()
         write_json(run_dir / "progress.json", {"iteration": iteration, "total": dqn.iterations})
     summary = {k: row[k] for k in SUMMARY_KEYS}

@@ -22,8 +22,9 @@ from typing import Any
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
+    load_checkpoint,
     read_json,
-    write_bytes,
+    save_state,
     write_json,
 )
 
@@ -91,8 +92,8 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     ckpt = out / "stages" / "tree.checkpoint.msgpack"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     iteration, seconds = 0, 0.0
-    if ckpt.exists():
-        saved = serialization.msgpack_restore(ckpt.read_bytes())
+    saved = load_checkpoint(ckpt) if ckpt.exists() else None
+    if saved is not None:
         states = serialization.from_state_dict(states, saved["state"])
         iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
         for log in logs:
@@ -128,7 +129,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
                 "train_seconds": seconds,
                 "state": serialization.to_state_dict(states),
             }
-            write_bytes(ckpt, serialization.msgpack_serialize(payload))
+            save_state(ckpt, payload)
             last_ckpt = time.monotonic()
         if bar is not None:
             bar.update(steps)
