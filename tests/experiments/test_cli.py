@@ -210,3 +210,16 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"contractrl train tree --preset smoke --no-progress --out {out} --resume" in err
+
+
+def test_help_shows_each_flags_meaning_type_and_default(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "coin", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--tie-rule TIE_RULE" in out
+    assert "[default: random_one]" in out  # the budget-3x3 preset's rules
+    assert "iterations between evaluations. (int) [default: 5000]" in out
+    assert "(comma-separated str) [default: selfish,cooperative,constant]" in out
+    assert "override" not in out and "``" not in out

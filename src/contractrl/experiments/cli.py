@@ -149,7 +149,7 @@ def _add_train_parser(train_sub) -> None:
         "--preset",
         choices=sorted(TREE_PRESETS),
         default="paper",
-        help="starting config (default: paper)",
+        help="starting config (default: paper); the flags' defaults below are its values",
     )
     tree.add_argument("--out", type=Path, help="experiment directory (required to train)")
     tree.add_argument(
@@ -163,7 +163,7 @@ def _add_train_parser(train_sub) -> None:
         help="continue an interrupted experiment from its checkpoints",
     )
     tree.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(tree, TreeExperimentConfig)
+    add_config_flags(tree, TreeExperimentConfig, TREE_PRESETS["paper"])
     tree.set_defaults(handler=_cmd_train_tree)
 
     from contractrl.experiments.coin import COIN_PRESETS, CoinExperimentConfig
@@ -179,7 +179,7 @@ def _add_train_parser(train_sub) -> None:
         "--preset",
         choices=sorted(COIN_PRESETS),
         default="budget-3x3",
-        help="starting config (default: budget-3x3)",
+        help="starting config (default: budget-3x3); the flags' defaults below are its values",
     )
     coin.add_argument("--out", type=Path, help="experiment directory (required to train)")
     coin.add_argument(
@@ -193,7 +193,7 @@ def _add_train_parser(train_sub) -> None:
         help="continue an interrupted experiment from its checkpoints",
     )
     coin.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(coin, CoinExperimentConfig)
+    add_config_flags(coin, CoinExperimentConfig, COIN_PRESETS["budget-3x3"])
     coin.set_defaults(handler=_cmd_train_coin)
 
     from contractrl.experiments.game import GAME_PRESETS, GameExperimentConfig
@@ -225,7 +225,7 @@ def _add_train_parser(train_sub) -> None:
         help="continue an interrupted experiment from its checkpoints",
     )
     game.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(game, GameExperimentConfig)
+    add_config_flags(game, GameExperimentConfig, GAME_PRESETS["smoke"])
     game.set_defaults(handler=_cmd_train_game)
 
     from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
@@ -242,7 +242,7 @@ def _add_train_parser(train_sub) -> None:
         "--preset",
         choices=sorted(FRONTIER_PRESETS),
         default="budget-3x3",
-        help="starting config (default: budget-3x3)",
+        help="starting config (default: budget-3x3); the flags' defaults below are its values",
     )
     frontier.add_argument("--out", type=Path, help="experiment directory (required to train)")
     frontier.add_argument(
@@ -256,7 +256,7 @@ def _add_train_parser(train_sub) -> None:
         help="continue an interrupted experiment from its checkpoints",
     )
     frontier.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(frontier, FrontierConfig)
+    add_config_flags(frontier, FrontierConfig, FRONTIER_PRESETS["budget-3x3"])
     frontier.set_defaults(handler=_cmd_train_frontier)
 
 

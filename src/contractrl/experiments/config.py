@@ -135,30 +135,72 @@ def _fields(cls) -> list[tuple[str, Any, type | None]]:
     return out
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per field of ``cls`` and its nested dataclasses (defaults: unset)."""
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Each field's description from the ``Attributes:`` section of ``cls``'s docstring."""
+    import inspect
+    import re
+
+    doc = inspect.getdoc(cls) or ""
+    out: dict[str, str] = {}
+    if "Attributes:" not in doc:
+        return out
+    current = None
+    for line in doc.split("Attributes:", 1)[1].splitlines():
+        m = re.match(r"^    (\w+): (.*)$", line)
+        if m:
+            current = m.group(1)
+            out[current] = m.group(2).strip()
+        elif current and line.startswith("        "):
+            out[current] += " " + line.strip()
+        elif line.strip() and not line.startswith(" "):
+            break
+    # plain text for --help: ``x`` -> x, :mod:`.x` -> x
+    return {
+        k: re.sub(r":\w+:`\.?([^`]*)`", r"\1", re.sub(r"``([^`]*)``", r"\1", v))
+        for k, v in out.items()
+    }
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "(empty)"
+    return str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any = None) -> None:
+    """Add one flag per field of ``cls`` and its nested dataclasses (unset: the preset's).
+
+    ``defaults``: the config whose values ``--help`` shows (the parser's default preset).
+    """
+    docs = attribute_docs(cls)
     for name, hint, nested in _fields(cls):
+        value = getattr(defaults, name) if defaults is not None else None
         if nested is not None:
-            add_config_flags(parser, nested)
+            add_config_flags(parser, nested, value)
             continue
         kind, optional = _base_type(hint)
+        about = docs.get(name, name).replace("%", "%%")
+        shown = f" [default: {_shown(value)}]" if defaults is not None else ""
         if kind is bool:
             parser.add_argument(
                 _flag(name),
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"(bool) {name}",
+                help=f"{about}{shown}",
             )
             continue
         tuple_of = None
         if typing.get_origin(kind) is tuple:
             tuple_of = typing.get_args(kind)[0]
+        form = "comma-separated " if tuple_of is not None else ""
+        type_name = getattr(tuple_of or kind, "__name__", "value")
+        none = ", or none" if optional else ""
         parser.add_argument(
             _flag(name),
             type=_parser_for(kind, optional, tuple_of),
             default=None,
             metavar=name.upper(),
-            help=f"override {name}",
+            help=f"{about} ({form}{type_name}{none}){shown}",
         )
 
 
