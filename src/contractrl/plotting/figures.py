@@ -61,7 +61,7 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
         x = runs[0]["iteration"][: min(len(r["iteration"]) for r in runs)]
         for ax, (key, label, spe_key) in zip(axes, panels, strict=True):
             mean, se = _mean_se([r[key] for r in runs])
-            ax.plot(x, mean, color=colour, label=f"instance {inst['index']}")
+            ax.plot(x, mean, color=colour, label=f"instance {inst['index']}", marker="o", ms=3)
             ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.25, linewidth=0)
             if spe_key is not None:
                 ax.axhline(inst[spe_key], color=colour, linestyle="--", linewidth=1)
@@ -199,7 +199,12 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
             else:
                 low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
             line = ax.plot(
-                x[:length], mean, label=label, linestyle=":" if phase == "principal" else "-"
+                x[:length],
+                mean,
+                label=label,
+                linestyle=":" if phase == "principal" else "-",
+                marker="o",  # a run with one evaluation is a point, not an invisible line
+                markersize=3,
             )[0]
             ax.fill_between(x[:length], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(title)
@@ -211,7 +216,8 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     m = results["mean"]
     fig.suptitle(
         f"Coin Game {game['grid_size']}x{game['grid_size']}, {game['num_agents']} agents, "
-        f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds — welfare "
+        f"tie rule {game.get('tie_rule', '?')}, α = {config['dqn'].get('alpha', '?')}, "
+        f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds\nwelfare "
         f"{m['welfare']:.2f} vs cooperative {m['welfare_cooperative']:.2f}, selfish "
         f"{m['welfare_selfish']:.2f}, constant {m['welfare_constant']:.2f}",
         fontsize=11,
