@@ -170,3 +170,46 @@ def test_auto_backend_is_local_on_cpu():
 
     assert resolve_backend("auto") == "local"
     assert resolve_backend("vmap") == "vmap"
+
+
+def test_a_constant_lane_at_share_zero_restarts_from_the_amount_paid():
+    """The plan paid nothing (share 0): the first calibration starts from initial_share."""
+    import flax.struct
+
+    from contractrl.experiments.coin import initial_share
+    from contractrl.experiments.coin_lanes import Lane, LaneStart, _calibrate, stage_groups
+
+    @flax.struct.dataclass
+    class Shares:
+        share: np.ndarray
+
+    config = dataclasses.replace(COIN_PRESETS["smoke"], seeds=1, nudge_share=0.0)
+    groups = stage_groups(config, 2)
+    assert [g.name for g in groups] == ["validation", "constant"]
+    starts = {Lane(0, "constant"): LaneStart(share=0.0, matched="validation")}
+    rows = {
+        Lane(0, "validation"): {"payments": 2.0, "welfare": 10.0},
+        Lane(0, "constant"): {"payments": 0.0, "welfare": 9.0},
+    }
+    states = (Shares(np.zeros(1)), Shares(np.zeros(1, np.float32)))
+    out = _calibrate(config, groups, states, rows, starts)
+    assert float(out[1].share[0]) == pytest.approx(initial_share(2.0, 10.0, 2, "redistribute"))
+    assert float(out[1].share[0]) > 0
+
+
+def test_resume_accepts_older_configs_and_refuses_another_backend_family(tmp_path):
+    from contractrl.experiments.config import to_dict
+    from contractrl.experiments.executor import check_resume_backend
+    from contractrl.experiments.store import ExperimentExistsError, open_experiment
+
+    config = dataclasses.replace(COIN_PRESETS["smoke"], backend="local")
+    saved = to_dict(config)
+    del saved["scan_unroll"], saved["dqn"]["replay_sampler"]  # written before these existed
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "coin", "config": saved}))
+    manifest = open_experiment(tmp_path, "coin", config, True, "", "0")
+    check_resume_backend(manifest, "inline", tmp_path)  # same family: fine
+    with pytest.raises(ExperimentExistsError, match="--backend local"):
+        check_resume_backend(manifest, "vmap", tmp_path)
+    changed = dataclasses.replace(config, seeds=3)
+    with pytest.raises(ExperimentExistsError, match="config differs"):
+        open_experiment(tmp_path, "coin", changed, True, "", "0")

@@ -37,7 +37,12 @@ from contractrl import __version__
 from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
-from contractrl.experiments.executor import Task, resolve_backend, run_tasks
+from contractrl.experiments.executor import (
+    Task,
+    check_resume_backend,
+    resolve_backend,
+    run_tasks,
+)
 from contractrl.experiments.store import (
     DamagedCheckpointError,
     MetricsLog,
@@ -546,13 +551,15 @@ def run_coin(
 ) -> dict[str, Any]:
     """Run the whole experiment; returns (and writes) ``results.json``."""
     config.validate()
-    if resolve_backend(config.backend) == "vmap":
+    config = dataclasses.replace(config, backend=resolve_backend(config.backend))
+    if config.backend == "vmap":
         from contractrl.experiments.coin_lanes import run_coin_lanes
 
         return run_coin_lanes(config, out, resume, progress, command)
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, out, resume, command)
+    check_resume_backend(manifest, config.backend, out)
     per_phase = config.dqn.iterations
     tasks = []
     for k in range(config.seeds):
@@ -580,7 +587,7 @@ def run_coin(
                 )
     outputs = run_tasks(
         tasks,
-        resolve_backend(config.backend),
+        config.backend,
         config.workers,
         config.ray_address,
         progress,

@@ -23,12 +23,14 @@ when stage 2 starts, because validation runs beside the phases that need them:
 * a constant lane's budget target is the amount the matched validation lane paid at the **same
   evaluation**: ``p`` starts from the plan's amount (:func:`.coin.initial_share`) and after every
   evaluation of the calibration window moves halfway to the share that would transfer what the
-  validation lane just paid (:func:`.coin.calibrated_share`). ``target_payments`` and the
+  validation lane just paid (:func:`.coin.calibrated_share`; from 0, where the plan paid
+  nothing, it restarts from :func:`.coin.initial_share` of that amount). ``target_payments`` and the
   budget ratio in ``results.json`` are still against the validation lane's final amount.
 
-Output: the process backend's layout and ``results.json`` (per lane ``runs/seed<k>/<phase>.csv``
-and ``.json``, ``principal.params.msgpack``); checkpoints per stage (``stages/stage<k>.msgpack``)
-so ``--resume`` continues a stage from its last checkpoint.
+Output: the process backend's layout and ``results.json`` (per lane
+``runs/seed<k>/<phase>.csv`` and ``.json``, ``principal.params.msgpack``); checkpoints per
+stage (``stages/stage<k>.checkpoint.msgpack``) so ``--resume`` continues a stage from its last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -312,7 +314,7 @@ def run_stage(
                 rows[lane] = row
                 logs[lane].append(row)
         if iteration < total and iteration <= cal_until:
-            states = _calibrate(groups, states, rows, starts)
+            states = _calibrate(config, groups, states, rows, starts)
         if iteration >= total or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
             payload = {
                 "iteration": iteration,
@@ -330,18 +332,27 @@ def run_stage(
     return summaries
 
 
-def _calibrate(groups, states, rows, starts):
-    """Move every constant lane's share towards its matched validation lane's amount."""
+def _calibrate(config, groups, states, rows, starts):
+    """Move every constant lane's share towards its matched validation lane's amount.
+
+    A share of 0 (the principal's plan paid nothing) cannot move geometrically: it restarts
+    from :func:`.coin.initial_share` of the validation lane's amount and welfare.
+    """
     out = list(states)
     for g, group in enumerate(groups):
         if group.lanes[0] not in starts or starts[group.lanes[0]].matched is None:
             continue
+        lane_scheme = [config.scheme_of(lane.phase) for lane in group.lanes]
         shares = np.asarray(states[g].share, np.float32).copy()
         for index, lane in enumerate(group.lanes):
-            target = rows[Lane(lane.seed_index, starts[lane].matched)]["payments"]
-            shares[index] = calibrated_share(
-                float(shares[index]), rows[lane]["payments"], max(float(target), 0.0)
-            )
+            matched = rows[Lane(lane.seed_index, starts[lane].matched)]
+            target = max(float(matched["payments"]), 0.0)
+            if shares[index] <= 0 and target > 0:  # started at 0 (the plan paid nothing)
+                shares[index] = initial_share(
+                    target, float(matched["welfare"]), config.game.num_agents, lane_scheme[index]
+                )
+                continue
+            shares[index] = calibrated_share(float(shares[index]), rows[lane]["payments"], target)
         out[g] = states[g].replace(share=shares)
     return tuple(out)
 
@@ -433,12 +444,13 @@ def run_coin_lanes(
     """Run the whole experiment as two compiled stages; returns (and writes) ``results.json``."""
     import jax
 
-    from contractrl.experiments.executor import _bar
+    from contractrl.experiments.executor import _bar, check_resume_backend
 
     config.validate()
     out = Path(out)
     begin = time.perf_counter()
     manifest = prepare(config, out, resume, command)
+    check_resume_backend(manifest, "vmap", out)
     for k in range(config.seeds):
         (out / "runs" / run_name(k)).mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)

@@ -151,6 +151,22 @@ class LineProgress:
         return False
 
 
+def check_resume_backend(manifest: dict, backend: str, out) -> None:
+    """Refuse to continue with ``vmap`` an experiment that ran as processes, or the reverse.
+
+    Their checkpoints differ (per stage against per run), and the Coin Game's ``vmap``
+    protocol sets the validation nudge and the budget target differently.
+    """
+    from contractrl.experiments.store import ExperimentExistsError
+
+    saved = manifest["config"].get("backend", "local")
+    if saved == "auto" or (saved == "vmap") == (backend == "vmap"):
+        return
+    raise ExperimentExistsError(
+        f"--resume: {out} ran with --backend {saved}; continue it with --backend {saved}"
+    )
+
+
 def _bar(total: int, enabled: bool, description: str):
     """A progress bar on a terminal, :class:`LineProgress` otherwise (``None``: disabled)."""
     import sys

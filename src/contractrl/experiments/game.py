@@ -26,7 +26,12 @@ from typing import Any
 from contractrl import __version__
 from contractrl._validate import require_positive_ints
 from contractrl.experiments.config import BACKENDS, CONTRACTRL_DQN
-from contractrl.experiments.executor import Task, resolve_backend, run_tasks
+from contractrl.experiments.executor import (
+    Task,
+    check_resume_backend,
+    resolve_backend,
+    run_tasks,
+)
 from contractrl.experiments.store import add_wall_time, open_experiment, write_json
 from contractrl.learning.algorithm2 import DQNConfig
 
@@ -135,10 +140,12 @@ def run_game(
     from contractrl.experiments.tree import aggregate, run_name, train_tree_run
 
     config.validate()
+    config = dataclasses.replace(config, backend=resolve_backend(config.backend))
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, Path(instance), out, resume, command)
-    if resolve_backend(config.backend) == "vmap":
+    check_resume_backend(manifest, config.backend, out)
+    if config.backend == "vmap":
         from contractrl.experiments.tree_lanes import run_tree_lanes
 
         return run_tree_lanes(config, out, manifest, progress, "game", start)
@@ -153,7 +160,7 @@ def run_game(
     ]
     summaries = run_tasks(
         tasks,
-        resolve_backend(config.backend),
+        config.backend,
         config.workers,
         config.ray_address,
         progress,

@@ -214,7 +214,7 @@ def open_experiment(
             raise ExperimentExistsError(
                 f"--resume: {out} holds a {saved.get('experiment')!r} experiment, not {kind!r}"
             )
-        if saved["config"] != resolved:
+        if _identity(config, saved["config"]) != _identity(config, resolved):
             raise ExperimentExistsError(
                 f"--resume: the config differs from the one saved in "
                 f"{path}; rerun without overrides to resume"
@@ -231,6 +231,21 @@ def open_experiment(
     )
     write_json(path, manifest)
     return manifest
+
+
+#: Config fields that say how to run, not what: they may differ on ``--resume``.
+EXECUTION_FIELDS = ("backend", "workers", "ray_address", "checkpoint_seconds")
+
+
+def _identity(config: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as the current version reads it, without :data:`EXECUTION_FIELDS`.
+
+    Fields added since it was saved take their defaults (the older code's behaviour).
+    """
+    from contractrl.experiments.config import from_dict
+
+    full = json.loads(json.dumps(dataclasses.asdict(from_dict(type(config), data))))
+    return {k: v for k, v in full.items() if k not in EXECUTION_FIELDS}
 
 
 def add_wall_time(out: Path, seconds: float) -> float:

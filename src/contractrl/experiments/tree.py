@@ -8,6 +8,7 @@ from its last checkpoint and deterministic given its seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -18,7 +19,12 @@ import numpy as np
 
 from contractrl import __version__
 from contractrl.experiments.config import TreeExperimentConfig, from_dict
-from contractrl.experiments.executor import Task, resolve_backend, run_tasks
+from contractrl.experiments.executor import (
+    Task,
+    check_resume_backend,
+    resolve_backend,
+    run_tasks,
+)
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
@@ -233,11 +239,13 @@ def run_tree(
     config.validate()
     out = Path(out)
     start = time.perf_counter()
+    config = dataclasses.replace(config, backend=resolve_backend(config.backend))
     manifest = prepare(config, out, resume, command)
-    if resolve_backend(config.backend) == "vmap":
+    check_resume_backend(manifest, config.backend, out)
+    if config.backend == "vmap":
         from contractrl.experiments.tree_lanes import run_tree_lanes
 
-        return run_tree_lanes(config, out, manifest, progress, f"tree d{config.depth}", start)
+        return run_tree_lanes(config, out, manifest, progress, "tree", start)
     tasks = [
         Task(
             train_tree_run,
@@ -250,7 +258,7 @@ def run_tree(
     ]
     summaries = run_tasks(
         tasks,
-        resolve_backend(config.backend),
+        config.backend,
         config.workers,
         config.ray_address,
         progress,

@@ -45,7 +45,8 @@ def run_tree_lanes(
     if all(path.exists() for path in finals):
         summaries = [read_json(path) for path in finals]
     else:
-        summaries = _train(config, out, manifest, runs, finals, progress, experiment)
+        label = f"tree d{config.depth}" if experiment == "tree" else experiment
+        summaries = _train(config, out, manifest, runs, finals, progress, label)
     wall = add_wall_time(out, time.perf_counter() - begin)
     results = aggregate(manifest, summaries, wall)
     results["experiment"] = experiment
