@@ -201,3 +201,26 @@ def test_default_parallel_env_is_the_paper_7x7():
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         CoinGameConfig(**{field: value}).validate()
+
+
+def test_pettingzoo_state_aec_and_render():
+    from pettingzoo.test import api_test, parallel_seed_test, render_test
+
+    from contractrl.envs.coin_game import env
+
+    api_test(env(grid_size=3, horizon=10), num_cycles=30)
+    render_test(lambda render_mode=None: env(grid_size=3, horizon=10, render_mode=render_mode))
+    parallel_seed_test(lambda: parallel_env(grid_size=3, horizon=10, render_mode="ansi"))
+    par = parallel_env(grid_size=3, horizon=10, render_mode="ansi")
+    par.reset(seed=4)
+    state = par.state()
+    assert state.shape == (3, 3, 3) and par.state_space.contains(state)
+    pos = np.asarray(par._state.positions)
+    assert state[pos[0, 0], pos[0, 1], 0] == 1 and state[..., 0].sum() == 1
+    coin = np.asarray(par._state.coin)
+    assert state[coin[0], coin[1], 2] == 1 + int(par._state.colour)
+    text = par.render().splitlines()
+    assert len(text) == 3 and f"c{int(par._state.colour)}" in text[coin[0]]
+    image = parallel_env(grid_size=3, render_mode="rgb_array")
+    image.reset(seed=0)
+    assert image.render().shape == (96, 96, 3)

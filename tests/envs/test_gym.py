@@ -39,3 +39,24 @@ def test_same_seed_same_episode():
         env.reset(seed=11)
         runs.append([env.step(1)[4]["outcome"] for _ in range(4)])
     assert runs[0] == runs[1]
+
+
+def test_registered_id_spec_and_render_modes():
+    import gymnasium as gym
+
+    import contractrl.envs  # noqa: F401  (registers contractrl/Agent-v0)
+
+    env = gym.make("contractrl/Agent-v0", render_mode="ansi")
+    assert env.spec is not None and env.spec.id == "contractrl/Agent-v0"
+    env.reset(seed=0)
+    text = env.render()
+    assert text == "t=0 state=s0 recommended=aL contract: L=1, R=0"
+    check_env(env.unwrapped)
+    game = figure1()
+    image_env = gym.make("contractrl/Agent-v0", game=game, render_mode="rgb_array")
+    image_env.reset(seed=0)
+    image = image_env.render()
+    assert image.shape == (32, 96, 3) and image.dtype == np.uint8
+    assert (image[16, 16] == (40, 110, 220)).all() and (image[16, 48] == 200).all()
+    with pytest.raises(ValueError, match="render_mode"):
+        AgentEnv(game, solve_spe(game).policy, render_mode="human")

@@ -261,11 +261,22 @@ def step_batch(config: CoinGameConfig, states: CoinState, actions: jax.Array, ke
     return jax.vmap(step, in_axes=(None, 0, 0, 0))(config, states, actions, keys)
 
 
-def parallel_env(**flags):
+def parallel_env(render_mode: str | None = None, **flags):
     """PettingZoo ``ParallelEnv`` of the Coin Game.
 
     Flags are :class:`CoinGameConfig` fields; with none, the paper's 7x7 rules.
     """
     from contractrl.envs.coin_game_pz import CoinGameParallelEnv
 
-    return CoinGameParallelEnv(CoinGameConfig(**flags))
+    return CoinGameParallelEnv(CoinGameConfig(**flags), render_mode=render_mode)
+
+
+def env(render_mode: str | None = None, **flags):
+    """PettingZoo AEC environment of the Coin Game, converted from :func:`parallel_env`.
+
+    Agents act in turn; the joint step is taken when the last has acted (PettingZoo's standard
+    ``parallel_to_aec``).
+    """
+    from pettingzoo.utils.conversions import parallel_to_aec
+
+    return parallel_to_aec(parallel_env(render_mode=render_mode, **flags))

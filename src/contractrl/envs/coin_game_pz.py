@@ -27,13 +27,26 @@ class CoinGameParallelEnv(ParallelEnv):
 
     Observations are the egocentric ``[G, G, 4]`` grids, actions the moves. Episodes end by
     truncation at the horizon. ``infos[agent]`` holds ``collected`` and ``own_coin``.
+    :meth:`state` is the global ``[G, G, n + 1]`` grid (channel ``i``: agent ``i``; the last:
+    the coin, valued ``1 +`` its owner). ``render_mode``: ``"ansi"`` (the grid as text: agents
+    ``0..n-1``, the coin ``c<owner>``), ``"human"`` (that text printed) or ``"rgb_array"``
+    (``[32 G, 32 G, 3]`` uint8).
     """
 
-    metadata = {"name": "coin_game_v0", "render_modes": []}
+    metadata = {
+        "name": "coin_game_v0",
+        "render_modes": ["human", "ansi", "rgb_array"],
+        "render_fps": 4,
+    }
 
-    def __init__(self, config: CoinGameConfig | None = None):
+    def __init__(self, config: CoinGameConfig | None = None, render_mode: str | None = None):
         self.config = config or CoinGameConfig()
         self.config.validate()
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
         self.possible_agents = [f"agent_{i}" for i in range(self.config.num_agents)]
         self.agents: list[str] = []
         self._reset, self._step = _compiled(self.config)
@@ -46,6 +59,8 @@ class CoinGameParallelEnv(ParallelEnv):
         self.action_spaces = {
             a: spaces.Discrete(self.config.num_actions) for a in self.possible_agents
         }
+        g, n = self.config.grid_size, self.config.num_agents
+        self.state_space = spaces.Box(0.0, float(n), (g, g, n + 1), np.float32)
 
     def observation_space(self, agent):
         """The agent's observation space."""
@@ -88,3 +103,58 @@ class CoinGameParallelEnv(ParallelEnv):
         if done:
             self.agents = []
         return observations, rewards, terminations, truncations, infos
+
+    def state(self) -> np.ndarray:
+        """The global state ``[G, G, n + 1]`` (see the class docstring)."""
+        if self._state is None:
+            raise RuntimeError("call reset() before state()")
+        g, n = self.config.grid_size, self.config.num_agents
+        grid = np.zeros((g, g, n + 1), np.float32)
+        positions = np.asarray(self._state.positions)
+        for i in range(n):
+            grid[positions[i, 0], positions[i, 1], i] = 1.0
+        coin = np.asarray(self._state.coin)
+        grid[coin[0], coin[1], n] = 1.0 + float(self._state.colour)
+        return grid
+
+    def render(self):
+        """The grid as text (``ansi``) or an image (``rgb_array``); ``None`` without a mode."""
+        if self.render_mode is None or self._state is None:
+            return None
+        g, n = self.config.grid_size, self.config.num_agents
+        positions = np.asarray(self._state.positions)
+        coin, owner = tuple(np.asarray(self._state.coin)), int(self._state.colour)
+        if self.render_mode in ("ansi", "human"):
+            rows = []
+            for r in range(g):
+                cells = []
+                for c in range(g):
+                    here = "".join(str(i) for i in range(n) if tuple(positions[i]) == (r, c))
+                    if (r, c) == coin:
+                        here += f"c{owner}"
+                    cells.append(f"{here or '.':>4}")
+                rows.append("".join(cells))
+            if self.render_mode == "human":
+                print("\n".join(rows) + "\n")
+                return None
+            return "\n".join(rows)
+        cell = 32
+        palette = np.array(
+            [(220, 60, 60), (60, 110, 220), (60, 170, 80), (200, 150, 40), (150, 70, 190)],
+            np.uint8,
+        )
+        image = np.full((g * cell, g * cell, 3), 235, np.uint8)
+        image[::cell, :] = image[:, ::cell] = 160
+        r, c = coin
+        image[r * cell + 10 : (r + 1) * cell - 10, c * cell + 10 : (c + 1) * cell - 10] = palette[
+            owner % len(palette)
+        ]
+        for i in range(n):
+            r, c = positions[i]
+            top, left = r * cell + 3 + 2 * i, c * cell + 3 + 2 * i
+            colour = palette[i % len(palette)]
+            image[top : top + 4, left : left + cell - 8] = colour  # an outline per agent
+            image[top + cell - 12 : top + cell - 8, left : left + cell - 8] = colour
+            image[top : top + cell - 8, left : left + 4] = colour
+            image[top : top + cell - 8, left + cell - 12 : left + cell - 8] = colour
+        return image

@@ -27,15 +27,27 @@ _step = jax.jit(tabular.step)
 class AgentEnv(gym.Env):
     """The agent's MDP given a principal policy (SPEC §1).
 
+    Registered as ``contractrl/Agent-v0`` (``import contractrl.envs`` first): with no
+    arguments ``gym.make`` builds the paper's Figure 1 game under its exact SPE policy.
+
     Args:
         game: the game.
         policy: the principal's policy (``K`` rows: 1, or ``H``).
+        render_mode: ``None``, ``"ansi"`` (one line of text per call) or ``"rgb_array"``
+            (a ``[32, 32 S, 3]`` uint8 strip, the current state highlighted).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, game: PrincipalAgentMDP, policy: PrincipalPolicy):
+    def __init__(
+        self, game: PrincipalAgentMDP, policy: PrincipalPolicy, render_mode: str | None = None
+    ):
         check_policy(game, policy)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
         self.game = game
         self.policy = policy
         self.params = tabular.tabular_params(game)
@@ -104,3 +116,39 @@ class AgentEnv(gym.Env):
         else:
             obs = self._obs()
         return obs, reward, terminated, truncated, info
+
+    def render(self):
+        """The current state: a line of text (``ansi``) or an image (``rgb_array``)."""
+        if self.render_mode is None or self._env_state is None:
+            return None
+        state, t = int(self._env_state.state[0]), int(self._env_state.t[0])
+        rec, contract = self._decision(state, t)
+        if self.render_mode == "ansi":
+            g = self.game
+            pay = ", ".join(f"{g.outcome_name(o)}={float(b):.4g}" for o, b in enumerate(contract))
+            return (
+                f"t={t} state={g.state_name(state)} recommended={g.action_name(rec)} "
+                f"contract: {pay}"
+            )
+        cell = 32
+        image = np.full((cell, cell * self.game.num_states, 3), 200, np.uint8)
+        image[:, ::cell] = 90  # borders between states
+        image[4:-4, state * cell + 4 : (state + 1) * cell - 4] = (40, 110, 220)
+        return image
+
+
+def make_agent_env(
+    game: PrincipalAgentMDP | None = None,
+    policy: PrincipalPolicy | None = None,
+    render_mode: str | None = None,
+) -> AgentEnv:
+    """The ``contractrl/Agent-v0`` factory: :class:`AgentEnv` with defaults.
+
+    ``game`` defaults to the paper's Figure 1, ``policy`` to the game's exact SPE policy.
+    """
+    from contractrl.games import figure1
+    from contractrl.solver import solve_spe
+
+    game = figure1() if game is None else game
+    policy = solve_spe(game).policy if policy is None else policy
+    return AgentEnv(game, policy, render_mode)
