@@ -423,3 +423,32 @@ def test_stages_and_records_are_frozen_dataclasses():
         assert dataclasses.is_dataclass(obj)
         with pytest.raises(dataclasses.FrozenInstanceError):
             obj.game = None
+
+
+def test_decision_by_state_name_with_action_and_outcome_names():
+    from contractrl.games import figure1
+
+    sol = solve_spe(figure1())
+    d = sol.decision(1, "sL")
+    assert (d.action, d.action_name) == (0, "aL")
+    assert d.contract_by_outcome == {"L": 1.0, "R": 0.0}  # Figure 1: pay 1 on L
+    by_index = sol.decision(1, 1)
+    assert by_index.action_name == "aL" and by_index.contract_by_outcome == d.contract_by_outcome
+    for t, s, needle in [(0, "nope", "no state"), (0, 3, "outside the states"), (2, 0, "t=2")]:
+        with pytest.raises(ValueError, match=needle):
+            sol.decision(t, s)
+
+
+def test_table_prints_round_off_as_zero():
+    from pathlib import Path
+
+    from contractrl.instance import load_instance
+    from contractrl.report import solution_table
+
+    game = load_instance(Path(__file__).parents[1] / "examples/games/repeated_effort.yaml")
+    sol = solve_spe(game)
+    assert 0 < abs(sol.initial_agent_value) < 1e-8  # the fixed point's round-off
+    table = solution_table(game, sol)
+    assert "e-1" not in table  # no 2.4e-10 beside values printed to 6 digits
+    rows = [line.split() for line in table.splitlines() if line.startswith(("0 ", "1 "))]
+    assert [row[-2] for row in rows] == ["0", "0"]

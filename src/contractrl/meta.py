@@ -29,7 +29,13 @@ import numpy as np
 from contractrl.contracts import ContractTable, min_pay_contracts
 from contractrl.evaluate import agent_best_response, check_policy, evaluate_policies
 from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import IterationRecord, PrincipalPolicy, SPESolution, tables_equal
+from contractrl.solution import (
+    GameNames,
+    IterationRecord,
+    PrincipalPolicy,
+    SPESolution,
+    tables_equal,
+)
 from contractrl.stages import (
     PrincipalChoice,
     implementability_status,
@@ -178,6 +184,7 @@ def meta_algorithm(
             agent_q=response.q_truncated,
             initial_state=s0,
             horizon=game.horizon,
+            names=GameNames.of(game),
             method="meta",
             margin=float(margin),
             iterations=len(trace),
@@ -206,6 +213,7 @@ def meta_algorithm(
         agent_q=response.q_truncated,
         initial_state=s0,
         horizon=game.horizon,
+        names=GameNames.of(game),
         method="meta",
         margin=float(margin),
         iterations=len(trace),

@@ -132,8 +132,11 @@ def policy_entries(
     return entries
 
 
-def _cell(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
+def _cell(x: float | None, spec: str, tol: float = 0.0) -> str:
+    """``x`` formatted; magnitudes under ``tol`` (solver round-off) print as 0."""
+    if x is None:
+        return "-"
+    return format(0.0 if abs(x) < tol else x, spec)
 
 
 def solution_table(game: PrincipalAgentMDP, solution: SPESolution, max_rows: int = 40) -> str:
@@ -153,15 +156,24 @@ def solution_table(game: PrincipalAgentMDP, solution: SPESolution, max_rows: int
     total = solution.action.size
     shown = policy_entries(game, solution, None if max_rows <= 0 else max_rows)
     header = ("t", "state", "action", "contract", "E[pay]", "principal", "agent", "on path")
+    # values below 1e-9 of the table's scale are round-off of the LP or the fixed point: shown
+    # as 0, as the summary line's fixed-point format shows them
+    values = [
+        abs(v)
+        for e in shown
+        for v in (e["principal_value"], e["agent_value"], e["expected_payment"])
+        if v is not None and np.isfinite(v)
+    ]
+    tol = 1e-9 * max([1.0, *values])
     table = [header] + [
         (
             "-" if e["t"] is None else str(e["t"]),
             e["state"],
             e["action"],
-            ", ".join(f"{o}={x:.4g}" for o, x in e["contract"].items()),
-            _cell(e["expected_payment"], ".4g"),
-            _cell(e["principal_value"], ".6g"),
-            _cell(e["agent_value"], ".6g"),
+            ", ".join(f"{o}={_cell(x, '.4g', tol)}" for o, x in e["contract"].items()),
+            _cell(e["expected_payment"], ".4g", tol),
+            _cell(e["principal_value"], ".6g", tol),
+            _cell(e["agent_value"], ".6g", tol),
             "yes" if e["on_path"] else "no",
         )
         for e in shown

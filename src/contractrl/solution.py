@@ -63,13 +63,60 @@ class IterationRecord:
 
 @dataclass(frozen=True)
 class Decision:
-    """The equilibrium decision at one ``(t, s)``."""
+    """The equilibrium decision at one ``(t, s)``.
+
+    ``action_name`` and ``contract_by_outcome`` (outcome name -> payment) are filled when the
+    solution knows the game's names (every solver sets them).
+    """
 
     action: int
     contract: np.ndarray
     expected_payment: float
     principal_value: float
     agent_value: float
+    action_name: str | None = None
+    contract_by_outcome: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class GameNames:
+    """A game's names, as a solution keeps them.
+
+    ``states`` is ``None`` for the default names ``s0, s1, ...`` (large generated games).
+    """
+
+    num_states: int
+    states: tuple[str, ...] | None
+    actions: tuple[str, ...]
+    outcomes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, game) -> GameNames:
+        """The names of ``game`` (a :class:`~contractrl.model.PrincipalAgentMDP`)."""
+        return cls(
+            game.num_states,
+            None if game.state_names is None else tuple(game.state_names),
+            tuple(game.action_name(a) for a in range(game.num_actions)),
+            tuple(game.outcome_name(o) for o in range(game.num_outcomes)),
+        )
+
+    def state_index(self, s: int | str) -> int:
+        """The index of state ``s`` (an index or a name).
+
+        Raises:
+            ValueError: no such state.
+        """
+        if isinstance(s, str):
+            if self.states is not None and s in self.states:
+                return self.states.index(s)
+            if self.states is None and s[:1] == "s" and s[1:].isdigit():
+                s = int(s[1:])
+            else:
+                raise ValueError(f"s={s!r}: no state of that name")
+        index = int(s)
+        if not 0 <= index < self.num_states:
+            raise ValueError(f"s={s} outside the states [0, {self.num_states})")
+        return index
 
 
 @dataclass(frozen=True)
@@ -177,6 +224,8 @@ class SPESolution:
     #: Computes the pairs a stationary finite-horizon row does not cover
     #: (:class:`contractrl.stages.ShortHorizonRows`); ``None``: not available.
     short_rows: Any = field(default=None, repr=False, compare=False)
+    #: The game's names (:class:`GameNames`), for :meth:`decision`; ``None``: indices only.
+    names: GameNames | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -243,30 +292,43 @@ class SPESolution:
             )
         return 0
 
-    def decision(self, t: int, s: int) -> Decision:
+    def decision(self, t: int, s: int | str) -> Decision:
         """The equilibrium decision at ``(t, s)``, for every ``0 <= t < H``.
 
+        ``s`` is a state index or, when the solution knows the game's names, a state name.
+
         Raises:
-            ValueError: ``t`` is outside the horizon (or negative).
+            ValueError: ``t`` is outside the horizon (or negative), or ``s`` is no state.
         """
         self._check_time(t)
+        if self.names is not None:
+            s = self.names.state_index(s)
+        elif isinstance(s, str) or not 0 <= int(s) < self.action.shape[1]:
+            raise ValueError(f"s={s!r}: not a state index in [0, {self.action.shape[1]})")
+        s = int(s)
         if self._covered(t, s):
             k = self.row(t, s)
-            return Decision(
+            fields = (
                 int(self.action[k, s]),
                 self.contract[k, s].copy(),
                 float(self.expected_payment[k, s]),
                 float(self.principal_value[k, s]),
                 float(self.agent_value[k, s]),
             )
-        step, i = self._short().position(self.horizon - t, s)
-        return Decision(
-            int(step.action[i]),
-            step.contract[i].copy(),
-            float(step.expected_payment[i]),
-            float(step.principal_value[i]),
-            float(step.agent_value[i]),
-        )
+        else:
+            step, i = self._short().position(self.horizon - t, s)
+            fields = (
+                int(step.action[i]),
+                step.contract[i].copy(),
+                float(step.expected_payment[i]),
+                float(step.principal_value[i]),
+                float(step.agent_value[i]),
+            )
+        if self.names is None:
+            return Decision(*fields)
+        action, contract = fields[0], fields[1]
+        by_outcome = dict(zip(self.names.outcomes, (float(x) for x in contract), strict=True))
+        return Decision(*fields, self.names.actions[action], by_outcome)
 
     def at(self, t: int) -> TimeStep:
         """The tables at time step ``t`` (``[S]``-indexed copies), for every ``0 <= t < H``.

@@ -30,7 +30,7 @@ import numpy as np
 from contractrl.lp import ContractSolverError
 from contractrl.meta import meta_algorithm
 from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import SPESolution
+from contractrl.solution import GameNames, SPESolution
 from contractrl.stages import (  # principal_choice, truncated_q: re-exported, defined here before
     PrincipalChoice,
     SPEStage,
@@ -139,6 +139,7 @@ def backward_induction(
         agent_q=rec.agent_q,
         initial_state=game.initial_state,
         horizon=game.horizon,
+        names=GameNames.of(game),
         method="fixed_point" if schedule.kind == "fixed_point" else "backward",
         margin=float(margin),
         iterations=result.iterations,
