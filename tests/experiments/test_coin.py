@@ -53,6 +53,12 @@ def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
     assert 0 <= seed0["constant_share"] <= 1
     assert results["constant_schemes"] == ["redistribute"]
     assert (out / "figure4.png").stat().st_size > 20_000
+    # an animated episode of seed 1's trained principal's plan
+    assert main(["render", str(out), "--seed-index", "1"]) == 0
+    from PIL import Image
+
+    gif = Image.open(out / "episode-seed1.gif")
+    assert gif.n_frames == COIN_PRESETS["smoke"].game.horizon + 1
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ def test_smoke_preset_learns_a_small_finite_game(tmp_path):
     assert (out / "instances" / "instance0.json").exists()
     assert main(["plot", str(out)]) == 0
     assert (out / "learning.png").stat().st_size > 10_000
+    assert main(["render", str(out)]) == 0
+    assert (out / "policy-tree.png").stat().st_size > 5_000
     # a finished experiment resumes to the same results without training
     assert main([*args, "--backend", "inline", "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())

@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir", type=Path, help="experiment directory (holds results.json)")
     plot.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/<figure>.png)")
     plot.set_defaults(handler=_cmd_plot)
+    render = sub.add_parser(
+        "render",
+        help="draw what an experiment learned: a Coin Game episode (GIF) or a policy tree",
+        description="Coin Game experiments: an animated GIF of one episode of the trained "
+        "principal's plan (agents, coin, recommendations, contracts). Tree and own-game "
+        "experiments: the first instance's SPE policy as a coloured tree (PNG).",
+    )
+    render.add_argument("run_dir", type=Path, help="experiment directory")
+    render.add_argument("--out", type=Path, help="output path (default: in RUN_DIR)")
+    render.add_argument("--seed-index", type=int, default=0, help="which seed (default: 0)")
+    render.set_defaults(handler=_cmd_render)
     return parser
 
 
@@ -476,6 +487,18 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
     for path in plot_experiment(args.run_dir, read_json(results_path), args.out):
         print(f"wrote {path}")
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from contractrl.experiments.render import render
+
+    if not (args.run_dir / "config.json").exists():
+        raise UsageError(f"{args.run_dir} holds no experiment (no config.json)")
+    try:
+        path = render(args.run_dir, args.out, args.seed_index)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {path}")
 
 
 def _no_abbreviations(parser: argparse.ArgumentParser) -> None:

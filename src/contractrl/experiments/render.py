@@ -1,0 +1,84 @@
+"""``contractrl render RUN_DIR``: pictures of what an experiment learned.
+
+* Coin Game experiments: one episode of the trained principal's plan (seed ``k``): every agent
+  follows its recommendation and is paid the contract the principal computes for it
+  (:meth:`~contractrl.multiagent.algorithm3.PrincipalLearner.contracts`), drawn frame by frame
+  into an animated GIF (:func:`contractrl.plotting.animation.coin_gif`).
+* Tree MDP and own-game experiments: the exact SPE policy of the first instance as a coloured
+  tree (recommended action and expected payment per state;
+  :func:`contractrl.plotting.animation.policy_tree`), for games whose states form a tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contractrl.experiments.store import read_json
+
+
+def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]:
+    """Play one episode of seed ``seed_index``'s trained principal's plan.
+
+    Returns a dict of ``[H + 1]``-leading arrays: ``positions [H+1, n, 2]``, ``coin [H+1, 2]``,
+    ``colour [H+1]``, and per step ``recs [H, n]``, ``payments [H, n]``, ``rewards [H, n]``;
+    plus ``grid_size``, ``nudge``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from contractrl.envs import coin_game
+    from contractrl.experiments.coin import _config, load_principal
+    from contractrl.multiagent.algorithm3 import principal_learner
+
+    config = _config(exp)
+    learner = principal_learner(config.game, config.dqn)
+    params = load_principal(exp, config, seed_index)
+    nudge = config.dqn.nudge
+    k_reset, k_steps = jax.random.split(jax.random.PRNGKey(key))
+    _, state = coin_game.reset(config.game, k_reset)
+
+    @jax.jit
+    def act(state):
+        recs = jnp.argmax(learner.q_values(params["principal"], state), axis=-1)
+        return recs, learner.contracts(params, state, recs, nudge)
+
+    frames: dict[str, list] = {k: [] for k in ("positions", "coin", "colour")}
+    steps: dict[str, list] = {k: [] for k in ("recs", "payments", "rewards")}
+    for t in range(config.game.horizon):
+        frames["positions"].append(np.asarray(state.positions))
+        frames["coin"].append(np.asarray(state.coin))
+        frames["colour"].append(int(state.colour))
+        recs, pay = act(state)
+        _, state, info = coin_game.step(config.game, state, recs, jax.random.fold_in(k_steps, t))
+        steps["recs"].append(np.asarray(recs))
+        steps["payments"].append(np.asarray(pay))
+        steps["rewards"].append(np.asarray(info.rewards))
+        final = info.final_state
+    frames["positions"].append(np.asarray(final.positions))
+    frames["coin"].append(np.asarray(final.coin))
+    frames["colour"].append(int(final.colour))
+    out = {k: np.asarray(v) for k, v in {**frames, **steps}.items()}
+    out.update(grid_size=config.game.grid_size, nudge=nudge, seed=seed_index)
+    return out
+
+
+def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
+    """Draw ``run_dir``'s picture (module docstring); returns the file written."""
+    manifest = read_json(run_dir / "config.json")
+    kind = manifest.get("experiment")
+    if kind == "coin":
+        from contractrl.plotting.animation import coin_gif
+
+        episode = coin_episode(run_dir, seed_index)
+        return coin_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
+    if kind in ("tree", "game"):
+        from contractrl.instance import load_instance
+        from contractrl.plotting.animation import policy_tree
+        from contractrl.solver import solve_spe
+
+        game = load_instance(run_dir / manifest["instances"][0]["path"])
+        return policy_tree(game, solve_spe(game), out or run_dir / "policy-tree.png")
+    raise ValueError(f"{run_dir}: cannot render a {kind!r} experiment (coin, tree or game)")
