@@ -223,3 +223,14 @@ def test_help_shows_each_flags_meaning_type_and_default(capsys):
     assert "iterations between evaluations. (int) [default: 5000]" in out
     assert "(comma-separated str) [default: selfish,cooperative,constant]" in out
     assert "override" not in out and "``" not in out
+
+
+def test_unknown_flag_gets_a_suggestion(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "tree", "--preset", "smoke", "--iteratons", "5", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --iteratons 5 (did you mean --iterations?)" in (
+        capsys.readouterr().err
+    )

@@ -93,15 +93,45 @@ def _add_solve_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose "unrecognized arguments" error suggests the closest flag."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = sorted(_option_strings(self))
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.split("=")[0], known, n=1)
+                    if close:
+                        message += f" (did you mean {close[0]}?)"
+                        break
+        super().error(message)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long option of ``parser`` and its subcommands."""
+    out = set()
+    for action in parser._actions:
+        out.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _option_strings(sub)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``contractrl`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="contractrl",
         description="Principal-agent reinforcement learning with contracts.",
         epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"contractrl {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     solve = sub.add_parser(
         "solve",
