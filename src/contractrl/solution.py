@@ -114,6 +114,8 @@ class GameNames:
             else:
                 raise ValueError(f"s={s!r}: no state of that name")
         index = int(s)
+        if index != s:
+            raise ValueError(f"s={s!r}: not a state index")
         if not 0 <= index < self.num_states:
             raise ValueError(f"s={s} outside the states [0, {self.num_states})")
         return index

@@ -234,3 +234,13 @@ def test_unknown_flag_gets_a_suggestion(tmp_path, capsys):
     assert "unrecognized arguments: --iteratons 5 (did you mean --iterations?)" in (
         capsys.readouterr().err
     )
+
+
+def test_none_and_non_finite_flag_values(capsys):
+    import pytest
+
+    assert main(["train", "coin", "--max-grad-norm", "none", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["dqn"]["max_grad_norm"] is None
+    with pytest.raises(SystemExit):
+        main(["train", "tree", "--checkpoint-seconds", "nan", "--print-config"])
+    assert "expected a finite number, got 'nan'" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def _tiny(seeds=1, **kw):
         eval_episodes=8,
         checkpoint_seconds=0.0,
         dqn=dataclasses.replace(
-            smoke.dqn, iterations=600, replay_capacity=1000, learning_starts=100
+            smoke.dqn, iterations=400, replay_capacity=1000, learning_starts=100
         ),
         **kw,
     )
@@ -139,7 +139,7 @@ def test_vmap_backend_runs_the_experiment_and_resumes_exactly(tmp_path, monkeypa
     assert 0 <= const["share"] <= 1 and val["lanes_in_stage"] == 8
     assert (tmp_path / "full/runs/seed1/principal.params.msgpack").exists()
     assert not list((tmp_path / "full/stages").iterdir())  # checkpoints removed when done
-    # interrupt stage 2 after its second evaluation, then resume
+    # interrupt stage 2 at its last evaluation (its checkpoint of iteration 200 kept), resume
     real = coin_lanes.evaluate_group
     calls = {"n": 0}
 

@@ -58,3 +58,27 @@ def test_bad_file_gets_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.json" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_refusals_before_training(tmp_path, capsys):
+    """No equilibrium to evaluate against: exit 3; resuming with another game: exit 2."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from nospe import no_spe_game
+
+    nospe = tmp_path / "nospe.json"
+    save_instance(no_spe_game(), nospe)
+    assert main(["train", "game", str(nospe), "--out", str(tmp_path / "a")]) == 3
+    assert "no equilibrium" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    fig1 = tmp_path / "fig1.json"
+    save_instance(figure1(), fig1)
+    out = tmp_path / "b"
+    args = ["--out", str(out), "--no-progress", "--seeds", "1", "--iterations", "500"]
+    assert main(["train", "game", str(fig1), *args, "--eval-every", "500"]) == 0
+    other = tmp_path / "other.json"
+    save_instance(no_spe_game(), other)
+    assert main(["train", "game", str(other), *args, "--eval-every", "500", "--resume"]) == 2
+    assert "is not the game" in capsys.readouterr().err

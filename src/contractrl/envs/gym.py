@@ -127,7 +127,8 @@ class AgentEnv(gym.Env):
             g = self.game
             pay = ", ".join(f"{g.outcome_name(o)}={float(b):.4g}" for o, b in enumerate(contract))
             return (
-                f"t={t} state={g.state_name(state)} recommended={g.action_name(rec)} "
+                f"t={t} state={g.state_name(state)} "
+                f"recommended={g.action_name(rec) if rec >= 0 else 'none'} "
                 f"contract: {pay}"
             )
         cell = 32

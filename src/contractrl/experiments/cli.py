@@ -100,7 +100,9 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):
             import difflib
 
-            known = sorted(_option_strings(self))
+            known = sorted(
+                o for action in self._actions for o in action.option_strings if o[:2] == "--"
+            )
             for word in message.split(":", 1)[1].split():
                 if word.startswith("--"):
                     close = difflib.get_close_matches(word.split("=")[0], known, n=1)
@@ -110,15 +112,14 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
-    """Every long option of ``parser`` and its subcommands."""
-    out = set()
+def _active_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The (sub)command parser that parsed ``args`` (the deepest one chosen)."""
     for action in parser._actions:
-        out.update(o for o in action.option_strings if o.startswith("--"))
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                out |= _option_strings(sub)
-    return out
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _active_parser(action.choices[chosen], args)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,14 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(handler=_cmd_plot)
     render = sub.add_parser(
         "render",
-        help="draw what an experiment learned: a Coin Game episode (GIF) or a policy tree",
+        help="draw an experiment: a Coin Game episode (GIF) or its game's SPE policy tree",
         description="Coin Game experiments: an animated GIF of one episode of the trained "
         "principal's plan (agents, coin, recommendations, contracts). Tree and own-game "
-        "experiments: the first instance's SPE policy as a coloured tree (PNG).",
+        "experiments: the first instance's exact SPE policy as a coloured tree (PNG; games "
+        "whose states form a tree).",
     )
     render.add_argument("run_dir", type=Path, help="experiment directory")
     render.add_argument("--out", type=Path, help="output path (default: in RUN_DIR)")
-    render.add_argument("--seed-index", type=int, default=0, help="which seed (default: 0)")
+    render.add_argument(
+        "--seed-index", type=int, default=0, help="Coin Game: which seed's principal (default: 0)"
+    )
     render.set_defaults(handler=_cmd_render)
     return parser
 
@@ -431,6 +435,10 @@ def _run_experiment(args: argparse.Namespace, presets: dict, runner) -> dict:
         )
     except ExperimentExistsError as exc:
         raise UsageError(str(exc)) from None
+    except (NotADirectoryError, FileNotFoundError, PermissionError) as exc:
+        raise UsageError(
+            f"--out: cannot write {exc.filename or args.out}: {exc.strerror}"
+        ) from None
 
 
 def _cmd_train_tree(args: argparse.Namespace) -> None:
@@ -460,7 +468,12 @@ def _cmd_train_game(args: argparse.Namespace) -> None:
             raise UsageError(f"{args.file}: {exc}") from None
 
     def runner(config, out, **kwargs):
-        return run_game(config, args.file, out, **kwargs)
+        from contractrl.experiments.game import GameNotSolvedError
+
+        try:
+            return run_game(config, args.file, out, **kwargs)
+        except GameNotSolvedError as exc:
+            raise NoEquilibriumError(str(exc)) from None
 
     results = _run_experiment(args, GAME_PRESETS, runner)
     if results is None:
@@ -521,12 +534,13 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 def _cmd_render(args: argparse.Namespace) -> None:
     from contractrl.experiments.render import render
+    from contractrl.experiments.store import DamagedCheckpointError
 
     if not (args.run_dir / "config.json").exists():
         raise UsageError(f"{args.run_dir} holds no experiment (no config.json)")
     try:
         path = render(args.run_dir, args.out, args.seed_index)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, DamagedCheckpointError) as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {path}")
 
@@ -544,7 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``contractrl`` command; returns the exit code."""
     parser = build_parser()
     _no_abbreviations(parser)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the subcommand that got them, with its closest flag
+        _active_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
@@ -559,11 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"contractrl {args.command}: interrupted", end="", file=sys.stderr)
         if getattr(args, "out", None) is not None and (Path(args.out) / "config.json").exists():
+            import shlex
+
             again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
             print(
-                "; what was checkpointed is kept. Continue with: contractrl "
-                + " ".join(again)
-                + " --resume",
+                "; what was checkpointed is kept. Continue with: "
+                + shlex.join(["contractrl", *again, "--resume"]),
                 end="",
                 file=sys.stderr,
             )

@@ -140,6 +140,8 @@ class CoinExperimentConfig:
             )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
+        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
+            raise ValueError(f"checkpoint_seconds: must be >= 0, got {self.checkpoint_seconds}")
         self.game.validate()
         self.dqn.validate()
 

@@ -58,6 +58,7 @@ from contractrl.experiments.coin import (
     prepare,
     run_name,
 )
+from contractrl.experiments.executor import advance
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
@@ -268,7 +269,7 @@ def run_stage(
     lanes = [lane for group in groups for lane in group.lanes]
     done = {lane: _lane_paths(exp, lane)[1] for lane in lanes}
     if all(path.exists() for path in done.values()):
-        bar.update(config.dqn.iterations)
+        advance(bar, config.dqn.iterations, resumed=True)
         return {lane: read_json(path) for lane, path in done.items()}
     total = config.dqn.iterations
     states = _init_states(config, groups, starts)
@@ -285,7 +286,7 @@ def run_stage(
         for log in logs.values():
             if log.path.exists():
                 log.path.unlink()
-    bar.update(iteration)
+    advance(bar, iteration, resumed=True)
     cal_until = config.budget_calibration * total
     last_ckpt = time.monotonic()
     rows: dict[Lane, dict] = {}
@@ -323,7 +324,7 @@ def run_stage(
             }
             save_state(ckpt, payload)
             last_ckpt = time.monotonic()
-        bar.update(steps)
+        advance(bar, steps)
     if not rows:  # resumed after the final checkpoint, before the summaries were written
         rows = {lane: _last_row(logs[lane]) for lane in lanes}
     summaries = _write_summaries(exp, config, groups, states, rows, starts, iteration, seconds)

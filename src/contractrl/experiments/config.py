@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -61,7 +62,7 @@ class TreeExperimentConfig:
             raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
         if self.workers < 0:
             raise ValueError(f"workers: must be >= 0, got {self.workers}")
-        if self.checkpoint_seconds < 0:
+        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
             raise ValueError(f"checkpoint_seconds: must be >= 0, got {self.checkpoint_seconds}")
         self.dqn.validate()
 
@@ -112,13 +113,26 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return hint, optional
 
 
+class _NoneValue:
+    """A flag's explicit ``none`` (``None`` itself means the flag was not given)."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE = _NoneValue()
+
+
 def _parser_for(kind: type, optional: bool, tuple_of: type | None):
     def parse(text: str):
         if optional and text.lower() in ("none", "null"):
-            return None
+            return NONE
         if tuple_of is not None:
             return tuple(tuple_of(x) for x in text.split(",") if x.strip())
-        return kind(text)
+        value = kind(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
 
     parse.__name__ = getattr(kind, "__name__", "value")
     return parse
@@ -213,7 +227,7 @@ def apply_overrides(config, args: argparse.Namespace):
             continue
         value = getattr(args, name, None)
         if value is not None:
-            changes[name] = value
+            changes[name] = None if value is NONE else value
     return dataclasses.replace(config, **changes)
 
 

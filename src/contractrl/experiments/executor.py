@@ -123,6 +123,12 @@ class LineProgress:
         self.n += n
         self.refresh()
 
+    def skip(self, n: int) -> None:
+        """Count ``n`` iterations done before this session (resumed): not in the rate."""
+        self.n += n
+        self._skipped = getattr(self, "_skipped", 0) + n
+        self._shown = self.n
+
     def refresh(self, force: bool = False) -> None:
         """Print a line if the count moved and the interval passed (or ``force``)."""
         now = self._clock()
@@ -130,7 +136,9 @@ class LineProgress:
             return
         elapsed = now - self._start
         done = min(self.n / max(self.total, 1), 1.0)
-        eta = elapsed * (1 - done) / done if done > 0 else float("nan")
+        ran = self.n - getattr(self, "_skipped", 0)  # this session's iterations
+        left = max(self.total - self.n, 0)
+        eta = elapsed * left / ran if ran > 0 else float("nan")
         print(
             f"{self.description}: {self.n:,}/{self.total:,} ({100 * done:.0f}%), "
             f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left",
@@ -165,6 +173,22 @@ def check_resume_backend(manifest: dict, backend: str, out) -> None:
     raise ExperimentExistsError(
         f"--resume: {out} ran with --backend {saved}; continue it with --backend {saved}"
     )
+
+
+def advance(bar, n: int, resumed: bool = False) -> None:
+    """Move a progress bar (``None``, tqdm or :class:`LineProgress`) by ``n`` iterations.
+
+    ``resumed``: iterations done before this session (not counted in the rate); the first
+    move past compilation clears the bar's "compiling" note.
+    """
+    if bar is None or n <= 0:
+        return
+    if resumed and hasattr(bar, "skip"):
+        bar.skip(n)
+        return
+    bar.update(n)
+    if not resumed and hasattr(bar, "set_postfix_str"):
+        bar.set_postfix_str("")
 
 
 def _bar(total: int, enabled: bool, description: str):

@@ -33,6 +33,7 @@ from contractrl.experiments.coin import (
     CONSTANT_SCHEMES,
     CoinExperimentConfig,
     _mean_se,
+    discard_damaged_principal,
     load_principal,
     run_name,
     train_phase,
@@ -178,6 +179,7 @@ def run_contract_point(out: str, alpha: float, seed_index: int, frontier: dict) 
     def progress(i):
         _progress(run_dir, task, total)(done + i)
 
+    discard_damaged_principal(exp, seed_index)  # a damaged file: train it again
     summaries["principal"] = train_phase(
         exp, coin, seed_index, "principal", {}, 0.0, coin.dqn.nudge, progress
     )

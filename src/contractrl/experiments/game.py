@@ -19,6 +19,7 @@ Python::
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class GameExperimentConfig:
             raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
         if self.workers < 0:
             raise ValueError(f"workers: must be >= 0, got {self.workers}")
-        if self.checkpoint_seconds < 0:
+        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
             raise ValueError(f"checkpoint_seconds: must be >= 0, got {self.checkpoint_seconds}")
         self.dqn.validate()
 
@@ -90,24 +91,49 @@ GAME_PRESETS: dict[str, GameExperimentConfig] = {
 }
 
 
+class GameNotSolvedError(Exception):
+    """The exact solver finds no equilibrium of the game to evaluate the learner against."""
+
+
 def prepare(
     config: GameExperimentConfig, instance: Path, out: Path, resume: bool, command: str = ""
 ) -> dict[str, Any]:
     """Create (or reopen) the experiment directory: the game, copied, and its exact SPE.
 
     Raises:
-        ValueError: the instance file cannot be read (the message names the problem).
-        NoEquilibriumError: the exact solver finds no equilibrium to evaluate against.
+        InvalidGameError: the instance file cannot be read (the message names the problem).
+        GameNotSolvedError: the exact solver finds no equilibrium (e.g. an infinite-horizon
+            game without a stationary SPE): nothing to evaluate the learner against.
+        ExperimentExistsError: see :func:`.store.open_experiment`; also, on ``resume``, a
+            ``FILE`` whose game differs from the one the experiment holds.
     """
+    import json
+    import tempfile
+
+    from contractrl.experiments.store import ExperimentExistsError
     from contractrl.instance import load_instance, save_instance
     from contractrl.solver import solve_spe
 
     game = load_instance(instance)
+    saved = Path(out) / "instances" / "instance0.json"
+    if resume and saved.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            save_instance(game, Path(tmp) / "game.json")
+            given = json.loads((Path(tmp) / "game.json").read_text())
+        if given != json.loads(saved.read_text()):
+            raise ExperimentExistsError(
+                f"--resume: {instance} is not the game {out} was started with ({saved})"
+            )
+    spe = None if resume else solve_spe(game)
+    if spe is not None and not spe.ok:
+        raise GameNotSolvedError(
+            f"{instance}: the exact solver found no equilibrium ({spe.status}) to evaluate "
+            "the learner against"
+        )
 
     def build(out: Path) -> dict[str, Any]:
         path = out / "instances" / "instance0.json"
         save_instance(game, path)
-        spe = solve_spe(game)
         return {
             "instances": [
                 {

@@ -209,12 +209,16 @@ def open_experiment(
                 f"{out} already holds an experiment: pass --resume to "
                 "continue it, or choose another --out"
             )
-        saved = read_json(path)
-        if saved.get("experiment") != kind:
-            raise ExperimentExistsError(
-                f"--resume: {out} holds a {saved.get('experiment')!r} experiment, not {kind!r}"
-            )
-        if _identity(config, saved["config"]) != _identity(config, resolved):
+        try:
+            saved = read_json(path)
+            if saved.get("experiment") != kind:
+                raise ExperimentExistsError(
+                    f"--resume: {out} holds a {saved.get('experiment')!r} experiment, not {kind!r}"
+                )
+            before = _identity(config, saved["config"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ExperimentExistsError(f"--resume: {path} is unreadable ({exc})") from None
+        if before != _identity(config, resolved):
             raise ExperimentExistsError(
                 f"--resume: the config differs from the one saved in "
                 f"{path}; rerun without overrides to resume"

@@ -216,7 +216,12 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
         "principal_utility": ev.principal_utility,
         "agent_utility": ev.agent_utility,
         "accuracy": ev.accuracy,
-        "principal_utility_ratio": ev.principal_utility / spe.initial_principal_value,
+        # a ratio reads only against a positive SPE value (own games may have 0 or less)
+        "principal_utility_ratio": (
+            ev.principal_utility / spe.initial_principal_value
+            if spe.initial_principal_value > 0
+            else float("nan")
+        ),
         "follow_rate": ev.follow_rate,
         "nudge": nudge,
         "epsilon": float(learner.epsilon(iteration)),

@@ -64,7 +64,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     from flax import serialization
 
     from contractrl.envs.tabular import tabular_params
-    from contractrl.experiments.executor import _bar
+    from contractrl.experiments.executor import _bar, advance
     from contractrl.experiments.tree import (
         METRIC_COLUMNS,
         SUMMARY_KEYS,
@@ -106,8 +106,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     rows: list[dict] = [{} for _ in runs]
     last_ckpt = time.monotonic()
     bar = _bar(dqn.iterations, progress, f"{name} (vmap)")
-    if bar is not None:
-        bar.update(iteration)
+    advance(bar, iteration, resumed=True)
     while iteration < dqn.iterations:
         steps = min(config.eval_every, dqn.iterations - iteration)
         start = time.perf_counter()
@@ -132,8 +131,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
             }
             save_state(ckpt, payload)
             last_ckpt = time.monotonic()
-        if bar is not None:
-            bar.update(steps)
+        advance(bar, steps)
     if bar is not None:
         bar.close()
     if not rows[0]:  # resumed after the final checkpoint, before the summaries

@@ -83,6 +83,34 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
     return path
 
 
+def _tree_layout(game, max_states: int):
+    """Breadth-first ``(order, depth, children)`` of the states reachable from the start.
+
+    Raises:
+        ValueError: a state is reached twice (the states do not form a tree).
+    """
+    matrix = game.transitions  # CSR [S*O, S]: row s*O + o
+    children: dict[int, list[tuple[int, int]]] = {}
+    order, depth = [game.initial_state], {game.initial_state: 0}
+    for s in order:
+        if len(order) >= max_states:
+            break
+        for o in range(game.num_outcomes):
+            r = s * game.num_outcomes + o
+            for s2 in matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]]:
+                s2 = int(s2)
+                if s2 in depth:  # a second way in: the states do not form a tree
+                    raise ValueError(
+                        f"{game.name}: state {game.state_name(s2)} is reached twice; render "
+                        "draws games whose states form a tree"
+                    )
+                if len(order) < max_states:
+                    depth[s2] = depth[s] + 1
+                    order.append(s2)
+                    children.setdefault(s, []).append((s2, o))
+    return order, depth, children
+
+
 def policy_tree(game, solution, path: Path, max_states: int = 63) -> Path:
     """Draw a game's policy as a tree, breadth first from the initial state.
 
@@ -97,20 +125,7 @@ def policy_tree(game, solution, path: Path, max_states: int = 63) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = game.transitions  # CSR [S*O, S]: row s*O + o
-    children: dict[int, list[tuple[int, int]]] = {}
-    order, depth = [game.initial_state], {game.initial_state: 0}
-    for s in order:
-        if len(order) >= max_states:
-            break
-        for o in range(game.num_outcomes):
-            r = s * game.num_outcomes + o
-            for s2 in matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]]:
-                s2 = int(s2)
-                if s2 not in depth and len(order) < max_states:
-                    depth[s2] = depth[s] + 1
-                    order.append(s2)
-                    children.setdefault(s, []).append((s2, o))
+    order, depth, children = _tree_layout(game, max_states)
     levels: dict[int, list[int]] = {}
     for s in order:
         levels.setdefault(depth[s], []).append(s)
@@ -135,6 +150,8 @@ def policy_tree(game, solution, path: Path, max_states: int = 63) -> Path:
         d = decisions[s]
         colour = _COLOURS[actions.index(d.action) % 5]
         ax.scatter(*xy[s], s=260, color=colour, zorder=2)
+        if len(order) <= 31:
+            ax.text(xy[s][0], xy[s][1] + 0.2, game.state_name(s), fontsize=6, ha="center")
         ax.text(xy[s][0], xy[s][1] - 0.32, f"{d.expected_payment:.2f}", fontsize=6, ha="center")
     for a in actions:
         ax.scatter([], [], color=_COLOURS[actions.index(a) % 5], label=game.action_name(a))
