@@ -43,12 +43,13 @@ def test_infinite_horizon_game_trains_from_python(tmp_path):
         GAME_PRESETS["smoke"],
         seeds=1,
         backend="inline",
-        dqn=dataclasses.replace(GAME_PRESETS["smoke"].dqn, iterations=1500),
+        eval_every=300,
+        dqn=dataclasses.replace(GAME_PRESETS["smoke"].dqn, iterations=600),
     )
     results = run_game(config, path, tmp_path / "run", progress=False)
     ratio = results["mean"]["principal_utility_ratio"]
     assert 0.0 < ratio <= 1.0 + 1e-9
-    assert results["config"]["dqn"]["iterations"] == 1500
+    assert results["config"]["dqn"]["iterations"] == 600
 
 
 def test_bad_file_gets_one_line(tmp_path, capsys):
@@ -76,9 +77,9 @@ def test_refusals_before_training(tmp_path, capsys):
     fig1 = tmp_path / "fig1.json"
     save_instance(figure1(), fig1)
     out = tmp_path / "b"
-    args = ["--out", str(out), "--no-progress", "--seeds", "1", "--iterations", "500"]
-    assert main(["train", "game", str(fig1), *args, "--eval-every", "500"]) == 0
+    args = ["--out", str(out), "--no-progress", "--seeds", "1", "--iterations", "200"]
+    assert main(["train", "game", str(fig1), *args, "--eval-every", "200"]) == 0
     other = tmp_path / "other.json"
     save_instance(no_spe_game(), other)
-    assert main(["train", "game", str(other), *args, "--eval-every", "500", "--resume"]) == 2
+    assert main(["train", "game", str(other), *args, "--eval-every", "200", "--resume"]) == 2
     assert "is not the game" in capsys.readouterr().err
