@@ -224,3 +224,17 @@ def test_pettingzoo_state_aec_and_render():
     image = parallel_env(grid_size=3, render_mode="rgb_array")
     image.reset(seed=0)
     assert image.render().shape == (96, 96, 3)
+
+
+def test_state_and_render_after_the_last_step_show_the_final_state():
+    par = parallel_env(grid_size=3, horizon=3, render_mode="ansi")
+    par.reset(seed=2)
+    for _ in range(2):
+        par.step({a: 0 for a in par.agents})
+    before = par.state()
+    par.step({a: 1 for a in par.agents})  # the last step: the episode ends
+    final = par.state()
+    assert not par.agents
+    # each agent moved down one row (on the torus) from where it stood before the last step
+    moved = np.roll(before[..., :2], 1, axis=0)
+    assert np.array_equal(final[..., :2], moved)

@@ -57,8 +57,8 @@ def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
     assert main(["render", str(out), "--seed-index", "1"]) == 0
     from PIL import Image
 
-    gif = Image.open(out / "episode-seed1.gif")
-    assert gif.n_frames == COIN_PRESETS["smoke"].game.horizon + 1
+    with Image.open(out / "episode-seed1.gif") as gif:
+        assert gif.n_frames == COIN_PRESETS["smoke"].game.horizon + 1
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ class CoinGameParallelEnv(ParallelEnv):
         self.possible_agents = [f"agent_{i}" for i in range(self.config.num_agents)]
         self.agents: list[str] = []
         self._reset, self._step = _compiled(self.config)
-        self._state = None
+        self._state = self._shown = None
         self._rng = np.random.default_rng()
         obs_space = spaces.Box(
             0.0, float(self.config.num_agents), self.config.obs_shape, np.float32
@@ -78,6 +78,7 @@ class CoinGameParallelEnv(ParallelEnv):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         obs, self._state = self._reset(self._key())
+        self._shown = self._state  # what state() and render() show
         self.agents = list(self.possible_agents)
         obs = np.asarray(obs)
         return ({a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents})
@@ -88,6 +89,8 @@ class CoinGameParallelEnv(ParallelEnv):
             raise RuntimeError("the episode is over: call reset()")
         joint = jnp.asarray([int(actions[a]) for a in self.possible_agents], jnp.int32)
         _, self._state, info = self._step(self._state, joint, self._key())
+        # after the last step, the final state (not the next episode's, already reset)
+        self._shown = info.final_state if bool(info.done) else self._state
         obs = np.asarray(info.final_obs)
         done = bool(info.done)
         terminated, truncated = bool(info.terminated), bool(info.truncated)
@@ -108,13 +111,14 @@ class CoinGameParallelEnv(ParallelEnv):
         """The global state ``[G, G, n + 1]`` (see the class docstring)."""
         if self._state is None:
             raise RuntimeError("call reset() before state()")
+        shown = self._shown
         g, n = self.config.grid_size, self.config.num_agents
         grid = np.zeros((g, g, n + 1), np.float32)
-        positions = np.asarray(self._state.positions)
+        positions = np.asarray(shown.positions)
         for i in range(n):
             grid[positions[i, 0], positions[i, 1], i] = 1.0
-        coin = np.asarray(self._state.coin)
-        grid[coin[0], coin[1], n] = 1.0 + float(self._state.colour)
+        coin = np.asarray(shown.coin)
+        grid[coin[0], coin[1], n] = 1.0 + float(shown.colour)
         return grid
 
     def render(self):
@@ -122,8 +126,8 @@ class CoinGameParallelEnv(ParallelEnv):
         if self.render_mode is None or self._state is None:
             return None
         g, n = self.config.grid_size, self.config.num_agents
-        positions = np.asarray(self._state.positions)
-        coin, owner = tuple(np.asarray(self._state.coin)), int(self._state.colour)
+        positions = np.asarray(self._shown.positions)
+        coin, owner = tuple(np.asarray(self._shown.coin)), int(self._shown.colour)
         if self.render_mode in ("ansi", "human"):
             rows = []
             for r in range(g):

@@ -83,6 +83,7 @@ class AgentEnv(gym.Env):
         """Start an episode at the initial state."""
         super().reset(seed=seed)
         self._env_state = tabular.reset(self.params, jax.random.PRNGKey(0), 1)
+        self._final: tuple[int, int] | None = None  # (state, t) once the episode ended
         return self._obs(), {}
 
     def step(self, action):
@@ -113,6 +114,7 @@ class AgentEnv(gym.Env):
         if terminated or truncated:  # the final observation, not the auto-reset one
             time = t + 1 if self.game.horizon is not None else 0
             obs = self._obs(int(report.next_state[0]), time)
+            self._final = (int(report.next_state[0]), t + 1)
         else:
             obs = self._obs()
         return obs, reward, terminated, truncated, info
@@ -122,6 +124,8 @@ class AgentEnv(gym.Env):
         if self.render_mode is None or self._env_state is None:
             return None
         state, t = int(self._env_state.state[0]), int(self._env_state.t[0])
+        if getattr(self, "_final", None) is not None:  # the episode's last state
+            state, t = self._final
         rec, contract = self._decision(state, t)
         if self.render_mode == "ansi":
             g = self.game
