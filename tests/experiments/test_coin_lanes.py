@@ -125,6 +125,7 @@ def _tiny(seeds=1, **kw):
     )
 
 
+@pytest.mark.slow  # ~2-3 min on 2 cores (three compiled programs); `make test-all`
 def test_vmap_backend_runs_the_experiment_and_resumes_exactly(tmp_path, monkeypatch):
     """End to end on CPU; an interrupted stage 2 resumes to bit-identical results."""
     config = _tiny(seeds=2)
