@@ -30,7 +30,7 @@ def _lanes_run(learner, states, principal, length):
     return jax.jit(jax.vmap(chunk, in_axes=(0, None)))(states, 0)
 
 
-@pytest.mark.parametrize("kind", ["principal", "validation"])
+@pytest.mark.parametrize("kind", [pytest.param("principal", marks=pytest.mark.slow), "validation"])
 def test_a_lane_is_the_same_run_as_alone(kind):
     """100 iterations: same actions stored; parameters equal up to float rounding.
 

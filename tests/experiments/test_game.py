@@ -32,6 +32,7 @@ def test_smoke_preset_learns_a_small_finite_game(tmp_path):
     assert again["mean"]["principal_utility_ratio"] == results["mean"]["principal_utility_ratio"]
 
 
+@pytest.mark.slow  # a second compile of the learner (~30 s); `make test-all`
 def test_infinite_horizon_game_trains_from_python(tmp_path):
     """The Python API on a discounted game with no horizon."""
     import dataclasses
