@@ -181,128 +181,100 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _experiment_parser(
+    train_sub, name, help, description, presets, default, cls, handler, positional=None
+):
+    """Add one ``train`` subcommand with the flags every experiment shares.
+
+    An optional positional, ``--preset`` (``default``), ``--out``, ``--print-config``,
+    ``--resume``, ``--no-progress``, and one flag per field of ``cls``.
+    """
+    from contractrl.experiments.config import add_config_flags
+
+    parser = train_sub.add_parser(name, help=help, description=description)
+    if positional is not None:
+        parser.add_argument(*positional[0], **positional[1])
+    parser.add_argument(
+        "--preset",
+        choices=sorted(presets),
+        default=default,
+        help=f"starting config (default: {default}); the flags' defaults below are its values",
+    )
+    parser.add_argument("--out", type=Path, help="experiment directory (required to train)")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset + flags) as JSON and exit",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted experiment from its checkpoints",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(parser, cls, presets[default])
+    parser.set_defaults(handler=handler)
+
+
 def _add_train_parser(train_sub) -> None:
-    from contractrl.experiments.config import TREE_PRESETS, TreeExperimentConfig, add_config_flags
-
-    tree = train_sub.add_parser(
-        "tree",
-        help="Algorithm 2 on random Tree MDPs (paper Figure 3)",
-        description="Train Algorithm 2 on random binary Tree MDPs. Every config field is a "
-        "flag; a preset fills the defaults.",
-    )
-    tree.add_argument(
-        "--preset",
-        choices=sorted(TREE_PRESETS),
-        default="paper",
-        help="starting config (default: paper); the flags' defaults below are its values",
-    )
-    tree.add_argument("--out", type=Path, help="experiment directory (required to train)")
-    tree.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved config (preset + flags) as JSON and exit",
-    )
-    tree.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted experiment from its checkpoints",
-    )
-    tree.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(tree, TreeExperimentConfig, TREE_PRESETS["paper"])
-    tree.set_defaults(handler=_cmd_train_tree)
-
     from contractrl.experiments.coin import COIN_PRESETS, CoinExperimentConfig
-
-    coin = train_sub.add_parser(
-        "coin",
-        help="Algorithm 3 in the Coin Game, validation and baselines (Figures 2, 4)",
-        description="Train the principal (Algorithm 3), validate it with fresh black-box agents "
-        "and train the selfish, cooperative and budget-matched constant baselines. Every "
-        "config field is a flag; a preset fills the defaults.",
-    )
-    coin.add_argument(
-        "--preset",
-        choices=sorted(COIN_PRESETS),
-        default="budget-3x3",
-        help="starting config (default: budget-3x3); the flags' defaults below are its values",
-    )
-    coin.add_argument("--out", type=Path, help="experiment directory (required to train)")
-    coin.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved config (preset + flags) as JSON and exit",
-    )
-    coin.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted experiment from its checkpoints",
-    )
-    coin.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(coin, CoinExperimentConfig, COIN_PRESETS["budget-3x3"])
-    coin.set_defaults(handler=_cmd_train_coin)
-
+    from contractrl.experiments.config import TREE_PRESETS, TreeExperimentConfig
+    from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
     from contractrl.experiments.game import GAME_PRESETS, GameExperimentConfig
 
-    game = train_sub.add_parser(
+    _experiment_parser(
+        train_sub,
+        "tree",
+        "Algorithm 2 on random Tree MDPs (paper Figure 3)",
+        "Train Algorithm 2 on random binary Tree MDPs. Every config field is a flag; a preset "
+        "fills the defaults.",
+        TREE_PRESETS,
+        "paper",
+        TreeExperimentConfig,
+        _cmd_train_tree,
+    )
+    _experiment_parser(
+        train_sub,
+        "coin",
+        "Algorithm 3 in the Coin Game, validation and baselines (Figures 2, 4)",
+        "Train the principal (Algorithm 3), validate it with fresh black-box agents and train "
+        "the selfish, cooperative and budget-matched constant baselines. Every config field "
+        "is a flag; a preset fills the defaults.",
+        COIN_PRESETS,
+        "budget-3x3",
+        CoinExperimentConfig,
+        _cmd_train_coin,
+    )
+    _experiment_parser(
+        train_sub,
         "game",
-        help="Algorithm 2 on your own game (an instance file)",
-        description="Learn contracts for the game in FILE (the instance format: "
-        "docs/instance-format.md) with Algorithm 2: seeds, checkpoints, resume, and at every "
-        "evaluation the learned principal against the exact SPE. Every config field is a "
-        "flag; a preset fills the defaults.",
+        "Algorithm 2 on your own game (an instance file)",
+        "Learn contracts for the game in FILE (the instance format: docs/instance-format.md) "
+        "with Algorithm 2: seeds, checkpoints, resume, and at every evaluation the learned "
+        "principal against the exact SPE. Every config field is a flag; a preset fills the "
+        "defaults.",
+        GAME_PRESETS,
+        "smoke",
+        GameExperimentConfig,
+        _cmd_train_game,
+        positional=(
+            ("file",),
+            {"type": Path, "metavar": "FILE", "help": "the game (.json or .yaml)"},
+        ),
     )
-    game.add_argument("file", type=Path, metavar="FILE", help="the game (.json or .yaml)")
-    game.add_argument(
-        "--preset",
-        choices=sorted(GAME_PRESETS),
-        default="smoke",
-        help="starting config (default: smoke; paper: the paper's Algorithm 2 budget)",
-    )
-    game.add_argument("--out", type=Path, help="experiment directory (required to train)")
-    game.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved config (preset + flags) as JSON and exit",
-    )
-    game.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted experiment from its checkpoints",
-    )
-    game.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(game, GameExperimentConfig, GAME_PRESETS["smoke"])
-    game.set_defaults(handler=_cmd_train_game)
-
-    from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
-
-    frontier = train_sub.add_parser(
+    _experiment_parser(
+        train_sub,
         "frontier",
-        help="Coin Game budget frontier: welfare against the amount paid (contracts vs sharing)",
-        description="Trace welfare against the amount paid per episode for contracts (several "
-        "payment weights alpha and nudges) and for constant-proportion sharing (a grid of "
-        "shares, both schemes) in the Coin Game. Every config field is a flag (tuples: "
-        "comma-separated); a preset fills the defaults.",
+        "Coin Game budget frontier: welfare against the amount paid (contracts vs sharing)",
+        "Trace welfare against the amount paid per episode for contracts (several payment "
+        "weights alpha and nudges) and for constant-proportion sharing (a grid of shares, both "
+        "schemes) in the Coin Game. Every config field is a flag (tuples: comma-separated); a "
+        "preset fills the defaults.",
+        FRONTIER_PRESETS,
+        "budget-3x3",
+        FrontierConfig,
+        _cmd_train_frontier,
     )
-    frontier.add_argument(
-        "--preset",
-        choices=sorted(FRONTIER_PRESETS),
-        default="budget-3x3",
-        help="starting config (default: budget-3x3); the flags' defaults below are its values",
-    )
-    frontier.add_argument("--out", type=Path, help="experiment directory (required to train)")
-    frontier.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved config (preset + flags) as JSON and exit",
-    )
-    frontier.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted experiment from its checkpoints",
-    )
-    frontier.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(frontier, FrontierConfig, FRONTIER_PRESETS["budget-3x3"])
-    frontier.set_defaults(handler=_cmd_train_frontier)
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
