@@ -31,7 +31,8 @@ Nudging: a fixed ``ξ``, or ``auto``: Proposition 4.1 secures the principal's ut
 ``ξ = 2 E`` for an agent whose Q error is at most ``E``. ``E`` is estimated from ``q``, a high
 quantile over every input and action of the agent network's one-step error in expectation under
 the known model, accumulated over the horizon (``auto_nudge_accumulation``); the nudge moves
-once per ``auto_nudge_period``, at the end of agent training.
+at the end of each agent phase (``iterative``) or once per ``auto_nudge_period``
+(``simultaneous``).
 
 The training state of several runs (seeds, game instances with the same shapes) is stacked on
 a leading axis and trained together with ``vmap``; iterations run in ``lax.scan`` chunks.
@@ -102,9 +103,9 @@ class DQNConfig:
         auto_nudge_scale: ``ξ = scale · Ê`` (Proposition 4.1: 2).
         auto_nudge_quantile: quantile, over every input and action, of the agent network's
             one-step error (in expectation under the known model) taken as ``q``.
-        auto_nudge_period: iterations between updates of the automatic nudge (aligned with the
-            end of the run; with the iterative schedule, use ``phase_length`` so that it moves
-            at the end of each agent phase).
+        auto_nudge_period: iterations between updates of the automatic nudge with the
+            ``simultaneous`` schedule (aligned with the end of the run). The ``iterative``
+            schedule ignores it: the nudge moves at the end of each agent phase.
         auto_nudge_accumulation: how one-step errors add up to the Q error ``E`` of
             Proposition 4.1 over the effective horizon ``H_eff`` (``H``, or ``1/(1-γ)``):
             ``none`` (``E = q``), ``sqrt`` (``E = q·√H_eff``, independent errors) or
@@ -709,12 +710,14 @@ class Learner:
             i = start + j
             states, metrics = iterate(envs, states, self.epsilon(i), self.lr(i))
             if cfg.auto_nudge and "agent" in nets:
-                # The nudge moves once per period, at the end of agent training, from the
+                # The nudge moves at the end of each agent phase (iterative) or period
+                # (simultaneous), from the
                 # error measured at a fixed nudge: a larger nudge raises the agent's targets, so
                 # moving it while measuring would feed it back into itself; and a frozen agent
                 # (principal phase) lags its moving targets, so only a learning agent's error
                 # measures its accuracy.
-                due_nudge = (cfg.iterations - 1 - i) % cfg.auto_nudge_period == 0
+                period = cfg.phase_length if cfg.schedule == "iterative" else cfg.auto_nudge_period
+                due_nudge = (cfg.iterations - 1 - i) % period == 0
                 estimate = states.tables.error
                 new = cfg.auto_nudge_scale * self._accumulate(estimate)
                 states = states.replace(
