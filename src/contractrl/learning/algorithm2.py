@@ -35,7 +35,13 @@ at the end of each agent phase (``iterative``) or once per ``auto_nudge_period``
 (``simultaneous``).
 
 The training state of several runs (seeds, game instances with the same shapes) is stacked on
-a leading axis and trained together with ``vmap``; iterations run in ``lax.scan`` chunks.
+a leading axis and trained together with ``vmap``; iterations run in compiled loops.
+
+Reading order: the TD targets (:func:`agent_targets`, :func:`principal_targets`) and losses
+(:func:`td_losses`) are pure functions; :class:`Learner` acts (:meth:`Learner.act`), learns
+(:meth:`Learner.learn`) and loops; :func:`train` runs it end to end. The speed machinery lives
+in its own modules: row-sparse Adam (:mod:`.optim`), networks on a batch's distinct inputs
+(:mod:`.distinct`) and target networks as tables (:mod:`.target_tables`).
 """
 
 from __future__ import annotations
@@ -52,16 +58,17 @@ from flax import struct
 
 from contractrl._validate import require, require_positive_ints
 from contractrl.envs import tabular
-from contractrl.learning import replay
+from contractrl.learning import distinct, replay
 from contractrl.learning.contracts import min_pay_all_targets
-from contractrl.learning.networks import (
-    init_mlp,
-    mlp_apply,
-    mlp_from_rows,
-    sparse_adam_rows,
-    unique_rows,
-)
+from contractrl.learning.networks import init_mlp, mlp_apply
+from contractrl.learning.optim import RowSparseAdam
 from contractrl.learning.schedules import exponential_lr, linear_epsilon
+from contractrl.learning.target_tables import (
+    TargetTables,
+    auto_nudge,
+    one_step_errors,
+    target_values,
+)
 
 SCHEDULES = ("simultaneous", "iterative")
 LOSSES = ("huber", "mse")
@@ -220,9 +227,21 @@ class LearnerSpec:
         return self.num_states * (self.horizon if self.time_input else 1)
 
 
+def learner_spec(game) -> LearnerSpec:
+    """Static shapes for a game; time is an input when a state can recur within the horizon."""
+    from contractrl.sweep import make_schedule
+
+    needs_time = game.horizon is not None and make_schedule(game).kind == "time"
+    effective = float(game.horizon) if game.horizon is not None else 1.0 / (1.0 - game.discount)
+    return LearnerSpec(
+        game.num_states, game.num_actions, game.num_outcomes, game.horizon, needs_time, effective
+    )
+
+
+# ---------------------------------------------------------------------------------- state
 @struct.dataclass
 class Transition:
-    """One stored transition (all scalars)."""
+    """One stored transition (all scalars; ``[B]`` in a batch)."""
 
     index: jax.Array
     state: jax.Array
@@ -235,41 +254,19 @@ class Transition:
 
 
 @struct.dataclass
-class TargetTables:
-    """Target networks as tables over all inputs (refreshed every ``target_period``).
+class LearnerState:
+    """Everything one run carries between iterations (checkpointed as is).
 
     Attributes:
-        principal_q: ``[I, A]`` ``q_θ'``.
-        agent_value: ``[I, A]`` ``Q̄_φ'(x, a) + P·b'_a`` (0 where not implementable).
-        implementable: ``[I, A]``.
-        agent_value_star: ``[I]`` ``agent_value`` at ``argmax q_θ'``.
-        error: the ``auto_nudge_quantile`` quantile, over every input and action, of the
-            agent network's one-step error in expectation under the known model.
+        params: ``{"agent": ..., "principal": ...}`` network parameters.
+        opt_state: ``{net: NetOptState}`` (:mod:`.optim`).
+        tables: the target networks as tables (:class:`TargetTables`).
+        buffer: the replay buffer of :class:`Transition`.
+        env_state: ``num_envs`` environments.
+        key: PRNG key.
+        nudge: the current ``ξ``.
+        error_estimate: the automatic nudge's last one-step error quantile (0 if fixed).
     """
-
-    principal_q: jax.Array
-    agent_value: jax.Array
-    implementable: jax.Array
-    agent_value_star: jax.Array
-    error: jax.Array
-
-
-@struct.dataclass
-class NetOptState:
-    """Adam state of one network.
-
-    Holds the optax state of the dense layers, the moments of the input table and the count.
-    """
-
-    dense: Any
-    table_mu: jax.Array
-    table_nu: jax.Array
-    count: jax.Array
-
-
-@struct.dataclass
-class LearnerState:
-    """Everything one run carries between iterations (checkpointed as is)."""
 
     params: Any
     opt_state: Any
@@ -279,14 +276,6 @@ class LearnerState:
     key: jax.Array
     nudge: jax.Array
     error_estimate: jax.Array
-
-
-@struct.dataclass
-class LearnerStateView:
-    """What the losses read besides the parameters: target tables and the current nudge."""
-
-    tables: TargetTables
-    nudge: jax.Array
 
 
 @struct.dataclass
@@ -305,6 +294,94 @@ class IterationMetrics:
 NETS = ("agent", "principal")
 
 
+# ------------------------------------------------------------------------- the equations
+def truncated_q(agent_out, agent_model: str, agent_reward, outcome_probs, discount):
+    """The agent's truncated Q ``Q̄(s, ·) [..., A]`` from its network's output.
+
+    ``truncated_q``: the output itself. ``outcome_value``: the output is ``W(s, ·) [..., O]``
+    and ``Q̄(s, a) = r(s, a) + γ Σ_o P[s, a, o] W(s, o)``.
+    """
+    if agent_model == "truncated_q":
+        return agent_out
+    return agent_reward + discount * jnp.einsum("...ao,...o->...a", outcome_probs, agent_out)
+
+
+def agent_targets(batch: Transition, next_value, discount, agent_model: str):
+    """The agent network's TD target ``[B]`` (what it predicts: :func:`td_losses`).
+
+    ``next_value [B]`` is ``Q̄_φ'(s', a'*) + P[s', a'*]·b'(s')``: the agent's value at ``s'``
+    following the next recommendation ``a'*`` under its min-pay contract ``b'``.
+
+    * ``truncated_q`` predicts ``Q̄(s, a)``: ``y = r(s, a) + γ (1 - end) next_value``;
+    * ``outcome_value`` predicts ``W(s, o)``: ``y = (1 - end) next_value``.
+    """
+    not_end = 1.0 - batch.end
+    if agent_model == "truncated_q":
+        return batch.agent_reward + discount * (not_end * next_value)
+    return not_end * next_value
+
+
+def principal_targets(batch: Transition, paid, next_q, discount):
+    """The principal network's TD target ``[B]`` for ``q_θ(s, a)``, ``a`` the action taken.
+
+    ``y = r^p(s, o) - b_a(o) + γ (1 - end) q_θ'(s', a'*)``, with ``paid [B] = b_a(o)`` the
+    min-pay contract for ``a`` from the current ``Q̄_φ(s, ·)``: ``q(s, a)`` is the value of
+    inducing ``a``. ``next_q [B]`` is ``q_θ'(s', a'*)``.
+    """
+    return batch.principal_reward - paid + discount * (1.0 - batch.end) * next_q
+
+
+def td_losses(outputs, batch: Transition, weights, a_next, env, tables: TargetTables, nudge, cfg):
+    """TD losses and errors of both networks on a batch.
+
+    Args:
+        outputs: ``{"agent": [B, A or O], "principal": [B, A]}`` the networks at ``batch.index``.
+        batch: transitions.
+        weights: ``[B]`` importance weights (1 for uniform replay).
+        a_next: ``[B]`` the next recommendation ``argmax q_θ(s', ·)`` (online network).
+        env: :class:`~contractrl.envs.tabular.TabularParams`.
+        tables: target networks.
+        nudge: ``ξ``.
+        cfg: :class:`DQNConfig`.
+
+    Returns:
+        ``(losses, deltas)``: ``{net: scalar}`` and ``{net: [B]}`` TD errors. The principal's
+        loss averages over transitions whose action was implementable.
+    """
+    agent_out = outputs["agent"]
+    q_bar = truncated_q(
+        agent_out,
+        cfg.agent_model,
+        env.agent_reward[batch.state],
+        env.outcome_probs[batch.state],
+        env.discount,
+    )
+    idx = jnp.arange(batch.index.shape[0])
+    next_value = tables.agent_value[batch.next_index, a_next]
+    y_agent = agent_targets(batch, next_value, env.discount, cfg.agent_model)
+    if cfg.agent_model == "truncated_q":
+        predicted = q_bar[idx, batch.action]
+    else:  # W(s, o) is the expected next value after outcome o, whatever the action
+        predicted = agent_out[idx, batch.outcome]
+    contracts, _, ok = min_pay_all_targets(
+        jax.lax.stop_gradient(q_bar), env.outcome_probs[batch.state], nudge
+    )
+    valid = ok[idx, batch.action].astype(jnp.float32)
+    paid = jnp.where(valid > 0, contracts[idx, batch.action, batch.outcome], 0.0)
+    next_q = tables.principal_q[batch.next_index, a_next]
+    y_principal = principal_targets(batch, paid, next_q, env.discount)
+    delta_agent = predicted - jax.lax.stop_gradient(y_agent)
+    delta_principal = outputs["principal"][idx, batch.action] - jax.lax.stop_gradient(y_principal)
+    per = optax.huber_loss if cfg.loss == "huber" else (lambda d: 0.5 * d**2)
+    losses = {
+        "agent": jnp.mean(weights * per(delta_agent)),
+        "principal": jnp.sum(weights * valid * per(delta_principal))
+        / jnp.maximum(jnp.sum(valid), 1.0),
+    }
+    return losses, {"agent": delta_agent, "principal": delta_principal * valid}
+
+
+# ------------------------------------------------------------------------------ learner
 class Learner:
     """Algorithm 2 for one game shape: builds the jitted functions and holds static settings.
 
@@ -323,12 +400,15 @@ class Learner:
             int(config.epsilon_fraction * config.iterations),
         )
         self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
-        self.dense_adam = optax.scale_by_adam()
+        self.optimizer = RowSparseAdam(
+            spec.num_inputs, config.max_grad_norm, config.sparse_input_adam
+        )
         self._segment_jit = jax.jit(self._segment, static_argnums=(4, 5, 6))
         self.q_tables = jax.jit(self._q_tables)
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ inputs and tables
     def _index(self, state, t):
+        """Network input of ``state`` at time ``t``: ``t·S + s`` with time input, else ``s``."""
         if self.spec.time_input:
             return t * self.spec.num_states + state
         return state
@@ -337,11 +417,12 @@ class Learner:
         return index % self.spec.num_states if self.spec.time_input else index
 
     def _agent_q(self, out, env, states):
-        """The agent's truncated Q ``[..., A]`` from its network's output at ``states``."""
-        if self.config.agent_model == "truncated_q":
-            return out
-        return env.agent_reward[states] + env.discount * jnp.einsum(
-            "...ao,...o->...a", env.outcome_probs[states], out
+        return truncated_q(
+            out,
+            self.config.agent_model,
+            env.agent_reward[states],
+            env.outcome_probs[states],
+            env.discount,
         )
 
     def _q_tables(self, params, env):
@@ -351,12 +432,10 @@ class Learner:
         return q_bar, mlp_apply(params["principal"], idx)
 
     def _refresh(self, env: tabular.TabularParams, params, nudge) -> TargetTables:
+        """Target tables from the current networks (and the automatic nudge's error)."""
         q_bar, q_p = self._q_tables(params, env)
-        probs = env.outcome_probs[self._state_of(jnp.arange(self.spec.num_inputs))]
-        _, payment, ok = min_pay_all_targets(q_bar, probs, nudge)
-        value = jnp.where(ok, q_bar + jnp.where(ok, payment, 0.0), 0.0)
-        best = jnp.argmax(jnp.where(ok, q_p, -jnp.inf), axis=1)
-        star = jnp.take_along_axis(value, best[:, None], axis=1)[:, 0]
+        states = self._state_of(jnp.arange(self.spec.num_inputs))
+        value, ok, star = target_values(q_bar, q_p, env.outcome_probs[states], nudge)
         if self.config.auto_nudge:
             errors = self._model_errors(env, q_bar, star)
             error = jnp.quantile(errors, self.config.auto_nudge_quantile)
@@ -365,11 +444,7 @@ class Learner:
         return TargetTables(q_p, value, ok, star, error)
 
     def _model_errors(self, env, q_bar, star):
-        """``[I, A]``: ``|Q̄(x, a) - E[r + γ V*(x')]|`` for every input and action.
-
-        The expectation runs over outcomes and successors under the known model: the one-step
-        error behind Proposition 4.1, measured on every input so that rarely visited ones count.
-        """
+        """``[I, A]`` one-step errors of every input and action (:func:`one_step_errors`)."""
         spec = self.spec
         idx = jnp.arange(spec.num_inputs)
         s = self._state_of(idx)
@@ -380,18 +455,11 @@ class Learner:
             at_horizon = (t + 1 >= spec.horizon)[:, None, None]
             succ = jnp.where(at_horizon, 0, (t + 1)[:, None, None] * spec.num_states + succ)
             succ_p = jnp.where(at_horizon, 0.0, succ_p)
-        v_next = jnp.sum(succ_p * star[succ], axis=-1)  # [I, O]
-        expected = env.agent_reward[s] + env.discount * jnp.einsum(
-            "iao,io->ia", env.outcome_probs[s], v_next
+        return one_step_errors(
+            q_bar, env.agent_reward[s], env.outcome_probs[s], env.discount, succ, succ_p, star
         )
-        return jnp.abs(q_bar - expected)
 
     # ------------------------------------------------------------------ init
-    def _init_opt(self, net_params) -> NetOptState:
-        rest = {k: v for k, v in net_params.items() if k != "table"}
-        zeros = jnp.zeros_like(net_params["table"])
-        return NetOptState(self.dense_adam.init(rest), zeros, zeros, jnp.zeros((), jnp.int32))
-
     def init(self, env: tabular.TabularParams, key: jax.Array) -> LearnerState:
         """Fresh state of one run (vmap over ``key`` and ``env`` for several runs)."""
         spec, cfg = self.spec, self.config
@@ -410,7 +478,7 @@ class Learner:
         )
         return LearnerState(
             params=params,
-            opt_state={name: self._init_opt(params[name]) for name in NETS},
+            opt_state={name: self.optimizer.init(params[name]) for name in NETS},
             tables=self._refresh(env, params, nudge),
             buffer=replay.init_buffer(example, cfg.replay_capacity, cfg.priority_alpha),
             env_state=tabular.reset(env, k_reset, cfg.num_envs),
@@ -420,7 +488,16 @@ class Learner:
         )
 
     # ------------------------------------------------------------------ acting
-    def _act(self, env, state: LearnerState, epsilon, key):
+    def act(self, env, state: LearnerState, epsilon, key):
+        """``num_envs`` interactions: recommend, offer the min-pay contract, the agent acts.
+
+        The principal recommends ``a*`` ε-greedily over ``q_θ`` among implementable actions
+        and offers the min-pay contract for it (nudge ``ξ``); the agent acts ε-greedily on
+        ``Q̄_φ(s, a) + P[s, a]·b`` (ties within ``tie_tol`` toward ``a*``).
+
+        Returns:
+            ``(state, transitions [N], (mean payment, follow rate, share of episode ends))``.
+        """
         cfg = self.config
         k_rec, k_rand_rec, k_agent, k_rand_agent, k_env = jax.random.split(key, 5)
         s, t = state.env_state.state, state.env_state.t
@@ -444,13 +521,12 @@ class Learner:
         env_state, step = tabular.step(env, state.env_state, action, contract, k_env)
         # past the horizon the transition ends (bootstraps zero): any valid index will do
         t_next = jnp.minimum(t + 1, (self.spec.horizon or 1) - 1)
-        next_index = self._index(step.next_state, t_next)
         transitions = Transition(
             index=index,
             state=s,
             action=action,
             outcome=step.outcome,
-            next_index=next_index,
+            next_index=self._index(step.next_state, t_next),
             agent_reward=step.agent_reward,
             principal_reward=step.principal_reward,
             end=step.done.astype(jnp.float32),
@@ -463,185 +539,42 @@ class Learner:
         return state.replace(env_state=env_state), transitions, metrics
 
     # ------------------------------------------------------------------ learning
-    def _losses(self, rest, rows, frozen, inverse, env, state, batch, weights, a_next):
-        """TD losses of the networks in ``rest`` (the others' outputs come in ``frozen``).
+    def learn(self, env, state: LearnerState, buffer, key, lr, nets, batched: bool):
+        """One gradient step of the networks ``nets`` (static) on a batch; the others frozen.
 
-        ``rest[net]`` are the dense parameters and ``rows[net]`` the input-table rows of the
-        batch's distinct inputs (``inverse [B]`` maps each sample to its row).
+        Returns ``(params, opt_state, buffer, losses)``; the buffer's priorities are updated
+        with the TD errors when replay is prioritised.
         """
-        outs = dict(frozen)
-        for net in rest:
-            outs[net] = mlp_from_rows(rest[net], rows[net])[inverse]
-        gamma = env.discount
-        agent_out = outs["agent"]  # [B, A] (truncated Q) or [B, O] (outcome values)
-        q_bar = self._agent_q(agent_out, env, batch.state)  # [B, A]
-        q_p = outs["principal"]
-        idx = jnp.arange(batch.index.shape[0])
-        not_end = 1.0 - batch.end
+        cfg, spec = self.config, self.spec
+        batch, slots, weights = replay.sample(
+            buffer, key, cfg.batch_size, cfg.prioritized, cfg.priority_beta
+        )
+        sizes = distinct.static_sizes(cfg.batch_size, cfg.dedup_sizes, batched)
         tables = state.tables
-        next_value = not_end * tables.agent_value[batch.next_index, a_next]
-        if self.config.agent_model == "truncated_q":
-            predicted = q_bar[idx, batch.action]
-            y_agent = batch.agent_reward + gamma * next_value
-        else:  # W(s, o) is the expected next value after outcome o, whatever the action
-            predicted = agent_out[idx, batch.outcome]
-            y_agent = next_value
-        contracts, _, ok = min_pay_all_targets(
-            jax.lax.stop_gradient(q_bar), env.outcome_probs[batch.state], state.nudge
+        q_next = distinct.forward(
+            state.params["principal"], batch.next_index, spec.num_inputs, sizes
         )
-        paid = contracts[idx, batch.action, batch.outcome]
-        valid = ok[idx, batch.action].astype(jnp.float32)
-        y_principal = (
-            batch.principal_reward
-            - jnp.where(valid > 0, paid, 0.0)
-            + gamma * not_end * tables.principal_q[batch.next_index, a_next]
-        )
-        delta_agent = predicted - jax.lax.stop_gradient(y_agent)
-        delta_principal = q_p[idx, batch.action] - jax.lax.stop_gradient(y_principal)
-        per = optax.huber_loss if self.config.loss == "huber" else (lambda d: 0.5 * d**2)
-        losses = {
-            "agent": jnp.mean(weights * per(delta_agent)),
-            "principal": jnp.sum(weights * valid * per(delta_principal))
-            / jnp.maximum(jnp.sum(valid), 1.0),
-        }
-        deltas = {"agent": delta_agent, "principal": delta_principal * valid}
-        total = sum(losses[net] for net in rest)
-        return total, (losses, deltas, q_bar)
-
-    def _apply_gradients(self, params, opt_state, grad_rest, row_grads, rows, lr):
-        """Clip by the global norm of the trained networks (the keys of ``grad_rest``); Adam.
-
-        ``rows [B]`` are the distinct input rows of the batch (out-of-range fill ignored) and
-        ``row_grads[net] [B, H0]`` their summed gradients. The input table gets row-sparse Adam
-        unless ``sparse_input_adam`` is off (then dense Adam over every row).
-        """
-        cfg, num_inputs = self.config, self.spec.num_inputs
-        nets = tuple(grad_rest)
-        if not cfg.sparse_input_adam:
-            row_grads = {
-                n: jnp.zeros((num_inputs, g.shape[-1])).at[rows].add(g, mode="drop")
-                for n, g in row_grads.items()
-            }
-            rows = jnp.arange(num_inputs)
-        if cfg.max_grad_norm:
-            norm = optax.tree.norm((grad_rest, row_grads))
-            factor = jnp.minimum(1.0, cfg.max_grad_norm / (norm + 1e-12))
-        else:
-            factor = 1.0
-        params, opt_state = dict(params), dict(opt_state)
-        for n in nets:
-            st = opt_state[n]
-            g_rest = jax.tree_util.tree_map(lambda g: g * factor, grad_rest[n])
-            updates, dense = self.dense_adam.update(g_rest, st.dense)
-            rest = {k: v for k, v in params[n].items() if k != "table"}
-            rest = optax.apply_updates(rest, jax.tree_util.tree_map(lambda u: -lr * u, updates))
-            count = st.count + 1
-            table, mu, nu = sparse_adam_rows(
-                params[n]["table"],
-                st.table_mu,
-                st.table_nu,
-                rows,
-                row_grads[n] * factor,
-                count,
-                lr,
-            )
-            params[n] = {**rest, "table": table}
-            opt_state[n] = NetOptState(dense, mu, nu, count)
-        return params, opt_state
-
-    def _sizes(self, batched: bool) -> list[int]:
-        batch = self.config.batch_size
-        small = sorted(u for u in set(self.config.dedup_sizes) if 0 < u < batch)
-        return [batch] if batched else [*small, batch]
-
-    def _gradients(self, params, env, state, batch, weights, a_next, nets, batched: bool):
-        """Gradients of the losses of ``nets``.
-
-        Every network runs on the batch's distinct inputs only (the smallest static size that
-        fits is picked at run time).
-        """
-        num_inputs = self.spec.num_inputs
-        rows, inverse = unique_rows(batch.index, num_inputs)
-        count = jnp.sum(rows < num_inputs)
-        sizes = self._sizes(batched)
-
-        def branch(size):
-            def run(_):
-                u = jnp.minimum(rows[:size], num_inputs - 1)
-                rest = {n: {k: v for k, v in params[n].items() if k != "table"} for n in nets}
-                gathered = {n: params[n]["table"][u] for n in nets}
-                frozen = {
-                    n: jax.lax.stop_gradient(mlp_apply(params[n], u))[inverse]
-                    for n in NETS
-                    if n not in nets
-                }
-                (g_rest, g_rows), aux = jax.grad(self._losses, argnums=(0, 1), has_aux=True)(
-                    rest, gathered, frozen, inverse, env, state, batch, weights, a_next
-                )
-                pad = batch.index.shape[0] - size
-                g_rows = {n: jnp.pad(g, ((0, pad), (0, 0))) for n, g in g_rows.items()}
-                return g_rest, g_rows, aux
-
-            return run
-
-        which = jnp.searchsorted(jnp.asarray(sizes), count)
-        g_rest, g_rows, aux = jax.lax.switch(which, [branch(u) for u in sizes], None)
-        return rows, g_rest, g_rows, aux
-
-    def _forward_dedup(self, net_params, index, batched: bool):
-        """``mlp_apply`` on the distinct inputs only, scattered back (exact)."""
-        num_inputs = self.spec.num_inputs
-        rows, inverse = unique_rows(index, num_inputs)
-        count = jnp.sum(rows < num_inputs)
-        sizes = self._sizes(batched)
-
-        def branch(size):
-            return lambda _: mlp_apply(net_params, jnp.minimum(rows[:size], num_inputs - 1))[
-                inverse
-            ]
-
-        which = jnp.searchsorted(jnp.asarray(sizes), count)
-        return jax.lax.switch(which, [branch(u) for u in sizes], None)
-
-    def _accumulate(self, one_step_error):
-        """Q error ``E`` from a one-step error (see ``auto_nudge_accumulation``)."""
-        factor = {
-            "none": 1.0,
-            "sqrt": self.spec.effective_horizon**0.5,
-            "linear": self.spec.effective_horizon,
-        }[self.config.auto_nudge_accumulation]
-        return factor * one_step_error
-
-    def _sample(self, buffer, key):
-        cfg = self.config
-        return replay.sample(buffer, key, cfg.batch_size, cfg.prioritized, cfg.priority_beta)
-
-    def _update(self, env, learning, batch, weights, nets, lr, batched: bool):
-        """One gradient step of the networks ``nets`` (static), the others frozen.
-
-        ``learning`` is the part of the state a step changes (the replay buffer stays outside,
-        so that branching on the phase never copies it): ``(params, opt_state, tables, nudge,
-        error_estimate)``. Returns it updated, the losses and the TD errors for priorities.
-        """
-        params, opt_state, tables, nudge, estimate = learning
-        q_next = self._forward_dedup(params["principal"], batch.next_index, batched)
         a_next = jnp.argmax(
             jnp.where(tables.implementable[batch.next_index], q_next, -jnp.inf), axis=1
         )
-        view = LearnerStateView(tables, nudge)
-        rows, grad_rest, grad_rows, aux = self._gradients(
-            params, env, view, batch, weights, a_next, nets, batched
-        )
-        losses, deltas, q_bar = aux
-        params, opt_state = self._apply_gradients(params, opt_state, grad_rest, grad_rows, rows, lr)
-        td = sum(jnp.abs(deltas[n]) for n in nets)
-        return (params, opt_state, tables, nudge, estimate), (
-            losses["agent"],
-            losses["principal"],
-            td,
-        )
 
-    # ------------------------------------------------------------------ one iteration
+        def loss(outputs):
+            losses, deltas = td_losses(
+                outputs, batch, weights, a_next, env, tables, state.nudge, cfg
+            )
+            return sum(losses[n] for n in nets), (losses, deltas)
+
+        rows, grad_dense, grad_rows, (losses, deltas) = distinct.gradients(
+            loss, state.params, nets, batch.index, spec.num_inputs, sizes
+        )
+        params, opt_state = self.optimizer.step(
+            state.params, state.opt_state, grad_dense, grad_rows, rows, lr
+        )
+        if cfg.prioritized:
+            td = sum(jnp.abs(deltas[n]) for n in nets)
+            buffer = replay.update_priorities(buffer, slots, td, cfg.priority_eps)
+        return params, opt_state, buffer, losses
+
     def _iteration(self, env, state: LearnerState, epsilon, lr, nets, batched=False):
         """Act, store, and take a gradient step of the networks ``nets``.
 
@@ -649,34 +582,22 @@ class Learner:
         """
         key, k_act, k_learn = jax.random.split(state.key, 3)
         state = state.replace(key=key)
-        state, transitions, (payment, follow, ends) = self._act(env, state, epsilon, k_act)
+        state, transitions, (payment, follow, ends) = self.act(env, state, epsilon, k_act)
         buffer = replay.add_batch(state.buffer, transitions)
-        zero = jnp.zeros(())
-        agent_loss = principal_loss = zero
+        agent_loss = principal_loss = jnp.zeros(())
         if nets:
-            batch, idx, weights = self._sample(buffer, k_learn)
-            learning = (
-                state.params,
-                state.opt_state,
-                state.tables,
-                state.nudge,
-                state.error_estimate,
+            params, opt_state, buffer, losses = self.learn(
+                env, state, buffer, k_learn, lr, nets, batched
             )
-            learning, (agent_loss, principal_loss, td) = self._update(
-                env, learning, batch, weights, nets, lr, batched
-            )
-            if self.config.prioritized:
-                buffer = replay.update_priorities(buffer, idx, td, self.config.priority_eps)
-            params, opt_state, tables, nudge, estimate = learning
-            state = state.replace(
-                params=params, opt_state=opt_state, nudge=nudge, error_estimate=estimate
-            )
+            agent_loss, principal_loss = losses["agent"], losses["principal"]
+            state = state.replace(params=params, opt_state=opt_state)
         state = state.replace(buffer=buffer)
         metrics = IterationMetrics(
             agent_loss, principal_loss, state.nudge, state.error_estimate, payment, follow, ends
         )
         return state, metrics
 
+    # ------------------------------------------------------------------ the loop
     def phase_nets(self, i: int) -> tuple[str, ...]:
         """The networks iteration ``i`` trains.
 
@@ -704,6 +625,7 @@ class Learner:
         empty = jax.tree_util.tree_map(
             lambda x: jnp.zeros((max_length, *x.shape), x.dtype), example
         )
+        nudge_period = cfg.phase_length if cfg.schedule == "iterative" else cfg.auto_nudge_period
 
         def body(j, carry):
             states, log = carry
@@ -711,15 +633,18 @@ class Learner:
             states, metrics = iterate(envs, states, self.epsilon(i), self.lr(i))
             if cfg.auto_nudge and "agent" in nets:
                 # The nudge moves at the end of each agent phase (iterative) or period
-                # (simultaneous), from the
-                # error measured at a fixed nudge: a larger nudge raises the agent's targets, so
-                # moving it while measuring would feed it back into itself; and a frozen agent
-                # (principal phase) lags its moving targets, so only a learning agent's error
-                # measures its accuracy.
-                period = cfg.phase_length if cfg.schedule == "iterative" else cfg.auto_nudge_period
-                due_nudge = (cfg.iterations - 1 - i) % period == 0
+                # (simultaneous), from the error measured at a fixed nudge: a larger nudge
+                # raises the agent's targets, so moving it while measuring would feed it back
+                # into itself; and a frozen agent (principal phase) lags its moving targets, so
+                # only a learning agent's error measures its accuracy.
+                due_nudge = (cfg.iterations - 1 - i) % nudge_period == 0
                 estimate = states.tables.error
-                new = cfg.auto_nudge_scale * self._accumulate(estimate)
+                new = auto_nudge(
+                    estimate,
+                    cfg.auto_nudge_scale,
+                    cfg.auto_nudge_accumulation,
+                    self.spec.effective_horizon,
+                )
                 states = states.replace(
                     nudge=jnp.where(due_nudge, new, states.nudge), error_estimate=estimate
                 )
@@ -765,18 +690,41 @@ class Learner:
         return states, metrics
 
 
-def learner_spec(game) -> LearnerSpec:
-    """Static shapes for a game; time is an input when a state can recur within the horizon."""
-    from contractrl.sweep import make_schedule
-
-    needs_time = game.horizon is not None and make_schedule(game).kind == "time"
-    effective = float(game.horizon) if game.horizon is not None else 1.0 / (1.0 - game.discount)
-    return LearnerSpec(
-        game.num_states, game.num_actions, game.num_outcomes, game.horizon, needs_time, effective
-    )
-
-
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def init_state(learner: Learner, env, key, batched: bool = False) -> LearnerState:
     """Initial state of one run, or of several (``env``/``key`` stacked) when ``batched``."""
     return jax.vmap(learner.init)(env, key) if batched else learner.init(env, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        learner: the learner (its jitted functions, spec and config).
+        state: the final :class:`LearnerState`.
+        metrics: :class:`IterationMetrics` of every iteration (``[iterations]`` leaves).
+    """
+
+    learner: Learner
+    state: LearnerState
+    metrics: IterationMetrics
+
+
+def train(game, config: DQNConfig, seed: int = 0, chunk: int = 1000) -> TrainResult:
+    """Algorithm 2 on ``game`` for ``config.iterations`` iterations, in one call.
+
+    The experiments (:mod:`contractrl.experiments.tree`) run the same loop with checkpoints,
+    evaluations and progress; this is the plain version, for scripts and notebooks.
+    """
+    learner = Learner(learner_spec(game), config)
+    env = tabular.tabular_params(game)
+    state = init_state(learner, env, jax.random.PRNGKey(seed))
+    logs, done = [], 0
+    while done < config.iterations:
+        steps = min(chunk, config.iterations - done)
+        state, metrics = learner.train_chunk(env, state, steps, done)
+        logs.append(metrics)
+        done += steps
+    metrics = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *logs)
+    return TrainResult(learner, state, metrics)

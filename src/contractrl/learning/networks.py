@@ -7,8 +7,8 @@ per action. Initialisation is LeCun normal (fan-in = ``I`` for the table, as for
 on one-hot inputs).
 
 Because a batch touches at most ``B`` rows of the table, the optimiser can update only those
-rows (:func:`sparse_adam_rows`, the semantics of PyTorch's ``SparseAdam``/lazy Adam) instead of
-streaming the whole table through Adam every step.
+rows (:mod:`contractrl.learning.optim`) and the networks can run on the batch's distinct inputs
+only (:mod:`contractrl.learning.distinct`).
 """
 
 from __future__ import annotations
@@ -49,62 +49,3 @@ def mlp_from_rows(params: dict, rows: jax.Array) -> jax.Array:
 def mlp_apply(params: dict, index: jax.Array) -> jax.Array:
     """Q-values ``[..., A]`` of the discrete inputs ``index [...]``."""
     return mlp_from_rows(params, jnp.take(params["table"], index, axis=0))
-
-
-def split_table(params: dict) -> tuple[jax.Array, dict]:
-    """``(table, rest)``: the input table and every other parameter."""
-    rest = {k: v for k, v in params.items() if k != "table"}
-    return params["table"], rest
-
-
-def unique_rows(index: jax.Array, num_inputs: int) -> tuple[jax.Array, jax.Array]:
-    """Fixed-size unique: ``(rows [B], inverse [B])``.
-
-    Unused slots hold ``num_inputs`` (out of range: dropped by scatters with ``mode="drop"``).
-    """
-    rows, inverse = jnp.unique(
-        index, size=index.shape[0], fill_value=num_inputs, return_inverse=True
-    )
-    return rows, inverse.reshape(index.shape)
-
-
-def sparse_adam_rows(
-    table: jax.Array,
-    mu: jax.Array,
-    nu: jax.Array,
-    rows: jax.Array,
-    grad_rows: jax.Array,
-    count: jax.Array,
-    lr: jax.Array,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-):
-    """Adam on the given rows only (lazy Adam): moments and parameters of other rows stay.
-
-    Args:
-        table: ``[I, H]`` parameters.
-        mu: ``[I, H]`` first Adam moments.
-        nu: ``[I, H]`` second Adam moments.
-        rows: ``[B]`` distinct row indices (out-of-range entries are ignored).
-        grad_rows: ``[B, H]`` gradient of each listed row.
-        count: Adam step number (1-based) for bias correction.
-        lr: learning rate.
-        b1: first-moment decay.
-        b2: second-moment decay.
-        eps: denominator floor.
-
-    Returns:
-        ``(table, mu, nu)`` updated.
-    """
-    safe = jnp.minimum(rows, table.shape[0] - 1)
-    m = b1 * mu[safe] + (1 - b1) * grad_rows
-    v = b2 * nu[safe] + (1 - b2) * grad_rows**2
-    m_hat = m / (1 - b1**count)
-    v_hat = v / (1 - b2**count)
-    new = table[safe] - lr * m_hat / (jnp.sqrt(v_hat) + eps)
-    return (
-        table.at[rows].set(new, mode="drop"),
-        mu.at[rows].set(m, mode="drop"),
-        nu.at[rows].set(v, mode="drop"),
-    )
