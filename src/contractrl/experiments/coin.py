@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from contractrl import __version__
+from contractrl._stats import mean_se
 from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
@@ -43,11 +44,11 @@ from contractrl.experiments.executor import (
     resolve_backend,
     run_tasks,
 )
+from contractrl.experiments.loop import checkpointed_loop
 from contractrl.experiments.store import (
     DamagedCheckpointError,
     MetricsLog,
     add_wall_time,
-    load_checkpoint,
     load_state,
     open_experiment,
     read_json,
@@ -233,6 +234,7 @@ def _rollout_fn(learner, episodes: int):
     import jax
     import jax.numpy as jnp
 
+    from contractrl.multiagent.agents import AgentsLearner
     from contractrl.multiagent.evaluation import mix, rollout
 
     def run(state, principal, mask, key):
@@ -242,7 +244,10 @@ def _rollout_fn(learner, episodes: int):
             def transfers(rewards):
                 return learner.transfers(rewards, jnp.zeros_like(rewards), state.share)
 
-        policy = mix(learner.policy(state, principal), mask)
+        if isinstance(learner, AgentsLearner):
+            policy = mix(learner.policy(state, principal), mask)
+        else:  # the principal's plan: everyone follows
+            policy = mix(learner.policy(state), mask)
         return rollout(learner.game, policy, key, episodes, transfers)
 
     return jax.jit(run)
@@ -326,30 +331,15 @@ def train_phase(
     seed = config.seed + seed_index
     key = jax.random.fold_in(jax.random.PRNGKey(seed), phase_stream(config, phase))
     state = learner.init(key) if phase == "principal" else learner.init(key, share, nudge)
-    log = MetricsLog(run_dir / f"{phase}.csv", PHASE_COLUMNS)
-    ckpt = run_dir / f"{phase}.checkpoint.msgpack"
-    iteration, seconds = 0, 0.0
-    saved = load_checkpoint(ckpt) if ckpt.exists() else None
-    if saved is not None:
-        state = serialization.from_state_dict(state, saved["state"])
-        iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
-        log.truncate_after(iteration)
-    elif log.path.exists():
-        log.path.unlink()
     total = config.dqn.iterations
     cal_until = config.budget_calibration * total
-    last_ckpt = time.monotonic()
-    row: dict[str, Any] = {}
-    while iteration < total:
-        steps = min(config.eval_every, total - iteration)
-        start = time.perf_counter()
+
+    def train_chunk(state, start, steps):
         if phase == "principal":
-            state, stats = learner.train_chunk(state, iteration, steps)
-        else:
-            state, stats = learner.train_chunk(state, principal, iteration, steps)
-        jax.block_until_ready(state)
-        seconds += time.perf_counter() - start
-        iteration += steps
+            return learner.train_chunk(state, start, steps)
+        return learner.train_chunk(state, principal, start, steps)
+
+    def evaluate(state, stats, iteration, seconds):
         eval_key = jax.random.fold_in(jax.random.PRNGKey(seed + 10_000), iteration)
         row = _evaluate(config, phase, learner, state, principal, eval_key)
         episodes = max(float(np.asarray(stats.done).sum()), 1.0)
@@ -363,25 +353,27 @@ def train_phase(
             loss=float(np.mean(np.asarray(loss))),
         )
         row["share"] = float(np.asarray(getattr(state, "share", 0.0)))
-        log.append(row)
         # adjust p after every evaluation in the calibration window, never after the last one
         if target is not None and iteration < total and iteration <= cal_until:
             state = state.replace(
                 share=np.float32(calibrated_share(row["share"], row["payments"], target))
             )
-        if iteration >= total or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
-            payload = {
-                "iteration": iteration,
-                "train_seconds": seconds,
-                "state": serialization.to_state_dict(state),
-            }
-            save_state(ckpt, payload)
-            last_ckpt = time.monotonic()
-        progress(iteration)
-    if not row:  # resumed after the final checkpoint, before the summary was written
-        last = log.read()[-1]
-        row = {k: float(v) if v not in ("", "nan") else float("nan") for k, v in last.items()}
-        row["iteration"] = int(row["iteration"])
+        return state, {phase: row}
+
+    ckpt = run_dir / f"{phase}.checkpoint.msgpack"
+    result = checkpointed_loop(
+        state,
+        total=total,
+        eval_every=config.eval_every,
+        checkpoint=ckpt,
+        checkpoint_seconds=config.checkpoint_seconds,
+        logs={phase: MetricsLog(run_dir / f"{phase}.csv", PHASE_COLUMNS)},
+        train_chunk=train_chunk,
+        evaluate=evaluate,
+        progress=lambda iteration, _steps: progress(iteration),
+    )
+    state, iteration, seconds = result.state, result.iteration, result.train_seconds
+    row = result.rows[phase]
     summary = dict(
         row,
         phase=phase,
@@ -601,14 +593,6 @@ def run_coin(
     return results
 
 
-def _mean_se(values) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
-    return float(arr.mean()), se
-
-
 def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> dict[str, Any]:
     """``results.json``: the final evaluation of every phase, mean ± standard error over seeds."""
     per_seed: dict[int, dict[str, dict]] = {}
@@ -658,7 +642,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
     keys = [k for k in rows[0] if k != "seed"] if rows else []
     mean: dict[str, Any] = {}
     for key in keys:
-        mean[key], mean[f"{key}_se"] = _mean_se(r[key] for r in rows)
+        mean[key], mean[f"{key}_se"] = mean_se(r[key] for r in rows)
     mean.update(wall_seconds=wall, seeds=len(rows), iterations_per_phase=config.dqn.iterations)
     return {
         "experiment": "coin",

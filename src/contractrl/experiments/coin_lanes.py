@@ -59,10 +59,10 @@ from contractrl.experiments.coin import (
     run_name,
 )
 from contractrl.experiments.executor import advance
+from contractrl.experiments.loop import checkpointed_loop
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
-    load_checkpoint,
     read_json,
     save_state,
     write_json,
@@ -263,7 +263,6 @@ def run_stage(
 ) -> dict[Lane, dict[str, Any]]:
     """Train (or resume) every lane of a stage; returns each lane's summary."""
     import jax
-    from flax import serialization
 
     groups = stage_groups(config, stage)
     lanes = [lane for group in groups for lane in group.lanes]
@@ -274,29 +273,10 @@ def run_stage(
     total = config.dqn.iterations
     states = _init_states(config, groups, starts)
     logs = {lane: MetricsLog(_lane_paths(exp, lane)[0], PHASE_COLUMNS) for lane in lanes}
-    ckpt = exp / "stages" / f"stage{stage}.checkpoint.msgpack"
-    iteration, seconds = 0, 0.0
-    saved = load_checkpoint(ckpt) if ckpt.exists() else None
-    if saved is not None:
-        states = serialization.from_state_dict(states, saved["states"])
-        iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
-        for log in logs.values():
-            log.truncate_after(iteration)
-    else:
-        for log in logs.values():
-            if log.path.exists():
-                log.path.unlink()
-    advance(bar, iteration, resumed=True)
     cal_until = config.budget_calibration * total
-    last_ckpt = time.monotonic()
-    rows: dict[Lane, dict] = {}
-    while iteration < total:
-        steps = min(config.eval_every, total - iteration)
-        start = time.perf_counter()
-        states, totals = stage_program(config, stage, steps)(states, principals, iteration)
+
+    def evaluate(states, totals, iteration, seconds):
         totals = jax.device_get(totals)
-        seconds += time.perf_counter() - start
-        iteration += steps
         rows = {}
         for g, group in enumerate(groups):
             evaluated = evaluate_group(config, group, states[g], principals[g], iteration)
@@ -313,20 +293,33 @@ def run_stage(
                     share=float(shares[index]),
                 )
                 rows[lane] = row
-                logs[lane].append(row)
         if iteration < total and iteration <= cal_until:
             states = _calibrate(config, groups, states, rows, starts)
-        if iteration >= total or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
-            payload = {
-                "iteration": iteration,
-                "train_seconds": seconds,
-                "states": serialization.to_state_dict(states),
-            }
-            save_state(ckpt, payload)
-            last_ckpt = time.monotonic()
-        advance(bar, steps)
-    if not rows:  # resumed after the final checkpoint, before the summaries were written
-        rows = {lane: _last_row(logs[lane]) for lane in lanes}
+        return states, rows
+
+    ckpt = exp / "stages" / f"stage{stage}.checkpoint.msgpack"
+    result = checkpointed_loop(
+        states,
+        total=total,
+        eval_every=config.eval_every,
+        checkpoint=ckpt,
+        checkpoint_seconds=config.checkpoint_seconds,
+        logs=logs,
+        train_chunk=lambda states, start, steps: stage_program(config, stage, steps)(
+            states, principals, start
+        ),
+        evaluate=evaluate,
+        progress=lambda iteration, steps: (
+            advance(bar, steps) if steps else advance(bar, iteration, resumed=True)
+        ),
+        state_key="states",
+    )
+    states, iteration, seconds, rows = (
+        result.state,
+        result.iteration,
+        result.train_seconds,
+        result.rows,
+    )
     summaries = _write_summaries(exp, config, groups, states, rows, starts, iteration, seconds)
     if ckpt.exists():
         ckpt.unlink()
@@ -356,13 +349,6 @@ def _calibrate(config, groups, states, rows, starts):
             shares[index] = calibrated_share(float(shares[index]), rows[lane]["payments"], target)
         out[g] = states[g].replace(share=shares)
     return tuple(out)
-
-
-def _last_row(log: MetricsLog) -> dict:
-    last = log.read()[-1]
-    row = {k: float(v) if v not in ("", "nan") else float("nan") for k, v in last.items()}
-    row["iteration"] = int(row["iteration"])
-    return row
 
 
 def _write_summaries(exp, config, groups, states, rows, starts, iteration, seconds):

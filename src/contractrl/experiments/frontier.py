@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from contractrl import __version__
+from contractrl._stats import mean_se
 from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
 from contractrl.experiments.coin import (
     CONSTANT_SCHEMES,
     CoinExperimentConfig,
-    _mean_se,
     discard_damaged_principal,
     load_principal,
     run_name,
@@ -255,7 +255,7 @@ def aggregate(manifest: dict, config: FrontierConfig, outputs: list[dict], wall:
         if kind == "contracts":
             keys += ["follow_rate", "spe_ratio", "ic_ratio"]
         for key in keys:
-            point[key], point[f"{key}_se"] = _mean_se(p.get(key) for p in phases)
+            point[key], point[f"{key}_se"] = mean_se(p.get(key) for p in phases)
         point["per_seed_welfare"] = [p["welfare"] for p in phases]
         point["per_seed_payments"] = [p["payments"] for p in phases]
         points.append(point)

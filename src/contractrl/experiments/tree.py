@@ -9,7 +9,6 @@ from its last checkpoint and deterministic given its seed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from contractrl import __version__
+from contractrl._stats import mean_se
 from contractrl.experiments.config import TreeExperimentConfig, from_dict
 from contractrl.experiments.executor import (
     Task,
@@ -25,13 +25,12 @@ from contractrl.experiments.executor import (
     resolve_backend,
     run_tasks,
 )
+from contractrl.experiments.loop import checkpointed_loop
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
-    load_checkpoint,
     open_experiment,
     read_json,
-    save_state,
     write_json,
 )
 
@@ -132,7 +131,6 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
     ``final.json``. Determinism: the run depends only on the config, the instance and ``seed``.
     """
     import jax
-    from flax import serialization
 
     from contractrl.envs.tabular import tabular_params
     from contractrl.instance import load_instance
@@ -152,38 +150,27 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
     learner = _learner(game, dqn)
     env = tabular_params(game)
     state = init_state(learner, env, jax.random.PRNGKey(seed))
-    log = MetricsLog(run_dir / "metrics.csv", METRIC_COLUMNS)
-    iteration, train_seconds = 0, 0.0
-    ckpt_path = run_dir / "checkpoint.msgpack"
-    saved = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
-    if saved is not None:
-        state = serialization.from_state_dict(state, saved["state"])
-        iteration, train_seconds = int(saved["iteration"]), float(saved["train_seconds"])
-        log.truncate_after(iteration)
-    elif log.path.exists():
-        log.path.unlink()
-    last_ckpt = time.monotonic()
-    write_json(run_dir / "progress.json", {"iteration": iteration, "total": dqn.iterations})
-    while iteration < dqn.iterations:
-        steps = min(config.eval_every, dqn.iterations - iteration)
-        start = time.perf_counter()
-        state, metrics = learner.train_chunk(env, state, steps, iteration, False)
-        jax.block_until_ready(state)
-        train_seconds += time.perf_counter() - start
-        iteration += steps
+
+    def evaluate(state, metrics, iteration, seconds):
         row = _evaluate(learner, game, env, spe, state, metrics, iteration)
-        row["train_seconds"] = train_seconds
-        log.append(row)
-        done = iteration >= dqn.iterations
-        if done or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
-            payload = {
-                "iteration": iteration,
-                "train_seconds": train_seconds,
-                "state": serialization.to_state_dict(state),
-            }
-            save_state(ckpt_path, payload)
-            last_ckpt = time.monotonic()
+        row["train_seconds"] = seconds
+        return state, {"run": row}
+
+    def progress(iteration, _steps):
         write_json(run_dir / "progress.json", {"iteration": iteration, "total": dqn.iterations})
+
+    result = checkpointed_loop(
+        state,
+        total=dqn.iterations,
+        eval_every=config.eval_every,
+        checkpoint=run_dir / "checkpoint.msgpack",
+        checkpoint_seconds=config.checkpoint_seconds,
+        logs={"run": MetricsLog(run_dir / "metrics.csv", METRIC_COLUMNS)},
+        train_chunk=lambda state, start, steps: learner.train_chunk(env, state, steps, start),
+        evaluate=evaluate,
+        progress=progress,
+    )
+    row, iteration, train_seconds = result.rows["run"], result.iteration, result.train_seconds
     summary = {k: row[k] for k in SUMMARY_KEYS}
     summary.update(
         instance=instance,
@@ -275,12 +262,6 @@ def run_tree(
     return results
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else 0.0
-    return float(arr.mean()), se
-
-
 def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dict[str, Any]:
     """``results.json``: per instance (mean and standard error over seeds) and overall."""
     per_instance = []
@@ -296,11 +277,11 @@ def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dic
             "wall_seconds": sum(r["train_seconds"] for r in runs),
         }
         for key in SUMMARY_KEYS:
-            entry[key], entry[f"{key}_se"] = _mean_se([r[key] for r in runs])
+            entry[key], entry[f"{key}_se"] = mean_se([r[key] for r in runs])
         per_instance.append(entry)
     overall: dict[str, Any] = {}
     for key in SUMMARY_KEYS:
-        overall[key], overall[f"{key}_se"] = _mean_se([r[key] for r in summaries])
+        overall[key], overall[f"{key}_se"] = mean_se([r[key] for r in summaries])
     for key in ("spe_principal_value", "spe_agent_value"):
         overall[key] = float(np.mean([i[key] for i in per_instance]))
     train = sum(r["train_seconds"] for r in summaries)

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contractrl.experiments.loop import checkpointed_loop
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
-    load_checkpoint,
     read_json,
-    save_state,
     write_json,
 )
 
@@ -61,7 +60,6 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     """Train every lane (from the checkpoint if any); write and return the summaries."""
     import jax
     import jax.numpy as jnp
-    from flax import serialization
 
     from contractrl.envs.tabular import tabular_params
     from contractrl.experiments.executor import _bar, advance
@@ -87,33 +85,14 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     envs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[envs_one[i] for i, _ in runs])
     keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs])
     states = init_state(learner, envs, keys, batched=True)
-    logs = [
-        MetricsLog(out / "runs" / run_name(i, s) / "metrics.csv", METRIC_COLUMNS) for i, s in runs
-    ]
-    ckpt = out / "stages" / "tree.checkpoint.msgpack"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    iteration, seconds = 0, 0.0
-    saved = load_checkpoint(ckpt) if ckpt.exists() else None
-    if saved is not None:
-        states = serialization.from_state_dict(states, saved["state"])
-        iteration, seconds = int(saved["iteration"]), float(saved["train_seconds"])
-        for log in logs:
-            log.truncate_after(iteration)
-    else:
-        for log in logs:
-            if log.path.exists():
-                log.path.unlink()
-    rows: list[dict] = [{} for _ in runs]
-    last_ckpt = time.monotonic()
+    logs = {
+        k: MetricsLog(out / "runs" / run_name(i, s) / "metrics.csv", METRIC_COLUMNS)
+        for k, (i, s) in enumerate(runs)
+    }
     bar = _bar(dqn.iterations, progress, f"{name} (vmap)")
-    advance(bar, iteration, resumed=True)
-    while iteration < dqn.iterations:
-        steps = min(config.eval_every, dqn.iterations - iteration)
-        start = time.perf_counter()
-        states, metrics = learner.train_chunk(envs, states, steps, iteration, True)
-        jax.block_until_ready(states)
-        seconds += time.perf_counter() - start
-        iteration += steps
+
+    def evaluate(states, metrics, iteration, seconds):
+        rows = {}
         for k, (i, _) in enumerate(runs):
             lane_state = jax.tree_util.tree_map(lambda x, k=k: x[k], states)
             lane_metrics = jax.tree_util.tree_map(lambda x, k=k: x[:, k], metrics)
@@ -121,21 +100,27 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
                 learner, games[i], envs_one[i], spes[i], lane_state, lane_metrics, iteration
             )
             row["train_seconds"] = seconds
-            logs[k].append(row)
             rows[k] = row
-        if iteration >= dqn.iterations or time.monotonic() - last_ckpt >= config.checkpoint_seconds:
-            payload = {
-                "iteration": iteration,
-                "train_seconds": seconds,
-                "state": serialization.to_state_dict(states),
-            }
-            save_state(ckpt, payload)
-            last_ckpt = time.monotonic()
-        advance(bar, steps)
+        return states, rows
+
+    result = checkpointed_loop(
+        states,
+        total=dqn.iterations,
+        eval_every=config.eval_every,
+        checkpoint=out / "stages" / "tree.checkpoint.msgpack",
+        checkpoint_seconds=config.checkpoint_seconds,
+        logs=logs,
+        train_chunk=lambda states, start, steps: learner.train_chunk(
+            envs, states, steps, start, True
+        ),
+        evaluate=evaluate,
+        progress=lambda iteration, steps: (
+            advance(bar, steps) if steps else advance(bar, iteration, resumed=True)
+        ),
+    )
     if bar is not None:
         bar.close()
-    if not rows[0]:  # resumed after the final checkpoint, before the summaries
-        rows = [_last_row(log) for log in logs]
+    rows, iteration, seconds = result.rows, result.iteration, result.train_seconds
     summaries = []
     for k, (i, s) in enumerate(runs):
         summary = {key: rows[k][key] for key in SUMMARY_KEYS}
@@ -150,11 +135,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
         )
         write_json(finals[k], summary)
         summaries.append(summary)
+    ckpt = out / "stages" / "tree.checkpoint.msgpack"
     if ckpt.exists():
         ckpt.unlink()
     return summaries
-
-
-def _last_row(log: MetricsLog) -> dict:
-    last = log.read()[-1]
-    return {k: float(v) for k, v in last.items()}

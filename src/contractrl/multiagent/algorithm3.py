@@ -135,13 +135,12 @@ class PrincipalLearner(CoinBase):
         ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
         return follower_contracts(self.q_values(params["agent"], states, ones), recs, nudge)
 
-    def policy(self, state: PrincipalState, principal=None):
+    def policy(self, state: PrincipalState):
         """The principal's plan as an evaluation policy (see :mod:`.evaluation`).
 
         Every agent follows the greedy recommendation and is paid its contract.
         """
         params = state.params
-        del principal
 
         def act(states, actions=None):
             recs = jnp.argmax(self.q_values(params["principal"], states), axis=-1)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from contractrl._stats import curves_mean_se
+
 
 def _figure():
     import matplotlib
@@ -18,22 +20,18 @@ def _figure():
     return plt
 
 
+def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a CSV file as float arrays (empty cells are NaN; no rows: ``{}``)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in rows[0]}
+
+
 def read_run_metrics(run_dir: Path) -> dict[str, np.ndarray]:
     """Columns of ``run_dir/metrics.csv`` as float arrays."""
-    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return (
-        {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in rows[0]}
-        if rows
-        else {}
-    )
-
-
-def _mean_se(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    length = min(len(c) for c in curves)
-    stack = np.stack([c[:length] for c in curves])
-    se = stack.std(axis=0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else 0 * stack[0]
-    return stack.mean(axis=0), se
+    return read_csv_columns(run_dir / "metrics.csv")
 
 
 def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
@@ -60,7 +58,7 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
             continue
         x = runs[0]["iteration"][: min(len(r["iteration"]) for r in runs)]
         for ax, (key, label, spe_key) in zip(axes, panels, strict=True):
-            mean, se = _mean_se([r[key] for r in runs])
+            mean, se = curves_mean_se([r[key] for r in runs])
             ax.plot(x, mean, color=colour, label=f"instance {inst['index']}", marker="o", ms=3)
             ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.25, linewidth=0)
             if spe_key is not None:
@@ -98,22 +96,11 @@ def _phase_curves(exp_dir: Path, seeds: int, phase: str, key: str):
         path = exp_dir / "runs" / f"seed{k}" / f"{phase}.csv"
         if not path.exists():
             continue
-        data = _read_csv(path)
+        data = read_csv_columns(path)
         if data and key in data:
             curves.append(data[key])
             x = data["iteration"]
     return x, curves
-
-
-def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    return {
-        k: np.array([float(r[k]) if r[k] not in ("", "nan") else np.nan for r in rows])
-        for k in rows[0]
-    }
 
 
 def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
