@@ -30,8 +30,8 @@ FIXED = {
 }
 AUTO = {
     "auto-sqrt-q0.9": ["--preset", "paper-auto-nudge"],
-    "auto-none-q0.9": ["--preset", "paper-auto-nudge", "--auto-nudge-accumulation", "none"],
-    "auto-sqrt-q0.5": ["--preset", "paper-auto-nudge", "--auto-nudge-quantile", "0.5"],
+    "auto-linear-q0.9": ["--preset", "paper-auto-nudge", "--auto-nudge-accumulation", "linear"],
+    "auto-sqrt-q0.99": ["--preset", "paper-auto-nudge", "--auto-nudge-quantile", "0.99"],
 }
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
