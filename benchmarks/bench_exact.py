@@ -24,8 +24,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from contractrl.games import tree_mdp  # noqa: E402
-from contractrl.solver import solve_spe  # noqa: E402
+from contractrl.core.games import tree_mdp  # noqa: E402
+from contractrl.core.solver import solve_spe  # noqa: E402
 from machine import machine_summary, record_section  # noqa: E402
 
 

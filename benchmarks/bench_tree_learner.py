@@ -35,8 +35,8 @@ def measure(dqn, iterations: int, seeds: int = 1, batched: bool = False) -> floa
     import jax
     import jax.numpy as jnp
 
+    from contractrl.core.games import tree_mdp
     from contractrl.envs.tabular import tabular_params
-    from contractrl.games import tree_mdp
     from contractrl.learning.algorithm2 import Learner, init_state, learner_spec
 
     game = tree_mdp(10, 0)

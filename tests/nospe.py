@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from contractrl.model import PrincipalAgentMDP
+from contractrl.core.model import PrincipalAgentMDP
 
 PROBS = np.array([[[0.3, 0.7], [0.53, 0.47]], [[0.75, 0.25], [0.59, 0.41]]])
 AGENT_REWARD = np.array([[-0.1, -0.92], [-0.42, -0.03]])

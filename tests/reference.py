@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 
-from contractrl.model import PrincipalAgentMDP
+from contractrl.core.model import PrincipalAgentMDP
 
 
 def dense_transitions(game: PrincipalAgentMDP) -> np.ndarray:
@@ -118,7 +118,7 @@ def all_agent_policies(game: PrincipalAgentMDP):
 def separated_game(num_states, num_actions, num_outcomes, horizon, seed, discount=0.9):
     """A random cyclic game whose actions have well-separated outcome distributions (so that
     min-pay contracts stay small enough for a bounded grid search)."""
-    from contractrl.model import PrincipalAgentMDP as Model
+    from contractrl.core.model import PrincipalAgentMDP as Model
 
     rng = np.random.default_rng(seed)
     probs = 0.4 * rng.dirichlet(np.ones(num_outcomes), size=(num_states, num_actions))

@@ -6,8 +6,8 @@ import sys
 
 def test_core_does_not_import_heavy_stacks():
     code = (
-        "import sys, contractrl, contractrl.solver, contractrl.lp, contractrl.meta, "
-        "contractrl.instance, contractrl.report, contractrl.experiments.cli; "
+        "import sys, contractrl, contractrl.core.solver, contractrl.core.lp, contractrl.core.meta, "
+        "contractrl.core.instance, contractrl.core.report, contractrl.experiments.cli; "
         "bad = [m for m in ('jax', 'matplotlib', 'torch', 'flax') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -23,7 +23,7 @@ def _core_import_graph():
 
     import contractrl
 
-    root = Path(contractrl.__file__).parent
+    root = Path(contractrl.__file__).parent / "core"
     modules = {p.stem for p in root.glob("*.py") if p.stem != "__init__"}
     graph = {}
     for name in sorted(modules):
@@ -38,8 +38,8 @@ def _core_import_graph():
                 continue
             for full in names:
                 parts = full.split(".")
-                if parts[0] == "contractrl" and len(parts) > 1 and parts[1] in modules:
-                    deps.add(parts[1])
+                if parts[:2] == ["contractrl", "core"] and len(parts) > 2 and parts[2] in modules:
+                    deps.add(parts[2])
         graph[name] = deps - {name}
     return graph
 
@@ -63,3 +63,29 @@ def test_core_modules_import_without_cycles():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_core_imports_only_numpy_scipy_and_itself():
+    """The layout's dependency rule: ``contractrl.core`` imports NumPy, SciPy, the standard
+    library and itself (plus the private helpers ``contractrl._*``), at any level."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import contractrl
+
+    root = Path(contractrl.__file__).parent / "core"
+    allowed = {"numpy", "scipy", "yaml"} | set(sys.stdlib_module_names)
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                ok = parts[0] in allowed or parts[:2] == ["contractrl", "core"]
+                ok = ok or (parts[0] == "contractrl" and parts[1].startswith("_"))
+                assert ok, f"{path.name} imports {name}"

@@ -5,8 +5,8 @@ subgame-perfect solvers and evaluation tools. Learners live in ``contractrl.lear
 ``contractrl.multiagent`` (JAX), plots in ``contractrl.plotting`` (matplotlib).
 """
 
-from contractrl.contracts import ContractTable, min_pay_contracts
-from contractrl.evaluate import (
+from contractrl.core.contracts import ContractTable, min_pay_contracts
+from contractrl.core.evaluate import (
     AgentResponse,
     AuditReport,
     PolicyValues,
@@ -14,13 +14,13 @@ from contractrl.evaluate import (
     audit,
     evaluate_policies,
 )
-from contractrl.games import figure1, random_game, tree_mdp
-from contractrl.instance import load_instance, parse_instance, save_instance
-from contractrl.lp import ContractResult, ContractSolverError, ContractStatus, min_pay_contract
-from contractrl.meta import meta_algorithm
-from contractrl.model import InvalidGameError, PrincipalAgentMDP
-from contractrl.solution import IterationRecord, PrincipalPolicy, SPESolution
-from contractrl.solver import backward_induction, solve_spe
+from contractrl.core.games import figure1, random_game, tree_mdp
+from contractrl.core.instance import load_instance, parse_instance, save_instance
+from contractrl.core.lp import ContractResult, ContractSolverError, ContractStatus, min_pay_contract
+from contractrl.core.meta import meta_algorithm
+from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.core.solution import IterationRecord, PrincipalPolicy, SPESolution
+from contractrl.core.solver import backward_induction, solve_spe
 
 __version__ = "0.1.0"
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from contractrl.core.games import figure1, random_game
+from contractrl.core.solver import solve_spe
 from contractrl.envs.gym import AgentEnv
-from contractrl.games import figure1, random_game
-from contractrl.solver import solve_spe
 
 
 @pytest.mark.parametrize("make", [figure1, lambda: random_game(4, 3, 2, horizon=3, seed=2)])

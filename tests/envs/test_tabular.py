@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from contractrl.core.games import figure1, random_game, tree_mdp
 from contractrl.envs import tabular
-from contractrl.games import figure1, random_game, tree_mdp
 
 
 def test_outcomes_and_transitions_follow_the_model():

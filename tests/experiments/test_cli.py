@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from contractrl.core.games import figure1
+from contractrl.core.instance import instance_dict, save_instance
 from contractrl.experiments.cli import main
-from contractrl.games import figure1
-from contractrl.instance import instance_dict, save_instance
 
 
 def run(*args):
@@ -112,7 +112,7 @@ def test_user_mistakes_exit_code_2(args):
 
 
 def test_levels_sweep_on_cyclic_game_is_a_usage_error(tmp_path):
-    from contractrl.games import random_game
+    from contractrl.core.games import random_game
 
     path = tmp_path / "cyc.json"
     save_instance(random_game(3, 2, 2, horizon=2), path)
@@ -160,9 +160,9 @@ def test_nudge_with_nothing_implementable_exits_3_not_infinity(tmp_path, method)
 
 def test_solution_json_is_strict_when_nothing_is_implementable():
     """The JSON report of such a solution has an explicit status and null, never -Infinity."""
-    from contractrl.instance import parse_instance
-    from contractrl.report import solution_dict
-    from contractrl.solver import solve_spe
+    from contractrl.core.instance import parse_instance
+    from contractrl.core.report import solution_dict
+    from contractrl.core.solver import solve_spe
 
     data = instance_dict(figure1(), sparse=False)
     data["outcome_probs"][1] = [[0.5, 0.5], [0.5, 0.5]]

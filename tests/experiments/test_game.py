@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from contractrl.core.games import figure1
+from contractrl.core.instance import save_instance
 from contractrl.experiments.cli import main
 from contractrl.experiments.game import GAME_PRESETS, run_game
-from contractrl.games import figure1
-from contractrl.instance import save_instance
 
 
 def test_smoke_preset_learns_a_small_finite_game(tmp_path):

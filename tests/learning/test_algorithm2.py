@@ -8,12 +8,12 @@ import numpy as np
 import optax
 import pytest
 
+from contractrl.core.games import figure1, random_game, tree_mdp
+from contractrl.core.solver import solve_spe
 from contractrl.envs.tabular import tabular_params
-from contractrl.games import figure1, random_game, tree_mdp
 from contractrl.learning.algorithm2 import DQNConfig, Learner, init_state, learner_spec
 from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
 from contractrl.learning.optim import sparse_adam_rows
-from contractrl.solver import solve_spe
 
 _LEARNERS = {}
 

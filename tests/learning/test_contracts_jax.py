@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contractrl.contracts import min_pay_contracts
+from contractrl.core.contracts import min_pay_contracts
 from contractrl.learning.contracts import min_pay_all_targets
 
 

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from contractrl.core.evaluate import check_policy
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import PrincipalPolicy
 from contractrl.envs import tabular
-from contractrl.evaluate import check_policy
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import PrincipalPolicy
 
 _step = jax.jit(tabular.step)
 
@@ -151,8 +151,8 @@ def make_agent_env(
 
     ``game`` defaults to the paper's Figure 1, ``policy`` to the game's exact SPE policy.
     """
-    from contractrl.games import figure1
-    from contractrl.solver import solve_spe
+    from contractrl.core.games import figure1
+    from contractrl.core.solver import solve_spe
 
     game = figure1() if game is None else game
     policy = solve_spe(game).policy if policy is None else policy

@@ -1,4 +1,4 @@
-"""A batched, pure-function JAX environment over any :class:`~contractrl.model.PrincipalAgentMDP`.
+"""A batched, pure-function JAX environment over any game (:class:`~.core.model.PrincipalAgentMDP`).
 
 One step (SPEC §1): the agent takes ``action`` in ``state`` under ``contract [O]``; the outcome
 ``o ~ P[s, a]`` is drawn; the agent earns ``r(s, a)`` and the payment ``b(o)``, the principal
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from contractrl.model import PrincipalAgentMDP
+from contractrl.core.model import PrincipalAgentMDP
 
 
 @struct.dataclass

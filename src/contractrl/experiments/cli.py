@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contractrl import __version__
-from contractrl.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_EQUILIBRIUM = 3
@@ -306,9 +306,9 @@ _NOT_SOLVED = {
 def _solve_and_print(
     game: PrincipalAgentMDP, args: argparse.Namespace, label: str | None = None
 ) -> None:
-    from contractrl.lp import ContractSolverError
-    from contractrl.report import solution_dict, solution_table
-    from contractrl.solver import solve_spe
+    from contractrl.core.lp import ContractSolverError
+    from contractrl.core.report import solution_dict, solution_table
+    from contractrl.core.solver import solve_spe
 
     try:
         solution = solve_spe(
@@ -338,7 +338,7 @@ def _solve_and_print(
 
 
 def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
-    from contractrl.instance import instance_dict, save_instance
+    from contractrl.core.instance import instance_dict, save_instance
 
     if args.solve:
         _solve_and_print(game, args)
@@ -358,7 +358,7 @@ def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
 
 
 def _cmd_solve(args: argparse.Namespace) -> None:
-    from contractrl.instance import load_instance
+    from contractrl.core.instance import load_instance
 
     try:
         game = load_instance(args.file)
@@ -368,13 +368,13 @@ def _cmd_solve(args: argparse.Namespace) -> None:
 
 
 def _cmd_example(args: argparse.Namespace) -> None:
-    from contractrl.games import figure1
+    from contractrl.core.games import figure1
 
     _emit({"figure1": figure1}[args.name](), args)
 
 
 def _cmd_tree(args: argparse.Namespace) -> None:
-    from contractrl.games import tree_mdp
+    from contractrl.core.games import tree_mdp
 
     try:
         game = tree_mdp(args.depth, args.seed)
@@ -430,8 +430,8 @@ def _cmd_train_tree(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_game(args: argparse.Namespace) -> None:
+    from contractrl.core.instance import load_instance
     from contractrl.experiments.game import GAME_PRESETS, run_game
-    from contractrl.instance import load_instance
 
     if not args.print_config:
         try:  # one clear line for a bad file, before any work

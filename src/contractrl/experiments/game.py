@@ -110,9 +110,9 @@ def prepare(
     import json
     import tempfile
 
+    from contractrl.core.instance import load_instance, save_instance
+    from contractrl.core.solver import solve_spe
     from contractrl.experiments.store import ExperimentExistsError
-    from contractrl.instance import load_instance, save_instance
-    from contractrl.solver import solve_spe
 
     game = load_instance(instance)
     saved = Path(out) / "instances" / "instance0.json"

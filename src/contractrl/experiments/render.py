@@ -75,9 +75,9 @@ def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
         episode = coin_episode(run_dir, seed_index)
         return coin_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
     if kind in ("tree", "game"):
-        from contractrl.instance import load_instance
+        from contractrl.core.instance import load_instance
+        from contractrl.core.solver import solve_spe
         from contractrl.plotting.animation import policy_tree
-        from contractrl.solver import solve_spe
 
         game = load_instance(run_dir / manifest["instances"][0]["path"])
         return policy_tree(game, solve_spe(game), out or run_dir / "policy-tree.png")

@@ -74,9 +74,9 @@ def prepare(config: TreeExperimentConfig, out: Path, resume: bool, command: str 
     """
 
     def build(out: Path) -> dict[str, Any]:
-        from contractrl.games import tree_mdp
-        from contractrl.instance import save_instance
-        from contractrl.solver import solve_spe
+        from contractrl.core.games import tree_mdp
+        from contractrl.core.instance import save_instance
+        from contractrl.core.solver import solve_spe
 
         instances = []
         for i in range(config.instances):
@@ -132,10 +132,10 @@ def train_tree_run(exp_dir: str, instance: int, seed: int) -> dict[str, Any]:
     """
     import jax
 
+    from contractrl.core.instance import load_instance
+    from contractrl.core.solver import solve_spe
     from contractrl.envs.tabular import tabular_params
-    from contractrl.instance import load_instance
     from contractrl.learning.algorithm2 import init_state
-    from contractrl.solver import solve_spe
 
     exp = Path(exp_dir)
     manifest = read_json(exp / "config.json")

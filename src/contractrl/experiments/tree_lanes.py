@@ -61,6 +61,8 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     import jax
     import jax.numpy as jnp
 
+    from contractrl.core.instance import load_instance
+    from contractrl.core.solver import solve_spe
     from contractrl.envs.tabular import tabular_params
     from contractrl.experiments.executor import _bar, advance
     from contractrl.experiments.tree import (
@@ -70,9 +72,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
         _learner,
         run_name,
     )
-    from contractrl.instance import load_instance
     from contractrl.learning.algorithm2 import init_state, learner_spec
-    from contractrl.solver import solve_spe
 
     dqn = config.dqn
     games = [load_instance(out / entry["path"]) for entry in manifest["instances"]]

@@ -229,7 +229,7 @@ class LearnerSpec:
 
 def learner_spec(game) -> LearnerSpec:
     """Static shapes for a game; time is an input when a state can recur within the horizon."""
-    from contractrl.sweep import make_schedule
+    from contractrl.core.sweep import make_schedule
 
     needs_time = game.horizon is not None and make_schedule(game).kind == "time"
     effective = float(game.horizon) if game.horizon is not None else 1.0 / (1.0 - game.discount)

@@ -1,6 +1,6 @@
 """Min-pay contracts inside jitted JAX code (SPEC §2, paper Eq. 3).
 
-The same exact methods as :mod:`contractrl.contracts`, written in ``jax.numpy`` with static
+The same exact methods as :mod:`contractrl.core.contracts`, written in ``jax.numpy`` with static
 shapes so they run inside ``lax.scan``/``vmap``: the closed form for two actions, and vertex
 enumeration (every ``k x k`` system of tight IC rows on a support of ``k`` outcomes, the
 cheapest feasible one wins) for more. Works in float32 (training) and float64 (tests, where it

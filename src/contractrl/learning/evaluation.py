@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contractrl.contracts import min_pay_contracts
-from contractrl.evaluate import agent_best_response, evaluate_policies
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import PrincipalPolicy, SPESolution
+from contractrl.core.contracts import min_pay_contracts
+from contractrl.core.evaluate import agent_best_response, evaluate_policies
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import PrincipalPolicy, SPESolution
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ payment), the outcome distributions ``P[A, O]``, a target action ``a*`` and a nu
     \qquad b \ge 0.
 
 This module is the *reference*: one HiGHS LP (through :func:`scipy.optimize.linprog`). The fast
-paths in :mod:`contractrl.contracts` (closed form, batched vertex enumeration) are tested
+paths in :mod:`contractrl.core.contracts` (closed form, batched vertex enumeration) are tested
 against it.
 """
 

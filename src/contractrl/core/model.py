@@ -60,7 +60,7 @@ class PrincipalAgentMDP:
         name: a label for reports.
 
     Example:
-        >>> from contractrl.games import figure1
+        >>> from contractrl.core.games import figure1
         >>> game = figure1()
         >>> game.num_states, game.num_actions, game.num_outcomes, game.horizon
         (3, 2, 2, 2)

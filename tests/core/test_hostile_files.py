@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from contractrl._io import write_atomic
+from contractrl.core.games import figure1, random_game
+from contractrl.core.instance import instance_dict, load_instance, parse_instance
+from contractrl.core.model import InvalidGameError
+from contractrl.core.solver import solve_spe
+from contractrl.core.sweep import MAX_TIME_TABLE_ENTRIES
 from contractrl.experiments.cli import main
-from contractrl.games import figure1, random_game
-from contractrl.instance import instance_dict, load_instance, parse_instance
-from contractrl.model import InvalidGameError
-from contractrl.solver import solve_spe
-from contractrl.sweep import MAX_TIME_TABLE_ENTRIES
 
 HUGE = 10**400  # an integer far beyond float64
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contractrl.contracts import min_pay_contracts
-from contractrl.games import figure1, random_game
-from contractrl.instance import instance_dict, load_instance, parse_instance
-from contractrl.lp import ContractSolverError
-from contractrl.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.core.contracts import min_pay_contracts
+from contractrl.core.games import figure1, random_game
+from contractrl.core.instance import instance_dict, load_instance, parse_instance
+from contractrl.core.lp import ContractSolverError
+from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
 from reference import exact_min_pay
 
 # derandomize: the same examples on every run, so the suite never flakes (a failure found once

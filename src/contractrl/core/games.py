@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from contractrl.model import PrincipalAgentMDP
+from contractrl.core.model import PrincipalAgentMDP
 
 #: SPE of :func:`figure1` (SPEC §4): principal and agent values at ``s0``, contract on ``aL``.
 FIGURE1_PRINCIPAL_VALUE = 1.0

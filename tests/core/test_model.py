@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from contractrl.games import figure1, random_game, tree_mdp
-from contractrl.model import InvalidGameError, PrincipalAgentMDP
-from contractrl.sweep import state_heights
+from contractrl.core.games import figure1, random_game, tree_mdp
+from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.core.sweep import state_heights
 
 
 def kwargs(**over):

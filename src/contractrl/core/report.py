@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import SPESolution
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import SPESolution
 
 
 def first_arrival(game: PrincipalAgentMDP) -> np.ndarray:

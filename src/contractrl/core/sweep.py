@@ -7,8 +7,8 @@ states; a :class:`Schedule` decides how the states are visited:
   where states are tied to time steps): one sweep in reverse topological order, states grouped
   by height and each group vectorised. The result is *stationary* (one row, ``K = 1``), and is
   exact at every ``(t, s)`` with ``t + height[s] <= H`` — every pair play can reach from the
-  initial state. (:class:`~contractrl.solution.SPESolution` answers the other pairs on demand,
-  see :class:`~contractrl.stages.ShortHorizonRows`.)
+  initial state. (:class:`~contractrl.core.solution.SPESolution` answers the other pairs on demand,
+  see :class:`~contractrl.core.stages.ShortHorizonRows`.)
 * ``time`` — finite horizon in general: ``H`` vectorised sweeps over all states,
   ``t = H-1 ... 0``. The result has one row per time step (``K = H``).
 * ``fixed_point`` — infinite horizon with cycles: iterate the stage function on all states
@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from contractrl.model import PrincipalAgentMDP
+from contractrl.core.model import PrincipalAgentMDP
 
 #: Stage function: ``(k, states, continuations) -> (values, record)``. ``k`` is the row of any
 #: time-indexed input to read (``t`` in time sweeps, 0 otherwise); ``states`` indexes the states
 #: being updated; ``continuations[i]`` is ``[n, O]``, the expected next value of value vector
 #: ``i`` after each outcome. It returns new ``[n]`` values and a record: a frozen dataclass
 #: whose fields are all ``[n, ...]`` arrays (or ``None``: nothing to record). The stages are
-#: frozen dataclasses too (:mod:`contractrl.stages`).
+#: frozen dataclasses too (:mod:`contractrl.core.stages`).
 StageFn = Callable[[int, np.ndarray | slice, list[np.ndarray]], tuple[list[np.ndarray], Any]]
 
 SWEEPS = ("auto", "levels", "time")

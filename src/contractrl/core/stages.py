@@ -1,11 +1,10 @@
 r"""The one-step operators shared by the exact solvers (SPEC §3), as small frozen dataclasses.
 
 A stage is a callable ``(k, states, continuations) -> (values, record)`` (see
-:data:`contractrl.sweep.StageFn`); its parameters are the fields of a frozen dataclass and its
-per-state results a frozen record dataclass of ``[n, ...]`` arrays. This module sits below
-:mod:`contractrl.solver`, :mod:`contractrl.meta` and :mod:`contractrl.evaluate` (it imports
-none of them), so the solvers import each other in one direction only:
-``solver → meta → evaluate → stages``.
+:data:`contractrl.core.sweep.StageFn`); its parameters are the fields of a frozen dataclass
+and its per-state results a frozen record dataclass of ``[n, ...]`` arrays. This module sits
+below :mod:`.solver`, :mod:`.meta` and :mod:`.evaluate` (it imports none of them), so the
+solvers import each other in one direction only: ``solver → meta → evaluate → stages``.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contractrl.contracts import ContractTable, min_pay_contracts
-from contractrl.lp import ContractSolverError
-from contractrl.model import PrincipalAgentMDP
-from contractrl.sweep import Schedule
+from contractrl.core.contracts import ContractTable, min_pay_contracts
+from contractrl.core.lp import ContractSolverError
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.sweep import Schedule
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def principal_choice(
         agent_q: ``[n, A]`` the agent's truncated Q (it answers any contract with it).
         discount: ``γ``.
         margin: nudge ``ξ``.
-        contract_method: see :func:`contractrl.contracts.min_pay_contracts`.
+        contract_method: see :func:`contractrl.core.contracts.min_pay_contracts`.
         table: the min-pay contracts for ``agent_q``, when already computed.
 
     Returns:
@@ -127,7 +126,7 @@ class SPEStage:
     def __call__(
         self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
     ) -> tuple[list[np.ndarray], SPEStep]:
-        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        """One backup at ``states`` (see :data:`contractrl.core.sweep.StageFn`)."""
         agent_cont, principal_cont = conts
         game = self.game
         agent_q = truncated_q(game, states, agent_cont)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from contractrl.games import figure1, random_game, tree_mdp
-from contractrl.instance import instance_dict, load_instance, parse_instance, save_instance
-from contractrl.model import InvalidGameError
-from contractrl.solver import solve_spe
+from contractrl.core.games import figure1, random_game, tree_mdp
+from contractrl.core.instance import instance_dict, load_instance, parse_instance, save_instance
+from contractrl.core.model import InvalidGameError
+from contractrl.core.solver import solve_spe
 
 
 def same_game(a, b):
@@ -158,8 +158,8 @@ def test_documented_examples_load_and_solve():
     """Every game of examples/games (shown in docs/instance-format.md) loads and solves."""
     from pathlib import Path
 
-    from contractrl.instance import load_instance
-    from contractrl.solver import solve_spe
+    from contractrl.core.instance import load_instance
+    from contractrl.core.solver import solve_spe
 
     root = Path(__file__).resolve().parents[1] / "examples" / "games"
     files = sorted(root.iterdir())

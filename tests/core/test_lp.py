@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from contractrl.lp import ContractSolverError, ContractStatus, min_pay_contract
+from contractrl.core.lp import ContractSolverError, ContractStatus, min_pay_contract
 
 FIGURE1_Q = np.array([-0.8, 0.0])  # paper Figure 1, last step: aL costs 0.8
 FIGURE1_P = np.array([[0.9, 0.1], [0.1, 0.9]])

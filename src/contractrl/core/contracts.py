@@ -1,6 +1,6 @@
 r"""Batched min-pay contracts for many states and every target action (SPEC §2, paper Eq. 3).
 
-For each state ``n`` and target ``a*`` the problem is the LP of :mod:`contractrl.lp`. Written
+For each state ``n`` and target ``a*`` the problem is the LP of :mod:`contractrl.core.lp`. Written
 with ``D[a] = P[a*] - P[a]`` and ``Δ[a] = Q̄[a] - Q̄[a*] + ξ`` for the ``m = A - 1`` other
 actions, it reads ``min P[a*]·b  s.t.  D b >= Δ, b >= 0``. Three exact methods solve it:
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contractrl.lp import min_pay_contract, validate_contract_inputs
+from contractrl.core.lp import min_pay_contract, validate_contract_inputs
 
 #: Likelihood gaps ``P[a*,o] - P[a,o]`` at or below this are treated as zero (an outcome that
 #: cannot separate the two actions).

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from contractrl.evaluate import audit
-from contractrl.games import (
+from contractrl.core.evaluate import audit
+from contractrl.core.games import (
     FIGURE1_AGENT_VALUE,
     FIGURE1_CONTRACT,
     FIGURE1_PRINCIPAL_VALUE,
@@ -12,9 +12,9 @@ from contractrl.games import (
     random_game,
     tree_mdp,
 )
-from contractrl.lp import min_pay_contract
-from contractrl.meta import meta_algorithm
-from contractrl.solver import solve_spe
+from contractrl.core.lp import min_pay_contract
+from contractrl.core.meta import meta_algorithm
+from contractrl.core.solver import solve_spe
 from reference import brute_force_spe, no_pay_values, separated_game
 
 
@@ -138,7 +138,7 @@ def test_stationary_solution_answers_every_time_step():
 def dag_game(seed, num_states=12, horizon_extra=1):
     """A random acyclic game (state s moves only to larger states; some outcomes end it),
     3 actions and 3 outcomes, horizon = its longest path + ``horizon_extra``."""
-    from contractrl.model import PrincipalAgentMDP
+    from contractrl.core.model import PrincipalAgentMDP
 
     rng = np.random.default_rng(seed)
     num_a = num_o = 3
@@ -324,7 +324,7 @@ def test_close_distributions_give_the_lp_spe():
     """Issue 10 item 1: three actions whose outcome distributions differ by ~1e-6. The old
     absolute determinant test (|det| <= 1e-12) skipped action a0's min-pay vertex, so backward
     induction implemented a2 at a lower principal value than the LP reference."""
-    from contractrl.model import PrincipalAgentMDP
+    from contractrl.core.model import PrincipalAgentMDP
 
     probs = np.array(
         [
@@ -398,11 +398,11 @@ def test_stages_and_records_are_frozen_dataclasses():
     passed string-keyed dicts; now a frozen stage object and a frozen record per stage."""
     import dataclasses
 
-    from contractrl.evaluate import BestResponseStage, EvaluationStage, ResponseStep
-    from contractrl.meta import PrincipalStage
-    from contractrl.solution import PrincipalPolicy
-    from contractrl.stages import PrincipalChoice, SPEStage, SPEStep
-    from contractrl.sweep import make_schedule, run_backward
+    from contractrl.core.evaluate import BestResponseStage, EvaluationStage, ResponseStep
+    from contractrl.core.meta import PrincipalStage
+    from contractrl.core.solution import PrincipalPolicy
+    from contractrl.core.stages import PrincipalChoice, SPEStage, SPEStep
+    from contractrl.core.sweep import make_schedule, run_backward
 
     game = figure1()
     schedule = make_schedule(game)
@@ -426,7 +426,7 @@ def test_stages_and_records_are_frozen_dataclasses():
 
 
 def test_decision_by_state_name_with_action_and_outcome_names():
-    from contractrl.games import figure1
+    from contractrl.core.games import figure1
 
     sol = solve_spe(figure1())
     d = sol.decision(1, "sL")
@@ -442,8 +442,8 @@ def test_decision_by_state_name_with_action_and_outcome_names():
 def test_table_prints_round_off_as_zero():
     from pathlib import Path
 
-    from contractrl.instance import load_instance
-    from contractrl.report import solution_table
+    from contractrl.core.instance import load_instance
+    from contractrl.core.report import solution_table
 
     game = load_instance(Path(__file__).parents[1] / "examples/games/repeated_effort.yaml")
     sol = solve_spe(game)

@@ -92,7 +92,7 @@ class GameNames:
 
     @classmethod
     def of(cls, game) -> GameNames:
-        """The names of ``game`` (a :class:`~contractrl.model.PrincipalAgentMDP`)."""
+        """The names of ``game`` (a :class:`~contractrl.core.model.PrincipalAgentMDP`)."""
         return cls(
             game.num_states,
             None if game.state_names is None else tuple(game.state_names),
@@ -161,7 +161,7 @@ _STEP_FIELDS = (
 class SPESolution:
     """A subgame-perfect equilibrium of a principal-agent MDP (SPEC §3).
 
-    Tables have ``K`` rows (see :mod:`contractrl.sweep`): ``K = H`` for time-indexed solutions
+    Tables have ``K`` rows (see :mod:`contractrl.core.sweep`): ``K = H`` for time-indexed solutions
     of finite-horizon games; ``K = 1`` for stationary ones (infinite horizon, or acyclic games
     solved in one level sweep, whose row is exact at every ``(t, s)`` with
     ``t + heights[s] <= H``). The tables are storage: ask by time step with
@@ -224,7 +224,7 @@ class SPESolution:
     residuals: tuple[float, ...] = ()
     status: str = "converged"
     #: Computes the pairs a stationary finite-horizon row does not cover
-    #: (:class:`contractrl.stages.ShortHorizonRows`); ``None``: not available.
+    #: (:class:`contractrl.core.stages.ShortHorizonRows`); ``None``: not available.
     short_rows: Any = field(default=None, repr=False, compare=False)
     #: The game's names (:class:`GameNames`), for :meth:`decision`; ``None``: indices only.
     names: GameNames | None = field(default=None, repr=False, compare=False)

@@ -1,7 +1,7 @@
 """Exact evaluation tools (SPEC §3): policy evaluation, the agent's best response, audits.
 
 Policies are tables with ``K`` rows (``K = 1`` stationary, ``K = H`` time-indexed); see
-:mod:`contractrl.sweep` for how rows map to time steps.
+:mod:`contractrl.core.sweep` for how rows map to time steps.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import PrincipalPolicy, SPESolution
-from contractrl.stages import truncated_q
-from contractrl.sweep import Schedule, make_schedule, run_backward
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import PrincipalPolicy, SPESolution
+from contractrl.core.stages import truncated_q
+from contractrl.core.sweep import Schedule, make_schedule, run_backward
 
 #: Two agent payoffs within ``TIE_TOL * (1 + |payoff|)`` are a tie, broken toward the
 #: recommendation (the principal's favour, paper Lemma B.12).
@@ -142,7 +142,7 @@ class BestResponseStage:
     def __call__(
         self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
     ) -> tuple[list[np.ndarray], ResponseStep]:
-        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        """One backup at ``states`` (see :data:`contractrl.core.sweep.StageFn`)."""
         (agent_cont,) = conts
         game, policy = self.game, self.policy
         q_bar = truncated_q(game, states, agent_cont)
@@ -177,7 +177,7 @@ def agent_best_response(
     Args:
         game: the game.
         policy: the principal's policy (``K`` rows).
-        sweep: see :func:`contractrl.sweep.make_schedule`.
+        sweep: see :func:`contractrl.core.sweep.make_schedule`.
         tie_tol: relative tolerance for ties.
         tol: infinite horizon: value-iteration tolerance.
         max_iterations: infinite horizon: value-iteration budget.
@@ -212,7 +212,7 @@ class EvaluationStage:
     def __call__(
         self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
     ) -> tuple[list[np.ndarray], None]:
-        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        """One backup at ``states`` (see :data:`contractrl.core.sweep.StageFn`)."""
         agent_cont, principal_cont, pay_cont = conts
         game = self.game
         action = _row(self.agent_action, k)[states]
@@ -244,7 +244,7 @@ def evaluate_policies(
         game: the game.
         policy: the principal's policy (contracts; its recommendations are ignored here).
         agent_action: ``[K, S]`` the agent's action at each ``(t, s)``.
-        sweep: see :func:`contractrl.sweep.make_schedule`.
+        sweep: see :func:`contractrl.core.sweep.make_schedule`.
         tol: infinite horizon: value-iteration tolerance.
         max_iterations: infinite horizon: value-iteration budget.
 

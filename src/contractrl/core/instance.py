@@ -5,7 +5,7 @@ name), ``horizon`` (integer, or ``null`` for infinite), ``discount``,
 ``outcome_probs[S][A][O]``, ``agent_reward[S][A]``, ``principal_reward[S][O]`` and
 ``transitions``: dense ``[S][O][S]`` (a row of zeros ends the episode) or sparse
 ``{"sparse": [[s, o, s_next, prob], ...]}`` (states and outcomes by index or name). An optional
-``name`` labels the game. Anything malformed raises :class:`~contractrl.model.InvalidGameError`
+``name`` labels the game. Anything malformed raises :class:`~contractrl.core.model.InvalidGameError`
 naming the field and the index, before any solving starts.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from contractrl._io import write_atomic
-from contractrl.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
 
 REQUIRED_KEYS = (
     "states",

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from contractrl.contracts import min_pay_contracts
-from contractrl.lp import ContractSolverError, ContractStatus, min_pay_contract
+from contractrl.core.contracts import min_pay_contracts
+from contractrl.core.lp import ContractSolverError, ContractStatus, min_pay_contract
 from reference import exact_min_pay
 
 REL = 1e-9

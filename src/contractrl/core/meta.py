@@ -12,7 +12,7 @@ one iteration contracts the principal's contractual Q by ``γ``. :attr:`SPESolut
 records each iteration so both claims can be checked.
 
 Example (paper Figure 1: converges in 2 iterations, ``<= H + 1 = 3``):
-    >>> from contractrl.games import figure1
+    >>> from contractrl.core.games import figure1
     >>> sol = meta_algorithm(figure1())
     >>> sol.iterations, round(sol.initial_principal_value, 9), round(sol.initial_agent_value, 9)
     (2, 1.0, 0.2)
@@ -26,30 +26,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from contractrl.contracts import ContractTable, min_pay_contracts
-from contractrl.evaluate import agent_best_response, check_policy, evaluate_policies
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import (
+from contractrl.core.contracts import ContractTable, min_pay_contracts
+from contractrl.core.evaluate import agent_best_response, check_policy, evaluate_policies
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import (
     GameNames,
     IterationRecord,
     PrincipalPolicy,
     SPESolution,
     tables_equal,
 )
-from contractrl.stages import (
+from contractrl.core.stages import (
     PrincipalChoice,
     implementability_status,
     principal_choice,
     short_horizon_rows,
 )
-from contractrl.sweep import make_schedule, run_backward, stall_window
+from contractrl.core.sweep import make_schedule, run_backward, stall_window
 
 
 @dataclass(frozen=True)
 class PrincipalStage:
     """The principal's best response to a fixed agent (Algorithm 1, step 2).
 
-    One value (the principal's); record :class:`~contractrl.stages.PrincipalChoice`.
+    One value (the principal's); record :class:`~contractrl.core.stages.PrincipalChoice`.
 
     Attributes:
         game: the game.
@@ -69,7 +69,7 @@ class PrincipalStage:
     def __call__(
         self, k: int, states: np.ndarray | slice, conts: list[np.ndarray]
     ) -> tuple[list[np.ndarray], PrincipalChoice]:
-        """One backup at ``states`` (see :data:`contractrl.sweep.StageFn`)."""
+        """One backup at ``states`` (see :data:`contractrl.core.sweep.StageFn`)."""
         (principal_cont,) = conts
         game = self.game
         q_bar = self.agent_q[min(k, self.agent_q.shape[0] - 1)][states]
@@ -102,8 +102,8 @@ def meta_algorithm(
         game: the game.
         initial_policy: ``ρ_0`` (default: pay nothing, no recommendation).
         margin: nudge ``ξ >= 0`` for the principal's contracts.
-        contract_method: min-pay method (see :func:`contractrl.contracts.min_pay_contracts`).
-        sweep: see :func:`contractrl.sweep.make_schedule`.
+        contract_method: min-pay method (see :func:`contractrl.core.contracts.min_pay_contracts`).
+        sweep: see :func:`contractrl.core.sweep.make_schedule`.
         tol: infinite horizon: tolerance of the inner value iterations.
         max_iterations: budget of outer iterations.
         keep_iterates: store each iteration's contractual Q in the trace.

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from contractrl.evaluate import audit
-from contractrl.games import figure1, random_game, tree_mdp
-from contractrl.meta import meta_algorithm
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import PrincipalPolicy
-from contractrl.solver import solve_spe
+from contractrl.core.evaluate import audit
+from contractrl.core.games import figure1, random_game, tree_mdp
+from contractrl.core.meta import meta_algorithm
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import PrincipalPolicy
+from contractrl.core.solver import solve_spe
 from nospe import no_spe_game
 from reference import evaluate_naive
 

@@ -6,11 +6,11 @@ import itertools
 import numpy as np
 import pytest
 
-from contractrl.evaluate import agent_best_response, audit, evaluate_policies
-from contractrl.games import figure1, random_game, tree_mdp
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import PrincipalPolicy
-from contractrl.solver import solve_spe
+from contractrl.core.evaluate import agent_best_response, audit, evaluate_policies
+from contractrl.core.games import figure1, random_game, tree_mdp
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import PrincipalPolicy
+from contractrl.core.solver import solve_spe
 from reference import all_agent_policies, evaluate_naive
 
 

@@ -15,7 +15,7 @@ Cost: ``O(H · (S·A·O + edges))`` for ``H`` time sweeps, or one sweep ``O(S·A
 acyclic games (trees), plus the min-pay solves (closed form or batched vertex enumeration).
 
 Example (paper Figure 1):
-    >>> from contractrl.games import figure1
+    >>> from contractrl.core.games import figure1
     >>> sol = solve_spe(figure1())
     >>> round(sol.initial_principal_value, 9), round(sol.initial_agent_value, 9)
     (1.0, 0.2)
@@ -27,11 +27,13 @@ import time
 
 import numpy as np
 
-from contractrl.lp import ContractSolverError
-from contractrl.meta import meta_algorithm
-from contractrl.model import PrincipalAgentMDP
-from contractrl.solution import GameNames, SPESolution
-from contractrl.stages import (  # principal_choice, truncated_q: re-exported, defined here before
+from contractrl.core.lp import ContractSolverError
+from contractrl.core.meta import meta_algorithm
+from contractrl.core.model import PrincipalAgentMDP
+from contractrl.core.solution import GameNames, SPESolution
+
+# principal_choice, truncated_q: re-exported, defined here before
+from contractrl.core.stages import (
     PrincipalChoice,
     SPEStage,
     implementability_status,
@@ -39,7 +41,7 @@ from contractrl.stages import (  # principal_choice, truncated_q: re-exported, d
     short_horizon_rows,
     truncated_q,
 )
-from contractrl.sweep import make_schedule, run_backward
+from contractrl.core.sweep import make_schedule, run_backward
 
 __all__ = [
     "METHODS",
@@ -68,15 +70,15 @@ def solve_spe(
     Args:
         game: the game.
         method: ``backward`` (backward induction; its fixed point for infinite horizons) or
-            ``meta`` (paper Algorithm 1, :func:`contractrl.meta.meta_algorithm`).
+            ``meta`` (paper Algorithm 1, :func:`contractrl.core.meta.meta_algorithm`).
         margin: nudge ``ξ >= 0`` added to every IC constraint (0: exact SPE).
         contract_method: min-pay method (``auto``, ``closed_form``, ``vertex``, ``lp``).
-        sweep: ``auto``, ``levels`` or ``time`` (see :func:`contractrl.sweep.make_schedule`).
+        sweep: ``auto``, ``levels`` or ``time`` (see :func:`contractrl.core.sweep.make_schedule`).
         tol: infinite horizon: stop when values change by at most ``tol``.
         max_iterations: infinite horizon (and meta) iteration budget.
 
     Returns:
-        An :class:`~contractrl.solution.SPESolution`. With an infinite horizon check its
+        An :class:`~contractrl.core.solution.SPESolution`. With an infinite horizon check its
         ``converged``: a game may have no stationary SPE (``docs/theory-checks.md``); the
         iteration then stops early (``status`` ``stalled`` or ``cycle``) or at its budget.
 
