@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    from contractrl.experiments.config import TREE_PRESETS
+    from contractrl.experiments.tree import TREE_PRESETS
     from contractrl.learning.algorithm2 import DQNConfig
 
     ours = TREE_PRESETS["paper"].dqn

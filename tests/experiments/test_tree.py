@@ -11,7 +11,8 @@ import time
 import pytest
 
 from contractrl.experiments.cli import main
-from contractrl.experiments.config import TREE_PRESETS, TreeExperimentConfig, from_dict, to_dict
+from contractrl.experiments.config import from_dict, to_dict
+from contractrl.experiments.tree import TREE_PRESETS, TreeExperimentConfig
 
 TINY = [
     "--depth",

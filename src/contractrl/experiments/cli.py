@@ -218,9 +218,9 @@ def _experiment_parser(
 
 def _add_train_parser(train_sub) -> None:
     from contractrl.experiments.coin import COIN_PRESETS, CoinExperimentConfig
-    from contractrl.experiments.config import TREE_PRESETS, TreeExperimentConfig
     from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
     from contractrl.experiments.game import GAME_PRESETS, GameExperimentConfig
+    from contractrl.experiments.tree import TREE_PRESETS, TreeExperimentConfig
 
     _experiment_parser(
         train_sub,
@@ -414,8 +414,7 @@ def _run_experiment(args: argparse.Namespace, presets: dict, runner) -> dict:
 
 
 def _cmd_train_tree(args: argparse.Namespace) -> None:
-    from contractrl.experiments.config import TREE_PRESETS
-    from contractrl.experiments.tree import run_tree
+    from contractrl.experiments.tree import TREE_PRESETS, run_tree
 
     results = _run_experiment(args, TREE_PRESETS, run_tree)
     if results is None:

@@ -38,6 +38,7 @@ from contractrl._stats import mean_se
 from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
+from contractrl.experiments.config import validate_execution
 from contractrl.experiments.executor import (
     Task,
     check_resume_backend,
@@ -58,7 +59,6 @@ from contractrl.experiments.store import (
 from contractrl.multiagent.common import CoinDQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant")
-BACKENDS = ("auto", "local", "ray", "inline", "vmap")
 CONSTANT_SCHEMES = ("redistribute", "top_up")
 PHASE_COLUMNS = [
     "iteration",
@@ -139,10 +139,7 @@ class CoinExperimentConfig:
             raise ValueError(
                 f"budget_calibration: must lie in [0, 1], got {self.budget_calibration}"
             )
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
-        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
-            raise ValueError(f"checkpoint_seconds: must be >= 0, got {self.checkpoint_seconds}")
+        validate_execution(self)
         self.game.validate()
         self.dqn.validate()
 

@@ -19,14 +19,13 @@ Python::
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from contractrl import __version__
 from contractrl._validate import require_positive_ints
-from contractrl.experiments.config import BACKENDS, CONTRACTRL_DQN
+from contractrl.experiments.config import validate_execution
 from contractrl.experiments.executor import (
     Task,
     check_resume_backend,
@@ -34,6 +33,7 @@ from contractrl.experiments.executor import (
     run_tasks,
 )
 from contractrl.experiments.store import add_wall_time, open_experiment, write_json
+from contractrl.experiments.tree import CONTRACTRL_DQN
 from contractrl.learning.algorithm2 import DQNConfig
 
 
@@ -62,12 +62,7 @@ class GameExperimentConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
         require_positive_ints(self, ("seeds", "eval_every"))
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: must be one of {BACKENDS}, got {self.backend!r}")
-        if self.workers < 0:
-            raise ValueError(f"workers: must be >= 0, got {self.workers}")
-        if not (math.isfinite(self.checkpoint_seconds) and self.checkpoint_seconds >= 0):
-            raise ValueError(f"checkpoint_seconds: must be >= 0, got {self.checkpoint_seconds}")
+        validate_execution(self)
         self.dqn.validate()
 
     # what the Tree experiment's runs read

@@ -18,7 +18,8 @@ import numpy as np
 
 from contractrl import __version__
 from contractrl._stats import mean_se
-from contractrl.experiments.config import TreeExperimentConfig, from_dict
+from contractrl._validate import require_positive_ints
+from contractrl.experiments.config import from_dict, validate_execution
 from contractrl.experiments.executor import (
     Task,
     check_resume_backend,
@@ -33,6 +34,7 @@ from contractrl.experiments.store import (
     read_json,
     write_json,
 )
+from contractrl.learning.algorithm2 import DQNConfig
 
 METRIC_COLUMNS = [
     "iteration",
@@ -98,6 +100,77 @@ def prepare(config: TreeExperimentConfig, out: Path, resume: bool, command: str 
         return {"instances": instances}
 
     return open_experiment(Path(out), "tree", config, resume, command, __version__, build)
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeExperimentConfig:
+    """The Tree MDP experiment (SPEC §6, paper Figure 3).
+
+    Attributes:
+        depth: tree depth (``2^depth - 1`` decision states).
+        instances: number of random tree instances.
+        seeds: training runs per instance.
+        instance_seed: seed of the first instance (instance ``i`` uses ``instance_seed + i``).
+        eval_every: iterations between evaluations against the oracle agent.
+        checkpoint_seconds: minimum wall time between checkpoints of a run (one is always
+            written at the end).
+        backend: ``local`` (worker processes, one per core), ``ray`` (tasks on a Ray cluster),
+            ``inline`` (this process, one run after another), ``vmap`` (every run a lane of one
+            compiled program, :mod:`.tree_lanes`) or ``auto`` (``vmap`` where JAX's default
+            device is an accelerator, else ``local``).
+        workers: worker processes for ``local`` (0: one per available core).
+        ray_address: Ray cluster address (``None``: start or join a local Ray).
+        dqn: learner hyper-parameters.
+    """
+
+    depth: int = 10
+    instances: int = 3
+    seeds: int = 5
+    instance_seed: int = 0
+    eval_every: int = 500
+    checkpoint_seconds: float = 30.0
+    backend: str = "auto"
+    workers: int = 0
+    ray_address: str | None = None
+    dqn: DQNConfig = dataclasses.field(default_factory=DQNConfig)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        require_positive_ints(self, ("depth", "instances", "seeds", "eval_every"))
+        if not 1 <= self.depth <= 16:
+            raise ValueError(f"depth: must lie in [1, 16] for learning, got {self.depth}")
+        validate_execution(self)
+        self.dqn.validate()
+
+
+#: contractrl's learner for Algorithm 2: the faithful iterative schedule of Algorithm 1
+#: (alternating phases, the last one training the agent) and the outcome-value agent network
+#: (see :class:`~contractrl.learning.algorithm2.DQNConfig`), with the paper's hyper-parameters.
+CONTRACTRL_DQN = DQNConfig(
+    schedule="iterative", phase_length=2000, agent_model="outcome_value", nudge=0.01
+)
+
+TREE_PRESETS: dict[str, TreeExperimentConfig] = {
+    # The paper's protocol (SPEC §6), contractrl's learner, the best fixed nudge (docs/tree.md:
+    # 0.0025 -> 0.991, 0.005 -> 0.992, 0.01 -> 0.984, 0.02 -> 0.971 of the SPE).
+    "paper": TreeExperimentConfig(dqn=CONTRACTRL_DQN),
+    "paper-no-nudge": TreeExperimentConfig(dqn=dataclasses.replace(CONTRACTRL_DQN, nudge=0.0)),
+    "paper-auto-nudge": TreeExperimentConfig(
+        dqn=dataclasses.replace(CONTRACTRL_DQN, nudge=0.0, auto_nudge=True)
+    ),
+    # The paper's Algorithm 2 as published: simultaneous training, truncated-Q agent network.
+    "paper-faithful": TreeExperimentConfig(dqn=DQNConfig(nudge=0.01)),
+    # A short run of the whole pipeline (tests, demo).
+    "smoke": TreeExperimentConfig(
+        depth=6,
+        instances=1,
+        seeds=2,
+        eval_every=500,
+        dqn=dataclasses.replace(
+            CONTRACTRL_DQN, iterations=4000, phase_length=500, replay_capacity=20_000
+        ),
+    ),
+}
 
 
 # ----------------------------------------------------------------------------- one run
