@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+
+from contractrl._stats import mean_se
 
 COLUMNS = [
     ("welfare", "validation welfare"),
@@ -18,17 +19,6 @@ COLUMNS = [
     ("spe_ratio", "SPE ratio"),
     ("ic_ratio", "IC ratio"),
 ]
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
 
 
 def main() -> None:
@@ -48,7 +38,7 @@ def main() -> None:
             },
             "iterations_per_phase": data["mean"]["iterations_per_phase"],
             "seeds": len(seeds),
-            **{key: _mean_se([s[key] for s in seeds]) for key, _ in COLUMNS},
+            **{key: mean_se([s[key] for s in seeds]) for key, _ in COLUMNS},
         }
     header = "| variant | " + " | ".join(label for _, label in COLUMNS) + " |"
     print(header)

@@ -1,7 +1,8 @@
 """contractrl: principal-agent reinforcement learning with contracts.
 
-The core (this namespace) needs only NumPy and SciPy: the game model, min-pay contracts, exact
-subgame-perfect solvers and evaluation tools. Learners live in ``contractrl.learning`` and
+This namespace re-exports the public API of the exact core, :mod:`contractrl.core` (NumPy and
+SciPy only): the game model, min-pay contracts, exact subgame-perfect solvers and evaluation
+tools. Learners live in ``contractrl.learning`` and
 ``contractrl.multiagent`` (JAX), plots in ``contractrl.plotting`` (matplotlib).
 """
 

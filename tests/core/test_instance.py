@@ -161,14 +161,14 @@ def test_documented_examples_load_and_solve():
     from contractrl.core.instance import load_instance
     from contractrl.core.solver import solve_spe
 
-    root = Path(__file__).resolve().parents[1] / "examples" / "games"
+    root = Path(__file__).resolve().parents[2] / "examples" / "games"
     files = sorted(root.iterdir())
     assert {f.name for f in files} >= {
         "figure1.yaml",
         "two_stage_sparse.json",
         "repeated_effort.yaml",
     }
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "instance-format.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "instance-format.md").read_text()
     for f in files:
         assert f"examples/games/{f.name}" in doc
         game = load_instance(f)

@@ -445,7 +445,7 @@ def test_table_prints_round_off_as_zero():
     from contractrl.core.instance import load_instance
     from contractrl.core.report import solution_table
 
-    game = load_instance(Path(__file__).parents[1] / "examples/games/repeated_effort.yaml")
+    game = load_instance(Path(__file__).parents[2] / "examples/games/repeated_effort.yaml")
     sol = solve_spe(game)
     assert 0 < abs(sol.initial_agent_value) < 1e-8  # the fixed point's round-off
     table = solution_table(game, sol)

@@ -232,6 +232,27 @@ def test_auto_nudge_moves_at_the_end_of_each_agent_phase_to_twice_the_accumulate
     assert float(state.nudge) == pytest.approx(2 * np.sqrt(5) * float(state.error_estimate))
 
 
+def test_auto_nudge_moves_once_per_period_with_the_simultaneous_schedule():
+    """Simultaneous schedule: the nudge moves only after iterations ``i`` with
+    ``(iterations - 1 - i) % auto_nudge_period == 0``."""
+    game = tree_mdp(4, 2)
+    cfg = DQNConfig(
+        iterations=600,
+        hidden=(16, 16),
+        replay_capacity=3000,
+        auto_nudge=True,
+        auto_nudge_period=200,
+    )
+    _, state, metrics = train(game, cfg)
+    nudges = np.concatenate([np.asarray(m.nudge) for m in metrics])
+    estimates = np.concatenate([np.asarray(m.error_estimate) for m in metrics])
+    changed_after = np.flatnonzero(np.diff(nudges) != 0)
+    assert set(changed_after) <= {199, 399} and len(changed_after) >= 1
+    for i in changed_after:
+        assert nudges[i + 1] == pytest.approx(2 * np.sqrt(4) * estimates[i], rel=1e-5)
+    assert float(state.nudge) == pytest.approx(2 * np.sqrt(4) * float(state.error_estimate))
+
+
 def test_train_entry_point_matches_the_chunked_loop():
     """``algorithm2.train`` (one call) gives the same run as the chunked loop."""
     from contractrl.learning.algorithm2 import train as train_once

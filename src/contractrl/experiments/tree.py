@@ -336,7 +336,11 @@ def run_tree(
 
 
 def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dict[str, Any]:
-    """``results.json``: per instance (mean and standard error over seeds) and overall."""
+    """``results.json``: per instance (mean and standard error over seeds) and overall.
+
+    Undefined values (a ``principal_utility_ratio`` of NaN, when a game's SPE value is not
+    positive) are left out of means; a mean over no defined value is NaN.
+    """
     per_instance = []
     for inst in manifest["instances"]:
         runs = [r for r in summaries if r["instance"] == inst["index"]]

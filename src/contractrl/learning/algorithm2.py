@@ -64,6 +64,7 @@ from contractrl.learning.networks import init_mlp, mlp_apply
 from contractrl.learning.optim import RowSparseAdam
 from contractrl.learning.schedules import exponential_lr, linear_epsilon
 from contractrl.learning.target_tables import (
+    ACCUMULATION,
     TargetTables,
     auto_nudge,
     one_step_errors,
@@ -73,7 +74,7 @@ from contractrl.learning.target_tables import (
 SCHEDULES = ("simultaneous", "iterative")
 LOSSES = ("huber", "mse")
 AGENT_MODELS = ("truncated_q", "outcome_value")
-ACCUMULATIONS = ("none", "sqrt", "linear")
+ACCUMULATIONS = tuple(ACCUMULATION)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,8 +52,9 @@ def sparse_adam_rows(
         table: ``[I, H]`` parameters.
         mu: ``[I, H]`` first Adam moments.
         nu: ``[I, H]`` second Adam moments.
-        rows: ``[B]`` distinct row indices (out-of-range entries are ignored).
-        grad_rows: ``[B, H]`` gradient of each listed row.
+        rows: ``[R]`` distinct row indices (out-of-range entries are ignored): the batch's
+            ``R = B`` rows, or all ``R = I`` with dense Adam.
+        grad_rows: ``[R, H]`` gradient of each listed row.
         count: Adam step number (1-based) for bias correction.
         lr: learning rate.
         b1: first-moment decay.
