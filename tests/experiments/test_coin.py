@@ -105,3 +105,31 @@ def test_presets_round_trip():
     assert COIN_PRESETS["paper-7x7"].game.grid_size == 7
     for name in ("paper-3x3", "paper-7x7", "budget-3x3", "budget-7x7", "headline-3x3", "smoke"):
         assert COIN_PRESETS[name].game.tie_rule == "random_one", name
+
+
+def test_phase_names_parse_into_kinds_schemes_and_nudges():
+    """Every phase the pipeline runs is parsed once into a Phase; unknown names are refused."""
+    import dataclasses
+
+    config = dataclasses.replace(
+        COIN_PRESETS["smoke"], nudge_share=0.1, constant_schemes=("redistribute", "top_up")
+    )
+    phases = {name: config.phase(name) for name in (*config.phases(), "selfish", "cooperative")}
+    assert [p.kind for p in phases.values()] == [
+        "principal",
+        "validation",
+        "validation",
+        "constant",
+        "constant",
+        "constant",
+        "constant",
+        "selfish",
+        "cooperative",
+    ]
+    assert phases["validation_nudged"].nudged and not phases["validation"].nudged
+    assert phases["constant_top_up_nudged"].scheme == "top_up"
+    assert phases["constant_top_up_nudged"].nudged
+    assert phases["constant"].scheme == "redistribute" and not phases["constant"].nudged
+    assert [p.has_principal for p in phases.values()] == [True, True, True] + [False] * 6
+    with pytest.raises(ValueError, match="phase"):
+        config.phase("constant_bogus")

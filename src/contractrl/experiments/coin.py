@@ -163,6 +163,48 @@ class CoinExperimentConfig:
                 return scheme
         return None
 
+    def phase(self, name: str) -> Phase:
+        """The :class:`Phase` called ``name`` (this is the one place names are parsed).
+
+        Raises:
+            ValueError: ``name`` is no phase of this experiment.
+        """
+        if name in ("principal", "selfish", "cooperative"):
+            return Phase(name, name)
+        nudged = name.endswith("_nudged")
+        if name.removesuffix("_nudged") == "validation":
+            return Phase(name, "validation", nudged=nudged)
+        scheme = self.scheme_of(name)
+        if scheme is None:
+            raise ValueError(f"phase: unknown {name!r}")
+        return Phase(name, "constant", scheme, nudged)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of the Coin protocol.
+
+    Attributes:
+        name: its name, the stem of its files (``principal``, ``validation_nudged``,
+            ``constant_top_up``, ``selfish``…).
+        kind: ``principal`` (Algorithm 3's training phase), ``validation`` (fresh agents
+            facing the trained principal), ``constant`` (constant-proportion sharing),
+            ``selfish`` or ``cooperative``.
+        scheme: the constant-proportion scheme (``constant`` phases only).
+        nudged: the phase adds the welfare-proportional nudge (or is matched to a phase that
+            does).
+    """
+
+    name: str
+    kind: str
+    scheme: str | None = None
+    nudged: bool = False
+
+    @property
+    def has_principal(self) -> bool:
+        """Whether the phase's agents face the principal's recommendations."""
+        return self.kind in ("principal", "validation")
+
 
 def constant_phase(config: CoinExperimentConfig, scheme: str) -> str:
     """Phase name of a constant scheme: ``constant`` for the first, else ``constant_<scheme>``."""
@@ -212,14 +254,12 @@ def _phase_learner(config: CoinExperimentConfig, phase: str):
     from contractrl.multiagent.agents import agents_learner
     from contractrl.multiagent.algorithm3 import principal_learner
 
-    if phase == "principal":
+    kind = config.phase(phase)
+    if kind.kind == "principal":
         return principal_learner(config.game, config.dqn)
-    if phase.startswith("validation"):
-        return agents_learner(config.game, config.dqn, "validation")
-    scheme = config.scheme_of(phase)
-    if scheme is not None:
-        return agents_learner(config.game, config.dqn, "constant", scheme)
-    return agents_learner(config.game, config.dqn, phase)
+    if kind.kind == "constant":
+        return agents_learner(config.game, config.dqn, "constant", kind.scheme)
+    return agents_learner(config.game, config.dqn, kind.kind)
 
 
 @functools.cache
@@ -250,7 +290,7 @@ def _rollout_fn(learner, episodes: int):
     return jax.jit(run)
 
 
-def evaluation_masks(phase: str, num_agents: int) -> np.ndarray:
+def evaluation_masks(phase: Phase, num_agents: int) -> np.ndarray:
     """The rollouts an evaluation of ``phase`` needs, as masks ``[M, n]`` (1: plays its own).
 
     Row 0: every agent plays its own policy. Validation phases add row 1: all follow; then,
@@ -258,7 +298,7 @@ def evaluation_masks(phase: str, num_agents: int) -> np.ndarray:
     """
     n = num_agents
     masks = [np.ones(n)]
-    if phase.startswith("validation"):
+    if phase.kind == "validation":
         masks.append(np.zeros(n))
         for i in range(n):
             alone = np.eye(n)[i]
@@ -266,7 +306,7 @@ def evaluation_masks(phase: str, num_agents: int) -> np.ndarray:
     return np.asarray(masks, np.float32)
 
 
-def evaluation_row(phase: str, metrics) -> dict[str, float]:
+def evaluation_row(phase: Phase, metrics) -> dict[str, float]:
     """One evaluation row from the metrics of the rollouts of :func:`evaluation_masks`."""
     from contractrl.multiagent.evaluation import ratio
 
@@ -276,11 +316,11 @@ def evaluation_row(phase: str, metrics) -> dict[str, float]:
         "payments": base.payments,
         "payment_share": base.payment_share,
         # only a principal recommends: elsewhere the "recommendation" is a placeholder
-        "follow_rate": base.follow_rate if phase_has_principal(phase) else float("nan"),
+        "follow_rate": base.follow_rate if phase.has_principal else float("nan"),
         "spe_ratio": float("nan"),
         "ic_ratio": float("nan"),
     }
-    if phase.startswith("validation"):
+    if phase.kind == "validation":
         n = len(base.agent_utility)
         follow_all = metrics[1].agent_utility
         own_all = base.agent_utility
@@ -295,9 +335,10 @@ def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]
     from contractrl.multiagent.evaluation import summarise
 
     fn = _rollout_fn(learner, config.eval_episodes)
-    masks = evaluation_masks(phase, config.game.num_agents)
+    kind = config.phase(phase)
+    masks = evaluation_masks(kind, config.game.num_agents)
     return evaluation_row(
-        phase, [summarise(fn(state, principal, mask, key), config.game) for mask in masks]
+        kind, [summarise(fn(state, principal, mask, key), config.game) for mask in masks]
     )
 
 
@@ -388,11 +429,6 @@ def train_phase(
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
         ckpt.unlink()
     return summary
-
-
-def phase_has_principal(phase: str) -> bool:
-    """Whether a phase's agents face the principal's recommendations."""
-    return phase == "principal" or phase.startswith("validation")
 
 
 def phase_stream(config: CoinExperimentConfig, phase: str) -> int:
@@ -509,11 +545,11 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
             welfare = max(validation["welfare"], 0.0)  # never a negative nudge
             per_step = welfare / (config.game.horizon * config.game.num_agents)
             nudge = config.dqn.nudge + config.nudge_share * per_step
-        scheme = config.scheme_of(phase)
-        if scheme is not None:
-            matched = results["validation_nudged" if phase.endswith("_nudged") else "validation"]
+        kind = config.phase(phase)
+        if kind.kind == "constant":
+            matched = results["validation_nudged" if kind.nudged else "validation"]
             target = matched["payments"]
-            share = initial_share(target, matched["welfare"], config.game.num_agents, scheme)
+            share = initial_share(target, matched["welfare"], config.game.num_agents, kind.scheme)
         results[phase] = train_phase(
             exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k), target
         )

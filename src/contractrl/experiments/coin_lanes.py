@@ -200,15 +200,14 @@ def evaluate_group(config, group: Group, states, principal, iteration: int) -> l
             for lane in group.lanes
         ]
     )
-    phase0 = "validation" if group.name == "validation" else group.name
-    masks = evaluation_masks(phase0, config.game.num_agents)
+    masks = evaluation_masks(config.phase(group.lanes[0].phase), config.game.num_agents)
     totals = jax.device_get(group_evaluator(config, group)(states, principal, masks, keys))
     rows = []
     for index, lane in enumerate(group.lanes):
         metrics = [
             summarise(_lane(_lane(totals, index), m), config.game) for m in range(len(masks))
         ]
-        rows.append(evaluation_row(lane.phase, metrics))
+        rows.append(evaluation_row(config.phase(lane.phase), metrics))
     return rows
 
 
@@ -336,7 +335,7 @@ def _calibrate(config, groups, states, rows, starts):
     for g, group in enumerate(groups):
         if group.lanes[0] not in starts or starts[group.lanes[0]].matched is None:
             continue
-        lane_scheme = [config.scheme_of(lane.phase) for lane in group.lanes]
+        lane_scheme = [config.phase(lane.phase).scheme for lane in group.lanes]
         shares = np.asarray(states[g].share, np.float32).copy()
         for index, lane in enumerate(group.lanes):
             matched = rows[Lane(lane.seed_index, starts[lane].matched)]
@@ -407,12 +406,13 @@ def stage2_starts(config: CoinExperimentConfig, stage1: dict[Lane, dict]) -> dic
             plan = stage1[Lane(lane.seed_index, "principal")]
             welfare = max(float(plan["welfare"]), 0.0)
             extra = config.nudge_share * welfare / (g.horizon * n)
-            nudged = lane.phase.endswith("_nudged")
+            phase = config.phase(lane.phase)
+            nudged = phase.nudged
             nudge = config.dqn.nudge + (extra if nudged else 0.0)
             if group.name == "validation":
                 starts[lane] = LaneStart(nudge=nudge)
                 continue
-            scheme = config.scheme_of(lane.phase)
+            scheme = phase.scheme
             # the plan's amount, with the nudge paid on every step of every agent
             amount = float(plan["payments"]) + (extra * g.horizon * n if nudged else 0.0)
             share = initial_share(max(amount, 0.0), welfare, n, scheme)
