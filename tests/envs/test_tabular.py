@@ -15,7 +15,7 @@ def test_outcomes_and_transitions_follow_the_model():
     state = tabular.TabularState(jnp.full(n, 1, jnp.int32), jnp.zeros(n, jnp.int32))
     action = jnp.ones(n, jnp.int32)
     contract = jnp.tile(jnp.array([0.5, 0.0, 2.0]), (n, 1))
-    _, rep = jax.jit(tabular.step)(params, state, action, contract, jax.random.PRNGKey(0))
+    _, _, rep = jax.jit(tabular.step)(params, state, action, contract, jax.random.PRNGKey(0))
     outcome = np.asarray(rep.outcome)
     freq = np.bincount(outcome, minlength=3) / n
     assert np.allclose(freq, game.outcome_probs[1, 1], atol=0.01)
@@ -31,13 +31,14 @@ def test_outcomes_and_transitions_follow_the_model():
 def test_tree_episode_walks_down_and_resets():
     game = tree_mdp(4, 0)
     params = tabular.tabular_params(game)
-    env_state = tabular.reset(params, jax.random.PRNGKey(0), 2)
+    _, env_state = tabular.reset(params, jax.random.PRNGKey(0), 2)
     key = jax.random.PRNGKey(3)
     visited = []
     for _ in range(4):
         key, sub = jax.random.split(key)
         s = np.asarray(env_state.state)
-        env_state, rep = tabular.step(params, env_state, jnp.array([1, 0]), jnp.zeros((2, 2)), sub)
+        step = tabular.step(params, env_state, jnp.array([1, 0]), jnp.zeros((2, 2)), sub)
+        _, env_state, rep = step
         visited.append(s)
         nxt, o = np.asarray(rep.next_state), np.asarray(rep.outcome)
         if not np.asarray(rep.done).any():
@@ -49,12 +50,15 @@ def test_tree_episode_walks_down_and_resets():
 def test_horizon_ends_cyclic_games():
     game = random_game(3, 2, 2, horizon=3, seed=0)
     params = tabular.tabular_params(game)
-    env_state = tabular.reset(params, jax.random.PRNGKey(0), 4)
+    _, env_state = tabular.reset(params, jax.random.PRNGKey(0), 4)
     for t in range(3):
-        env_state, rep = tabular.step(
+        obs, env_state, rep = tabular.step(
             params, env_state, jnp.zeros(4, jnp.int32), jnp.zeros((4, 2)), jax.random.PRNGKey(t)
         )
         assert bool(np.asarray(rep.done).all()) == (t == 2)
+        # the observation is the state each environment is now in (s0 after the reset)
+        expected = game.initial_state if t == 2 else np.asarray(rep.next_state)
+        np.testing.assert_array_equal(np.asarray(obs), expected)
     assert not np.asarray(rep.terminal).any()
 
 

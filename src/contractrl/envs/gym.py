@@ -82,7 +82,7 @@ class AgentEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode at the initial state."""
         super().reset(seed=seed)
-        self._env_state = tabular.reset(self.params, jax.random.PRNGKey(0), 1)
+        _, self._env_state = tabular.reset(self.params, jax.random.PRNGKey(0), 1)
         self._final: tuple[int, int] | None = None  # (state, t) once the episode ended
         return self._obs(), {}
 
@@ -95,7 +95,7 @@ class AgentEnv(gym.Env):
         state, t = int(self._env_state.state[0]), int(self._env_state.t[0])
         _, contract = self._decision(state, t)
         key = jax.random.PRNGKey(int(self.np_random.integers(0, 2**31 - 1)))
-        self._env_state, report = _step(
+        _, self._env_state, report = _step(
             self.params,
             self._env_state,
             jnp.array([action], jnp.int32),

@@ -6,8 +6,10 @@ One step (SPEC §1): the agent takes ``action`` in ``state`` under ``contract [O
 all zeros or the horizon is reached; the batch then auto-resets to the initial state (the step
 still reports the true next state and ``done``).
 
-Everything is ``[N]``-batched and jittable: ``reset(params, key, num_envs)`` and
-``step(params, state, action, contract, key)``.
+Everything is ``[N]``-batched and jittable, with the Coin Game's conventions
+(:mod:`.coin_game`): ``reset(params, key, num_envs) -> (obs, state)`` and
+``step(params, state, action, contract, key) -> (obs, state, info)``; the observation is the
+state index ``[N]`` (the time step is ``state.t``).
 """
 
 from __future__ import annotations
@@ -122,13 +124,18 @@ def tabular_params(game: PrincipalAgentMDP, dtype=jnp.float32) -> TabularParams:
     )
 
 
-def reset(params: TabularParams, key: jax.Array, num_envs: int) -> TabularState:
-    """``num_envs`` environments at the initial state, ``t = 0`` (``key`` unused: s0 is fixed)."""
+def reset(params: TabularParams, key: jax.Array, num_envs: int):
+    """``num_envs`` environments at the initial state, ``t = 0`` (``key`` unused: s0 is fixed).
+
+    Returns:
+        ``(obs [N], state)``.
+    """
     del key
-    return TabularState(
+    state = TabularState(
         state=jnp.full((num_envs,), params.initial_state, jnp.int32),
         t=jnp.zeros((num_envs,), jnp.int32),
     )
+    return state.state, state
 
 
 def step(
@@ -137,7 +144,7 @@ def step(
     action: jax.Array,
     contract: jax.Array,
     key: jax.Array,
-) -> tuple[TabularState, TabularStep]:
+) -> tuple[jax.Array, TabularState, TabularStep]:
     """One step of ``N`` environments.
 
     Args:
@@ -148,7 +155,7 @@ def step(
         key: PRNG key.
 
     Returns:
-        ``(next env state (auto-reset where done), step report)``.
+        ``(obs [N], next env state (auto-reset where done), step report)``.
     """
     key_o, key_s = jax.random.split(key)
     s = env_state.state
@@ -179,4 +186,4 @@ def step(
         state=jnp.where(done, params.initial_state, nxt).astype(jnp.int32),
         t=jnp.where(done, 0, t_next).astype(jnp.int32),
     )
-    return new_state, report
+    return new_state.state, new_state, report

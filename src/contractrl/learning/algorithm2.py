@@ -482,7 +482,7 @@ class Learner:
             opt_state={name: self.optimizer.init(params[name]) for name in NETS},
             tables=self._refresh(env, params, nudge),
             buffer=replay.init_buffer(example, cfg.replay_capacity, cfg.priority_alpha),
-            env_state=tabular.reset(env, k_reset, cfg.num_envs),
+            env_state=tabular.reset(env, k_reset, cfg.num_envs)[1],
             key=key,
             nudge=nudge,
             error_estimate=jnp.zeros((), jnp.float32),
@@ -519,7 +519,7 @@ class Learner:
         random_act = jax.random.randint(k_rand_agent, rec.shape, 0, self.spec.num_actions)
         agent_explore = jax.random.uniform(k_agent, rec.shape) < epsilon
         action = jnp.where(agent_explore, random_act, agent_greedy)
-        env_state, step = tabular.step(env, state.env_state, action, contract, k_env)
+        _, env_state, step = tabular.step(env, state.env_state, action, contract, k_env)
         # past the horizon the transition ends (bootstraps zero): any valid index will do
         t_next = jnp.minimum(t + 1, (self.spec.horizon or 1) - 1)
         transitions = Transition(
