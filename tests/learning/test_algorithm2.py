@@ -11,18 +11,19 @@ import pytest
 from contractrl.core.games import figure1, random_game, tree_mdp
 from contractrl.core.solver import solve_spe
 from contractrl.envs.tabular import tabular_params
-from contractrl.learning.algorithm2 import DQNConfig, Learner, init_state, learner_spec
+from contractrl.learning.algorithm2 import (
+    DQNConfig,
+    Learner,
+    cached_learner,
+    init_state,
+    learner_spec,
+)
 from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
 from contractrl.learning.optim import sparse_adam_rows
 
-_LEARNERS = {}
-
 
 def train(game, cfg, seed=0, chunk=500, batched=False):
-    key = (learner_spec(game), cfg)
-    if key not in _LEARNERS:  # one compilation per shape and config
-        _LEARNERS[key] = Learner(*key)
-    learner = _LEARNERS[key]
+    learner = cached_learner(learner_spec(game), cfg)  # one compilation per shape and config
     env = tabular_params(game)
     state = init_state(learner, env, jax.random.PRNGKey(seed))
     done, metrics = 0, []

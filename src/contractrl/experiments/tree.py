@@ -175,18 +175,11 @@ TREE_PRESETS: dict[str, TreeExperimentConfig] = {
 
 
 # ----------------------------------------------------------------------------- one run
-_LEARNERS: dict[Any, Any] = {}
-
-
 def _learner(game, dqn):
-    """One compiled learner per (shapes, config) and process: runs reuse its jitted code."""
-    from contractrl.learning.algorithm2 import Learner, learner_spec
+    """The process's compiled learner for ``game``'s shapes and ``dqn``."""
+    from contractrl.learning.algorithm2 import cached_learner, learner_spec
 
-    spec = learner_spec(game)
-    key = (spec, dqn)
-    if key not in _LEARNERS:
-        _LEARNERS[key] = Learner(spec, dqn)
-    return _LEARNERS[key]
+    return cached_learner(learner_spec(game), dqn)
 
 
 def experiment_config(manifest: dict):

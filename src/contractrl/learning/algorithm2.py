@@ -691,6 +691,12 @@ class Learner:
         return states, metrics
 
 
+@functools.cache
+def cached_learner(spec: LearnerSpec, config: DQNConfig) -> Learner:
+    """One compiled learner per (shapes, config) and process: runs reuse its jitted code."""
+    return Learner(spec, config)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def init_state(learner: Learner, env, key, batched: bool = False) -> LearnerState:
     """Initial state of one run, or of several (``env``/``key`` stacked) when ``batched``."""
