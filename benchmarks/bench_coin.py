@@ -2,9 +2,10 @@
 
 Per seed (one process on one core, single-threaded XLA, after compilation), for the training
 phase (principal + agents, both networks updated every iteration) and for the validation agents;
-in the same run, a dense baseline: the same learner computing the convolution on dense
-observations with 'same'-style circular padding (the straightforward layout), to compare FLOPs
-and time. Ratios are against that baseline, measured in the same run; no rate measured on
+in the same run, a baseline: the same learner with 'same'-style circular padding of the
+convolution (the straightforward layout: 49 positions on 7x7; on 3x3 it is the layout 'auto'
+picks anyway), to compare FLOPs and time. Both compute the convolution from the observations'
+few ones. Ratios are against that baseline, measured in the same run; no rate measured on
 another machine is compared with. Prints a table and records it in ``benchmarks/RESULTS.md``.
 
 Usage: ``python benchmarks/bench_coin.py [--iterations 2000]``

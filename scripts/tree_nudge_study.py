@@ -8,7 +8,11 @@ the published Algorithm 2 without a nudge. Each row's ``results.json`` is copied
 ``docs/results/`` and a summary with the choice is written to
 ``docs/results/tree-nudge-study.json``.
 
-Usage: python scripts/tree_nudge_study.py OUT_DIR [--rows tune|report|all]; resumable (rerun it).
+Runs use this checkout's ``src`` (not whatever ``contractrl`` the interpreter has installed), so
+each ``results.json`` records this checkout's commit. The ``paper-no-nudge`` and
+``paper-faithful`` (ξ = 0.01) rows of docs/tree.md are separate runs of those presets.
+
+Usage: python scripts/tree_nudge_study.py OUT_DIR [--rows tune|all]; resumable (rerun it).
 """
 
 from __future__ import annotations
@@ -33,17 +37,22 @@ AUTO = {
     "auto-linear-q0.9": ["--preset", "paper-auto-nudge", "--auto-nudge-accumulation", "linear"],
     "auto-sqrt-q0.99": ["--preset", "paper-auto-nudge", "--auto-nudge-quantile", "0.99"],
 }
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
 
 
 def run(out: Path, name: str, args: list[str]) -> dict:
     """Run (or resume, or reuse) one row; returns its ``results.json``."""
     target = out / name
     if not (target / "results.json").exists():
-        resume = ["--resume"] if target.exists() else []
+        # resume only what was started (a start killed before writing config.json restarts)
+        resume = ["--resume"] if (target / "config.json").exists() else []
+        if not resume and target.exists():
+            shutil.rmtree(target)
         command = [*BIN, "train", "tree", *args, "--out", str(target), "--no-progress", *resume]
         print("+", " ".join(command), flush=True)
-        subprocess.run(command, check=True, env=os.environ)
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        subprocess.run(command, check=True, env=env)
     return json.loads((target / "results.json").read_text())
 
 
@@ -56,7 +65,7 @@ def main() -> None:
     """Tune, choose, report; write the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--rows", choices=("tune", "report", "all"), default="all")
+    parser.add_argument("--rows", choices=("tune", "all"), default="all")
     args = parser.parse_args()
     summary: dict = {"command": " ".join(["python", *sys.argv]), "tuning": {}, "report": {}}
     for name, row in {**FIXED, **AUTO}.items():
@@ -80,19 +89,22 @@ def main() -> None:
                 "principal_utility_ratio": ratio(results),
                 "principal_utility_ratio_se": float(results["mean"]["principal_utility_ratio_se"]),
                 "worst_run": min(
-                    run["principal_utility_ratio"]
+                    one["principal_utility_ratio"]
                     for instance in results["instances"]
-                    for run in instance["runs"]
+                    for one in instance["runs"]
                 ),
                 "accuracy": float(results["mean"]["accuracy"]),
                 "follow_rate": float(results["mean"]["follow_rate"]),
                 "nudge": float(results["mean"]["nudge"]),
                 "wall_seconds": float(results["mean"]["wall_seconds"]),
             }
+    if args.rows == "tune":
+        print(json.dumps(summary, indent=2))
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for child in sorted(args.out.iterdir()):
-        if (child / "results.json").exists():
-            shutil.copy(child / "results.json", RESULTS / f"tree-study-{child.name}.json")
+    names = [f"tune-{name}" for name in {**FIXED, **AUTO}] + list(summary["report"])
+    for name in names:
+        shutil.copy(args.out / name / "results.json", RESULTS / f"tree-study-{name}.json")
     (RESULTS / "tree-nudge-study.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

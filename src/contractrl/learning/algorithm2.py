@@ -106,7 +106,8 @@ class DQNConfig:
         priority_eps: priority floor ``ε``.
         schedule: ``simultaneous`` or ``iterative``.
         phase_length: iterations per phase of the ``iterative`` schedule.
-        nudge: fixed nudge ``ξ >= 0`` (ignored when ``auto_nudge``).
+        nudge: fixed nudge ``ξ >= 0``; with ``auto_nudge``, the starting nudge (until the
+            first automatic update).
         auto_nudge: derive ``ξ`` from the agent network's estimated Bellman error.
         auto_nudge_scale: ``ξ = scale · Ê`` (Proposition 4.1: 2).
         auto_nudge_quantile: quantile, over every input and action, of the agent network's
