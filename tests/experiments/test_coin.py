@@ -131,5 +131,7 @@ def test_phase_names_parse_into_kinds_schemes_and_nudges():
     assert phases["constant_top_up_nudged"].nudged
     assert phases["constant"].scheme == "redistribute" and not phases["constant"].nudged
     assert [p.has_principal for p in phases.values()] == [True, True, True] + [False] * 6
+    frontier = config.phase("validation_nudge0.1")  # the budget frontier's phases
+    assert frontier.kind == "validation" and frontier.nudged
     with pytest.raises(ValueError, match="phase"):
         config.phase("constant_bogus")

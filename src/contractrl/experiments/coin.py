@@ -171,9 +171,10 @@ class CoinExperimentConfig:
         """
         if name in ("principal", "selfish", "cooperative"):
             return Phase(name, name)
+        # validation, validation_nudged, and the frontier's validation_nudge<share>
+        if name == "validation" or name.startswith("validation_nudge"):
+            return Phase(name, "validation", nudged=name != "validation")
         nudged = name.endswith("_nudged")
-        if name.removesuffix("_nudged") == "validation":
-            return Phase(name, "validation", nudged=nudged)
         scheme = self.scheme_of(name)
         if scheme is None:
             raise ValueError(f"phase: unknown {name!r}")
@@ -186,7 +187,8 @@ class Phase:
 
     Attributes:
         name: its name, the stem of its files (``principal``, ``validation_nudged``,
-            ``constant_top_up``, ``selfish``…).
+            ``constant_top_up``, ``selfish``…; the budget frontier's validation phases are
+            ``validation_nudge<share>``).
         kind: ``principal`` (Algorithm 3's training phase), ``validation`` (fresh agents
             facing the trained principal), ``constant`` (constant-proportion sharing),
             ``selfish`` or ``cooperative``.
