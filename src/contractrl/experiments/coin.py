@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import time
 import zlib
 from pathlib import Path
@@ -171,8 +172,8 @@ class CoinExperimentConfig:
         """
         if name in ("principal", "selfish", "cooperative"):
             return Phase(name, name)
-        # validation, validation_nudged, and the frontier's validation_nudge<share>
-        if name == "validation" or name.startswith("validation_nudge"):
+        # validation, validation_nudged, and the frontier's validation_nudge<share> (``:g``)
+        if re.fullmatch(r"validation(_nudged|_nudge[0-9.e+-]+)?", name):
             return Phase(name, "validation", nudged=name != "validation")
         nudged = name.endswith("_nudged")
         scheme = self.scheme_of(name)
@@ -231,7 +232,7 @@ COIN_PRESETS: dict[str, CoinExperimentConfig] = {
     # What fits in about an hour on a 2-core machine (docs/coin.md).
     "budget-3x3": _budget(50_000, 5_000, **_3X3),
     # docs/coin.md's headline 3x3 result: 200,000 iterations per phase (add
-    # `--constant-schemes redistribute top_up` for both constant-proportion schemes).
+    # `--constant-schemes redistribute,top_up` for both constant-proportion schemes).
     "headline-3x3": _budget(200_000, 20_000, **_3X3),
     "budget-7x7": _budget(20_000, 5_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
     # Three agents on a 4x4 grid (beyond the paper).
