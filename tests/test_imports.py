@@ -15,31 +15,38 @@ def test_core_does_not_import_heavy_stacks():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def _core_import_graph():
-    """``module -> {core modules it imports}`` for the top-level core modules, counting every
-    import statement (function-level ones too: they hide a cycle, they do not break it)."""
-    import ast
+def _core_files():
+    """The core package's source files."""
     from pathlib import Path
 
     import contractrl
 
-    root = Path(contractrl.__file__).parent / "core"
-    modules = {p.stem for p in root.glob("*.py") if p.stem != "__init__"}
+    return sorted((Path(contractrl.__file__).parent / "core").glob("*.py"))
+
+
+def _imported_names(path):
+    """Every absolute import in ``path``, at any level: ``module`` and ``module.member``."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def _core_import_graph():
+    """``module -> {core modules it imports}`` for the top-level core modules, counting every
+    import statement (function-level ones too: they hide a cycle, they do not break it)."""
+    files = {p.stem: p for p in _core_files() if p.stem != "__init__"}
     graph = {}
-    for name in sorted(modules):
-        tree = ast.parse((root / f"{name}.py").read_text())
+    for name, path in sorted(files.items()):
         deps = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            for full in names:
-                parts = full.split(".")
-                if parts[:2] == ["contractrl", "core"] and len(parts) > 2 and parts[2] in modules:
-                    deps.add(parts[2])
+        for full in _imported_names(path):
+            parts = full.split(".")
+            if parts[:2] == ["contractrl", "core"] and len(parts) > 2 and parts[2] in files:
+                deps.add(parts[2])
         graph[name] = deps - {name}
     return graph
 
@@ -68,24 +75,12 @@ def test_core_modules_import_without_cycles():
 def test_core_imports_only_numpy_scipy_and_itself():
     """The layout's dependency rule: ``contractrl.core`` imports NumPy, SciPy, the standard
     library and itself (plus the private helpers ``contractrl._*``), at any level."""
-    import ast
     import sys
-    from pathlib import Path
 
-    import contractrl
-
-    root = Path(contractrl.__file__).parent / "core"
     allowed = {"numpy", "scipy", "yaml"} | set(sys.stdlib_module_names)
-    for path in sorted(root.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            for name in names:
-                parts = name.split(".")
-                ok = parts[0] in allowed or parts[:2] == ["contractrl", "core"]
-                ok = ok or (parts[0] == "contractrl" and parts[1].startswith("_"))
-                assert ok, f"{path.name} imports {name}"
+    for path in _core_files():
+        for name in _imported_names(path):
+            parts = name.split(".")
+            ok = parts[0] in allowed or parts[:2] == ["contractrl", "core"]
+            ok = ok or (parts[0] == "contractrl" and parts[1].startswith("_"))
+            assert ok, f"{path.name} imports {name}"
