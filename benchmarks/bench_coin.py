@@ -30,23 +30,23 @@ def _measure(args):
     os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     import jax
 
-    from contractrl.envs.coin_game import PRESETS
+    from contractrl.envs.coin_game import PRESETS, CoinGame
     from contractrl.multiagent.agents import AgentsLearner
     from contractrl.multiagent.algorithm3 import PrincipalLearner
-    from contractrl.multiagent.common import CoinDQNConfig
+    from contractrl.multiagent.common import DQNConfig
 
     game = PRESETS[f"paper-{grid}x{grid}"]
-    config = CoinDQNConfig(iterations=10 * iterations, conv_padding=padding)
+    config = DQNConfig(iterations=10 * iterations, conv_padding=padding)
     key = jax.random.PRNGKey(0)
     if phase == "training":
-        learner = PrincipalLearner(game, config)
+        learner = PrincipalLearner(CoinGame(game), config)
         state = learner.init(key)
 
         def run(st, start, n):
             return learner.train_chunk(st, start, n)[0]
     else:
-        principal = PrincipalLearner(game, config).init(key).params
-        learner = AgentsLearner(game, config, "validation")
+        principal = PrincipalLearner(CoinGame(game), config).init(key).params
+        learner = AgentsLearner(CoinGame(game), config, "validation")
         state = learner.init(key)
 
         def run(st, start, n):

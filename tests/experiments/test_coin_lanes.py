@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contractrl.envs.coin_game import PRESETS
+from contractrl.envs.coin_game import PRESETS, CoinGame
 from contractrl.experiments import coin_lanes
 from contractrl.experiments.coin import COIN_PRESETS, run_coin
 from contractrl.learning import replay
 from contractrl.multiagent.agents import AgentsLearner
 from contractrl.multiagent.algorithm3 import PrincipalLearner
-from contractrl.multiagent.common import CoinDQNConfig
+from contractrl.multiagent.common import DQNConfig
 
-DQN = CoinDQNConfig(iterations=1000, replay_capacity=3000, learning_starts=20)
+DQN = DQNConfig(iterations=1000, replay_capacity=3000, learning_starts=20)
 GAME = PRESETS["paper-3x3"]
 
 
@@ -42,14 +42,14 @@ def test_a_lane_is_the_same_run_as_alone(kind):
     length = 100
     keys = jax.random.split(jax.random.PRNGKey(7), 3)
     if kind == "principal":
-        learner = PrincipalLearner(GAME, DQN)
+        learner = PrincipalLearner(CoinGame(GAME), DQN)
         init, principal, axis = learner.init, {}, None
     else:
-        learner = AgentsLearner(GAME, DQN, kind)
+        learner = AgentsLearner(CoinGame(GAME), DQN, kind)
         init = lambda k: learner.init(k, 0.0, 0.05)  # noqa: E731
         principal, axis = {}, None
         if kind == "validation":
-            trained = PrincipalLearner(GAME, DQN)
+            trained = PrincipalLearner(CoinGame(GAME), DQN)
             principal = jax.vmap(lambda k: trained.init(k).params)(keys)
             axis = 0
     lanes = jax.vmap(init)(keys)
@@ -80,7 +80,7 @@ def test_a_lane_is_the_same_run_as_alone(kind):
 
 def test_fusion_boundary_stays_a_conditional_under_vmap():
     """The replay draw's conditional survives ``vmap`` (a mapped predicate makes it a select)."""
-    learner = PrincipalLearner(GAME, DQN)
+    learner = PrincipalLearner(CoinGame(GAME), DQN)
     states = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(0), 2))
 
     def chunk(state, start):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contractrl.envs import coin_game
-from contractrl.envs.coin_game import PRESETS, CoinGameConfig
+from contractrl.envs.coin_game import PRESETS, CoinGame, CoinGameConfig
 from contractrl.experiments.coin import calibrated_share, initial_share
 from contractrl.multiagent.agents import AgentsLearner
 from contractrl.multiagent.algorithm3 import (
@@ -18,24 +18,46 @@ from contractrl.multiagent.algorithm3 import (
     principal_cost_terms,
     vdn_targets,
 )
-from contractrl.multiagent.common import CoinBase, CoinDQNConfig, others
-from contractrl.multiagent.evaluation import mix, ratio, rollout, summarise
+from contractrl.multiagent.common import DQNConfig, others
+from contractrl.multiagent.evaluation import mix, ratio, summarise
+from contractrl.multiagent.evaluation import rollout as protocol_rollout
 from contractrl.multiagent.networks import (
+    apply_conv_q,
     conv_features,
     init_conv_q,
     patch_indices,
+    resolve_padding,
     response_table,
     sparse_conv_features,
     window_counts,
 )
+from contractrl.multiagent.torso import make_encoder
 
-SMALL = CoinDQNConfig(
+SMALL = DQNConfig(
     iterations=300, replay_capacity=1000, hidden=(16, 16), conv_channels=8, learning_starts=50
 )
 
 
+def _dense_obs(game, states):
+    """The env's own dense observations ``[B, n, G, G, 4]`` of stored states (the reference)."""
+    return jax.vmap(lambda s: coin_game.observe(game, s))(states)
+
+
+def _dense_q(learner, net, obs, extra=None):
+    """Q-values from the dense conv network on dense observations (the reference path)."""
+    padding = learner.encoder.padding
+    return apply_conv_q(net, obs, patch_indices(learner.env.config.grid_size, padding), extra)
+
+
+def rollout(game, policy, key, episodes):
+    """The protocol rollout in the Coin Game with the sparse encoder."""
+    env = CoinGame(game)
+    encoder = make_encoder(env, "auto", 8, (16, 16))
+    return protocol_rollout(env, encoder, policy, key, episodes)
+
+
 def test_contract_formula():
-    """b_i = max_a Q_i((s, f_-i = 1), a) - Q_i((s, f_-i = 1), a_i) + nudge (SPEC §7)."""
+    """b_i = max_a Q_i((s, f_-i = 1), a) - Q_i((s, f_-i = 1), a_i) + nudge (Section 5.1)."""
     q = jnp.array([[1.0, 3.0, 2.0, 0.0], [0.0, 0.0, 5.0, 1.0]])
     b = follower_contracts(q, jnp.array([0, 2]), 0.1)
     assert np.allclose(np.asarray(b), [2.1, 0.1])
@@ -67,32 +89,36 @@ def test_principal_loss_matches_an_independent_computation():
     """The VDN TD error from the learner equals Σ_i q(s_i, a_i) - Σ_i y_i computed by hand from
     the dense networks on the observations."""
     game = PRESETS["paper-3x3"]
-    learner = PrincipalLearner(game, SMALL)
+    learner = PrincipalLearner(CoinGame(game), SMALL)
     state = learner.init(jax.random.PRNGKey(0))
     state, _ = learner.train_chunk(state, 0, 200)
     batch, _, weights = learner.sample(state.buffer, jax.random.PRNGKey(1), 0)
     _, (_, priority) = learner._losses(state.params, state.target, batch, weights)
-    obs = learner.observe_batch(batch.state)
-    next_obs = learner.observe_batch(batch.next_state)
+    obs = _dense_obs(game, batch.obs)
+    next_obs = _dense_obs(game, batch.next_obs)
     ones = jnp.ones((*batch.actions.shape, 1))
-    q_follow = learner.agent_q(state.params, obs, ones)
+    q_follow = _dense_q(learner, state.params["agent"], obs, ones)
     pay = np.asarray(follower_contracts(q_follow, batch.actions, SMALL.nudge))
-    next_qp = np.asarray(learner.principal_q(state.target, next_obs)).max(-1)
+    next_qp = np.asarray(_dense_q(learner, state.target["principal"], next_obs)).max(-1)
     y = (
         np.asarray(batch.rewards)
         - SMALL.alpha * pay  # charge_all: every agent's action costs its contract
         + SMALL.gamma * (1 - np.asarray(batch.terminal))[:, None] * next_qp
     )
     qp = np.take_along_axis(
-        np.asarray(learner.principal_q(state.params, obs)), np.asarray(batch.actions)[..., None], -1
-    )[..., 0]
-    delta_vdn = qp.sum(-1) - y.sum(-1)
-    q_agent = np.take_along_axis(
-        np.asarray(learner.agent_q(state.params, obs, others(batch.follow))),
+        np.asarray(_dense_q(learner, state.params["principal"], obs)),
         np.asarray(batch.actions)[..., None],
         -1,
     )[..., 0]
-    next_q = np.asarray(learner.agent_q(state.target, next_obs, others(batch.follow))).max(-1)
+    delta_vdn = qp.sum(-1) - y.sum(-1)
+    q_agent = np.take_along_axis(
+        np.asarray(_dense_q(learner, state.params["agent"], obs, others(batch.follow))),
+        np.asarray(batch.actions)[..., None],
+        -1,
+    )[..., 0]
+    next_q = np.asarray(
+        _dense_q(learner, state.target["agent"], next_obs, others(batch.follow))
+    ).max(-1)
     y_agent = (
         np.asarray(batch.rewards) + SMALL.gamma * (1 - np.asarray(batch.terminal))[:, None] * next_q
     )
@@ -104,12 +130,12 @@ def test_principal_loss_matches_an_independent_computation():
     "game", [PRESETS["paper-3x3"], PRESETS["paper-7x7"], CoinGameConfig(grid_size=5, num_agents=3)]
 )
 def test_sparse_observation_conv_equals_dense_conv(game):
-    base = CoinBase(game, SMALL)
+    padding = resolve_padding(game.grid_size, "auto")
     _, states = coin_game.reset_batch(game, jax.random.split(jax.random.PRNGKey(0), 32))
-    params = init_conv_q(jax.random.PRNGKey(1), game.grid_size, 4, 0, 4, base.padding, 8)
-    dense = conv_features(params, base.observe_batch(states), base.patches)
-    table = response_table(params, window_counts(game.grid_size, base.padding))
-    sparse = sparse_conv_features(params, table, *base.ones_of(states))
+    params = init_conv_q(jax.random.PRNGKey(1), game.grid_size, 4, 0, 4, padding, 8)
+    dense = conv_features(params, _dense_obs(game, states), patch_indices(game.grid_size, padding))
+    table = response_table(params, window_counts(game.grid_size, padding))
+    sparse = sparse_conv_features(params, table, *coin_game.observation_ones(game, states))
     assert np.allclose(np.asarray(dense), np.asarray(sparse), atol=1e-6)
 
 
@@ -149,7 +175,7 @@ def test_calibration_reaches_the_target_amount(elasticity):
 
 def _scheme_learner(scheme, n):
     game = CoinGameConfig(grid_size=3, horizon=5, num_agents=n)
-    return AgentsLearner(game, SMALL, "constant", scheme)
+    return AgentsLearner(CoinGame(game), SMALL, "constant", scheme)
 
 
 def test_constant_schemes_by_hand():
@@ -192,15 +218,15 @@ def test_metrics_on_scripted_agents():
     key = jax.random.PRNGKey(3)
     # always following: follow rate 1, payments = pay x steps x agents
     totals = rollout(game, _scripted(0, 0, 0.5), key, 16)
-    m = summarise(totals, game)
+    m = summarise(totals)
     assert m.follow_rate == 1.0
     assert m.payments == pytest.approx(0.5 * game.horizon * 2)
     assert m.payment_share == pytest.approx(m.payments / m.welfare)
     # never following: no payments
-    m2 = summarise(rollout(game, _scripted(0, 1, 0.5), key, 16), game)
+    m2 = summarise(rollout(game, _scripted(0, 1, 0.5), key, 16))
     assert m2.follow_rate == 0.0 and m2.payments == 0.0
     # mixing: agent 0 plays its own action (1), agent 1 follows (0): half the steps followed
-    mixed = summarise(rollout(game, mix(_scripted(0, 1, 0.5), np.array([1, 0])), key, 16), game)
+    mixed = summarise(rollout(game, mix(_scripted(0, 1, 0.5), np.array([1, 0])), key, 16))
     assert mixed.follow_rate == pytest.approx(0.5)
     assert mixed.agent_utility[1] >= 0.5 * game.horizon
     # an agent that deviates forfeits exactly its payments: recommended "down" (1), paid 0.3
@@ -211,8 +237,8 @@ def test_metrics_on_scripted_agents():
     assert np.allclose(np.asarray(own.payments)[:, 0], 0.0)
     assert np.allclose(np.asarray(own.payments)[:, 1], 0.3 * game.horizon)
     assert np.allclose(np.asarray(fol.payments), 0.3 * game.horizon)
-    u_own = summarise(own, game).agent_utility
-    u_fol = summarise(fol, game).agent_utility
+    u_own = summarise(own).agent_utility
+    u_fol = summarise(fol).agent_utility
     rewards_own = float(np.asarray(own.rewards)[:, 0].mean())
     rewards_fol = float(np.asarray(fol.rewards)[:, 0].mean())
     assert u_own[0] == pytest.approx(rewards_own)
@@ -239,7 +265,7 @@ def test_welfare_matches_a_plain_loop():
 
 def test_training_is_deterministic():
     game = PRESETS["paper-3x3"]
-    learner = PrincipalLearner(game, SMALL)
+    learner = PrincipalLearner(CoinGame(game), SMALL)
     runs = []
     for _ in range(2):
         state = learner.init(jax.random.PRNGKey(7))
@@ -251,13 +277,13 @@ def test_training_is_deterministic():
 @pytest.mark.parametrize("grid,agents", [(3, 2), (2, 3)])
 def test_distinct_observation_table_equals_direct_evaluation(grid, agents):
     """The first layer looked up per distinct observation equals evaluating it per sample."""
-    from contractrl.multiagent.common import distinct_observations
+    from contractrl.envs.coin_game import distinct_observations
     from contractrl.multiagent.networks import first_layer, response_table, sparse_conv_features
 
     game = CoinGameConfig(grid_size=grid, horizon=20, num_agents=agents, spawn_rule="anywhere")
-    learner = PrincipalLearner(game, CoinDQNConfig(iterations=100, learning_starts=0))
-    assert learner.distinct is not None
-    count = learner.distinct[0].shape[0]
+    learner = PrincipalLearner(CoinGame(game), DQNConfig(iterations=100, learning_starts=0))
+    assert learner.encoder.distinct is not None
+    count = learner.encoder.distinct[0].shape[0]
     assert count == grid ** (2 * agents) * 2
     params = learner.init(jax.random.PRNGKey(0)).params["agent"]
     keys = jax.random.split(jax.random.PRNGKey(1), 400)
@@ -267,8 +293,8 @@ def test_distinct_observation_table_equals_direct_evaluation(grid, agents):
         acts = jax.random.randint(k, (400, agents), 0, 4)
         states = coin_game.step_batch(game, states, acts, jax.random.split(k, 400))[1]
     fast = learner.first_layer(params, states)  # 400 * agents rows >= count: the table path
-    cells, channels = learner.ones_of(states)
-    table = response_table(params, learner.counts)
+    cells, channels = coin_game.observation_ones(game, states)
+    table = response_table(params, learner.encoder.counts)
     direct = first_layer(params, sparse_conv_features(params, table, cells, channels))
     np.testing.assert_allclose(np.asarray(fast), np.asarray(direct), rtol=1e-5, atol=1e-5)
     assert distinct_observations(7, 2) is None  # too many to enumerate: the direct path
@@ -278,7 +304,7 @@ def test_distinct_observation_table_equals_direct_evaluation(grid, agents):
 def test_gradient_clipping_per_network_or_global(scope):
     """A large principal gradient does not shrink the agents' one under per-network clipping."""
     config = dataclasses.replace(SMALL, max_grad_norm=10.0, clip_scope=scope)
-    learner = PrincipalLearner(PRESETS["paper-3x3"], config)
+    learner = PrincipalLearner(CoinGame(PRESETS["paper-3x3"]), config)
     agent = {"w": jnp.array([0.6, 0.8])}  # norm 1
     principal = {"w": jnp.array([60.0, 0.0]), "b": jnp.array([80.0])}  # norm 100
     clipped = learner.clip({"agent": agent, "principal": principal})
@@ -294,7 +320,7 @@ def test_gradient_clipping_per_network_or_global(scope):
 
 def test_no_gradient_step_before_learning_starts():
     config = dataclasses.replace(SMALL, learning_starts=60)
-    learner = PrincipalLearner(PRESETS["paper-3x3"], config)
+    learner = PrincipalLearner(CoinGame(PRESETS["paper-3x3"]), config)
     state = learner.init(jax.random.PRNGKey(0))
     start = [np.array(x) for x in jax.tree_util.tree_leaves(state.params)]
     waited, stats = learner.train_chunk(state, 0, 60)
@@ -310,15 +336,15 @@ def test_replayed_rewards_are_shaped_with_the_current_share():
     """Budget calibration changes p mid-phase: stored transitions hold unshaped rewards and the
     TD target shapes them with the share in force (no stale p in the replay buffer)."""
     game = PRESETS["paper-3x3"]
-    learner = AgentsLearner(game, SMALL, "constant", "redistribute")
+    learner = AgentsLearner(CoinGame(game), SMALL, "constant", "redistribute")
     state = learner.init(jax.random.PRNGKey(0), share=0.0)
     state, stats = learner.train_chunk(state, {}, 0, 80)
     batch, _, weights = learner.sample(state.buffer, jax.random.PRNGKey(1), 0)
     raw = np.asarray(batch.rewards)
-    obs = learner.observe_batch(batch.state)
-    q = np.asarray(learner.q_values(state.params, batch.state))
+    obs = _dense_obs(game, batch.obs)
+    q = np.asarray(_dense_q(learner, state.params, obs))
     q_taken = np.take_along_axis(q, np.asarray(batch.actions)[..., None], -1)[..., 0]
-    next_q = np.asarray(learner.q_values(state.target, batch.next_state)).max(-1)
+    next_q = np.asarray(_dense_q(learner, state.target, _dense_obs(game, batch.next_obs))).max(-1)
     assert obs.shape[1] == 2
     for share in (0.0, 1.0):
         shaped = (1 - share) * raw + share * raw.sum(-1, keepdims=True) / 2

@@ -28,12 +28,15 @@ as Gymnasium and PettingZoo report it; learners bootstrap through it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from contractrl._validate import require
+from contractrl.envs.protocol import MultiAgentEnv, SparseObservations
 
 #: Moves as (row, column) offsets: up, down, left, right, stay.
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1), (0, 0))
@@ -259,6 +262,157 @@ def reset_batch(config: CoinGameConfig, keys: jax.Array):
 def step_batch(config: CoinGameConfig, states: CoinState, actions: jax.Array, keys: jax.Array):
     """:func:`step` over a batch: ``actions [N, n]``, ``keys [N, 2]``."""
     return jax.vmap(step, in_axes=(None, 0, 0, 0))(config, states, actions, keys)
+
+
+# ------------------------------------------------------------------ sparse observations
+def observation_ones(config: CoinGameConfig, states: CoinState):
+    """The ones of every agent's egocentric observation, straight from the states.
+
+    Returns ``(cells, channels)``, each ``[..., n, n + 1]`` (self, the others in agent order,
+    the coin); ``cells`` are flat ``row * G + column`` indices of the rolled grid.
+    """
+    g, n = config.grid_size, config.num_agents
+    centre = g // 2
+    pos = states.positions  # [..., n, 2]
+    rel = (pos[..., None, :, :] - pos[..., :, None, :] + centre) % g  # [..., i, j, 2]
+    coin = (states.coin[..., None, :] - pos + centre) % g  # [..., n, 2]
+    cells = jnp.concatenate(
+        [rel[..., 0] * g + rel[..., 1], (coin[..., 0] * g + coin[..., 1])[..., None]], axis=-1
+    )
+    agent_channels = jnp.where(jnp.eye(n, dtype=bool), 0, 1)  # self 0, others 1
+    own = states.colour[..., None] == jnp.arange(n)  # [..., n]
+    coin_channel = jnp.where(own, 2, 3)[..., None]
+    channels = jnp.concatenate(
+        [jnp.broadcast_to(agent_channels, cells.shape[:-1] + (n,)), coin_channel], axis=-1
+    )
+    return cells, channels
+
+
+#: Largest number of distinct observations worth enumerating (see :func:`distinct_observations`).
+MAX_DISTINCT_OBSERVATIONS = 1024
+
+
+def distinct_observations(grid_size: int, num_agents: int):
+    """Every egocentric observation as its ones: ``(cells [K, n+1], channels [K, n+1])``.
+
+    Ones in the order self (the centre, channel 0), the others (channel 1, in agent order),
+    the coin (channel 2 if its own colour, else 3); observation ``k`` is numbered as
+    :func:`observation_ids` numbers it. ``None`` when there are more than
+    :data:`MAX_DISTINCT_OBSERVATIONS`.
+    """
+    g2, n = grid_size * grid_size, num_agents
+    count = g2 ** (n - 1) * g2 * 2
+    if count > MAX_DISTINCT_OBSERVATIONS:
+        return None
+    centre = (grid_size // 2) * grid_size + grid_size // 2
+    combos = np.array(list(itertools.product(*[range(g2)] * n, range(2))), np.int32)
+    cells = np.concatenate([np.full((count, 1), centre, np.int32), combos[:, :n]], axis=1)
+    channels = np.concatenate(
+        [
+            np.zeros((count, 1), np.int32),
+            np.ones((count, n - 1), np.int32),
+            2 + combos[:, n:],
+        ],
+        axis=1,
+    )
+    return cells, channels
+
+
+def observation_ids(cells: jax.Array, channels: jax.Array, grid_size: int) -> jax.Array:
+    """Index into :func:`distinct_observations` of the ones from :func:`observation_ones`.
+
+    ``cells``/``channels`` are ``[..., n, n + 1]`` (agent ``i``'s ones: every agent in agent
+    order, itself included, then the coin); returns ``[..., n]``.
+    """
+    g2, n = grid_size * grid_size, cells.shape[-2]
+    others_idx = np.array([[j for j in range(n) if j != i] for i in range(n)], np.int32)
+    others_cells = jnp.take_along_axis(
+        cells[..., :n], jnp.broadcast_to(others_idx, cells.shape[:-1] + (n - 1,)), axis=-1
+    )
+    ids = jnp.zeros(cells.shape[:-1], jnp.int32)
+    for k in range(n - 1):
+        ids = ids * g2 + others_cells[..., k]
+    ids = ids * g2 + cells[..., n]
+    return ids * 2 + (channels[..., n] - 2)
+
+
+#: Agent colours of :meth:`CoinGame.render` (RGB), then the empty cell's.
+COLOURS = ((220, 50, 47), (38, 139, 210), (133, 153, 0), (211, 54, 130), (181, 137, 0))
+EMPTY = (238, 232, 213)
+
+
+class CoinGame(MultiAgentEnv, SparseObservations):
+    """The Coin Game as an environment of the protocol (:mod:`contractrl.envs.protocol`).
+
+    Args:
+        config: the rules (default: the paper's 7x7 game); or give its fields as keywords.
+    """
+
+    def __init__(self, config: CoinGameConfig | None = None, **flags):
+        if config is None:
+            config = CoinGameConfig(**flags)
+        elif flags:
+            config = dataclasses.replace(config, **flags)
+        config.validate()
+        self.config = config
+        self.num_agents = config.num_agents
+        self.num_actions = config.num_actions
+        self.observation_shape = config.obs_shape
+        self.max_steps = config.horizon
+        self._distinct = distinct_observations(config.grid_size, config.num_agents)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CoinGame) and other.config == self.config
+
+    def __hash__(self) -> int:
+        return hash(("coin_game", self.config))
+
+    def __repr__(self) -> str:
+        return f"CoinGame({self.config})"
+
+    def reset(self, key: jax.Array):
+        """``(obs [n, G, G, 4], state)`` of a new episode."""
+        return reset(self.config, key)
+
+    def step(self, key: jax.Array, state: CoinState, actions: jax.Array):
+        """One step of the protocol; ``info`` adds ``final_state``, ``collected``, ``own_coin``."""
+        obs, state, info = step(self.config, state, actions, key)
+        extra = {
+            "final_obs": info.final_obs,
+            "final_state": info.final_state,
+            "collected": info.collected,
+            "own_coin": info.own_coin,
+        }
+        return obs, state, info.rewards, info.terminated, info.truncated, extra
+
+    def observation_ones(self, states: CoinState):
+        """See :func:`observation_ones`."""
+        return observation_ones(self.config, states)
+
+    def distinct_observation_ones(self):
+        """See :func:`distinct_observations`."""
+        return self._distinct
+
+    def observation_ids(self, cells: jax.Array, channels: jax.Array) -> jax.Array:
+        """See :func:`observation_ids`."""
+        return observation_ids(cells, channels, self.config.grid_size)
+
+    def render(self, state: CoinState, cell: int = 24) -> np.ndarray:
+        """``uint8 [G * cell, G * cell, 3]``: agents as squares, the coin as a dot of its owner."""
+        g = self.config.grid_size
+        image = np.full((g * cell, g * cell, 3), EMPTY, np.uint8)
+        image[::cell, :] = image[:, ::cell] = 200
+        for i, (r, c) in enumerate(np.asarray(state.positions)):
+            pad = 3 + 2 * i  # several agents on one cell stay visible
+            image[r * cell + pad : (r + 1) * cell - pad, c * cell + pad : (c + 1) * cell - pad] = (
+                COLOURS[i % len(COLOURS)]
+            )
+        r, c = np.asarray(state.coin)
+        yy, xx = np.mgrid[:cell, :cell]
+        disc = (yy - cell / 2) ** 2 + (xx - cell / 2) ** 2 <= (cell / 4) ** 2
+        owner = COLOURS[int(np.asarray(state.colour)) % len(COLOURS)]
+        image[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell][disc] = owner
+        return image
 
 
 def parallel_env(render_mode: str | None = None, **flags):

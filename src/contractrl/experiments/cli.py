@@ -217,7 +217,12 @@ def _experiment_parser(
 
 
 def _add_train_parser(train_sub) -> None:
-    from contractrl.experiments.coin import COIN_PRESETS, CoinExperimentConfig
+    from contractrl.experiments.coin import (
+        COIN_PRESETS,
+        MARL_PRESETS,
+        CoinExperimentConfig,
+        MarlExperimentConfig,
+    )
     from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
     from contractrl.experiments.game import GAME_PRESETS, GameExperimentConfig
     from contractrl.experiments.tree import TREE_PRESETS, TreeExperimentConfig
@@ -244,6 +249,20 @@ def _add_train_parser(train_sub) -> None:
         "budget-3x3",
         CoinExperimentConfig,
         _cmd_train_coin,
+    )
+    _experiment_parser(
+        train_sub,
+        "marl",
+        "Algorithm 3 in any multi-agent environment (--env), validation and baselines",
+        "Train the principal (Algorithm 3) in any environment of the protocol "
+        "(docs/your-environment.md): a built-in one (coin_game, iterated_dilemma), "
+        "jaxmarl:<id>, or <module>:<factory>; then validate it with fresh black-box agents "
+        "and train the selfish, cooperative and budget-matched constant baselines. Every "
+        "config field is a flag; a preset fills the defaults.",
+        MARL_PRESETS,
+        "smoke",
+        MarlExperimentConfig,
+        _cmd_train_marl,
     )
     _experiment_parser(
         train_sub,
@@ -461,7 +480,16 @@ def _cmd_train_game(args: argparse.Namespace) -> None:
 def _cmd_train_coin(args: argparse.Namespace) -> None:
     from contractrl.experiments.coin import COIN_PRESETS, run_coin
 
-    results = _run_experiment(args, COIN_PRESETS, run_coin)
+    _print_team_results(args, _run_experiment(args, COIN_PRESETS, run_coin))
+
+
+def _cmd_train_marl(args: argparse.Namespace) -> None:
+    from contractrl.experiments.coin import MARL_PRESETS, run_coin
+
+    _print_team_results(args, _run_experiment(args, MARL_PRESETS, run_coin))
+
+
+def _print_team_results(args: argparse.Namespace, results: dict | None) -> None:
     if results is None:
         return
     m = results["mean"]

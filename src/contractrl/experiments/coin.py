@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import re
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,7 +58,7 @@ from contractrl.experiments.store import (
     save_state,
     write_json,
 )
-from contractrl.multiagent.common import CoinDQNConfig
+from contractrl.multiagent.common import DQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant")
 CONSTANT_SCHEMES = ("redistribute", "top_up")
@@ -78,8 +79,11 @@ PHASE_COLUMNS = [
 
 
 @dataclasses.dataclass(frozen=True)
-class CoinExperimentConfig:
-    """The Coin Game experiment.
+class TeamExperimentConfig:
+    """The multi-agent experiment in any protocol environment (Algorithm 3 and baselines).
+
+    Subclasses say where the environment comes from (:class:`CoinExperimentConfig`,
+    :class:`MarlExperimentConfig`).
 
     Attributes:
         seeds: independent runs.
@@ -100,9 +104,11 @@ class CoinExperimentConfig:
         workers: ``local`` worker processes (0: one per core).
         ray_address: Ray cluster address.
         scan_unroll: ``vmap`` backend: iterations unrolled per step of the compiled loop.
-        game: the Coin Game rules.
         dqn: the learners' hyper-parameters (every phase uses the same).
     """
+
+    #: The experiment's name in ``config.json`` and ``results.json``.
+    EXPERIMENT: ClassVar[str] = ""
 
     seeds: int = 5
     seed: int = 0
@@ -117,8 +123,7 @@ class CoinExperimentConfig:
     workers: int = 0
     ray_address: str | None = None
     scan_unroll: int = 1
-    game: CoinGameConfig = dataclasses.field(default_factory=CoinGameConfig)
-    dqn: CoinDQNConfig = dataclasses.field(default_factory=CoinDQNConfig)
+    dqn: DQNConfig = dataclasses.field(default_factory=DQNConfig)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -141,8 +146,16 @@ class CoinExperimentConfig:
                 f"budget_calibration: must lie in [0, 1], got {self.budget_calibration}"
             )
         validate_execution(self)
-        self.game.validate()
         self.dqn.validate()
+        self.make_env()
+
+    def make_env(self):
+        """The protocol environment (one per process and config; subclasses)."""
+        raise NotImplementedError
+
+    def label(self) -> str:
+        """A short name of the experiment for progress bars."""
+        return self.EXPERIMENT
 
     def phases(self) -> tuple[str, ...]:
         """The pipeline's phases, in order."""
@@ -209,7 +222,86 @@ class Phase:
         return self.kind in ("principal", "validation")
 
 
-def constant_phase(config: CoinExperimentConfig, scheme: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class CoinExperimentConfig(TeamExperimentConfig):
+    """The Coin Game experiment (paper Section 5.2, Figures 2 and 4).
+
+    Attributes:
+        game: the Coin Game rules.
+    """
+
+    EXPERIMENT: ClassVar[str] = "coin"
+    game: CoinGameConfig = dataclasses.field(default_factory=CoinGameConfig)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        self.game.validate()
+        super().validate()
+
+    def make_env(self):
+        """The Coin Game with these rules."""
+        return _coin_env(self.game)
+
+    def label(self) -> str:
+        """``coin GxG``."""
+        return f"coin {self.game.grid_size}x{self.game.grid_size}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MarlExperimentConfig(TeamExperimentConfig):
+    """The multi-agent experiment in any environment (docs/your-environment.md).
+
+    Attributes:
+        env: a built-in environment (``coin_game``, ``iterated_dilemma``), ``jaxmarl:<id>``
+            or ``<module>:<factory>`` (:mod:`contractrl.envs.registry`).
+        env_kwargs: the environment's keyword arguments, a JSON object (e.g.
+            ``{"horizon": 20}``).
+    """
+
+    EXPERIMENT: ClassVar[str] = "marl"
+    env: str = "iterated_dilemma"
+    env_kwargs: str = "{}"
+
+    def make_env(self):
+        """``make(env, **env_kwargs)``; ``ValueError`` naming the field when it cannot."""
+        return _marl_env(self.env, self.env_kwargs)
+
+    def label(self) -> str:
+        """``marl <env>``."""
+        return f"marl {self.env}"
+
+
+def env_kwargs_dict(text: str) -> dict[str, Any]:
+    """The ``env_kwargs`` JSON object as a dict (``ValueError`` naming the field)."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"env_kwargs: not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"env_kwargs: a JSON object is needed, got {text!r}")
+    return value
+
+
+@functools.cache
+def _marl_env(name: str, kwargs_text: str):
+    from contractrl.envs.registry import make
+
+    return make(name, **env_kwargs_dict(kwargs_text))
+
+
+def experiment_env(config: TeamExperimentConfig):
+    """The protocol environment the experiment trains in (one per process and config)."""
+    return config.make_env()
+
+
+@functools.cache
+def _coin_env(game: CoinGameConfig):
+    from contractrl.envs.coin_game import CoinGame
+
+    return CoinGame(game)
+
+
+def constant_phase(config: TeamExperimentConfig, scheme: str) -> str:
     """Phase name of a constant scheme: ``constant`` for the first, else ``constant_<scheme>``."""
     return "constant" if scheme == config.constant_schemes[0] else f"constant_{scheme}"
 
@@ -218,7 +310,7 @@ def _budget(iterations: int, eval_every: int, **game) -> CoinExperimentConfig:
     return CoinExperimentConfig(
         eval_every=eval_every,
         game=CoinGameConfig(**game),
-        dqn=CoinDQNConfig(iterations=iterations),
+        dqn=DQNConfig(iterations=iterations),
     )
 
 
@@ -242,7 +334,32 @@ COIN_PRESETS: dict[str, CoinExperimentConfig] = {
         _budget(1_000, 500, **_3X3),
         seeds=2,
         eval_episodes=20,
-        dqn=CoinDQNConfig(iterations=1_000, replay_capacity=5_000, learning_starts=200),
+        dqn=DQNConfig(iterations=1_000, replay_capacity=5_000, learning_starts=200),
+    ),
+}
+
+
+def _marl_budget(iterations: int, eval_every: int, **fields) -> MarlExperimentConfig:
+    return MarlExperimentConfig(
+        eval_every=eval_every, dqn=DQNConfig(iterations=iterations), **fields
+    )
+
+
+#: Presets of ``train marl``: budgets, for any environment (``--env``).
+MARL_PRESETS: dict[str, MarlExperimentConfig] = {
+    # The paper's budget (Appendix D.2): 1M iterations per phase.
+    "paper": _marl_budget(1_000_000, 20_000),
+    # Minutes to an hour on 2 cores for a small environment.
+    "budget": _marl_budget(50_000, 5_000),
+    # The iterated dilemma's contracts and welfare near their closed forms (tests, docs).
+    "dilemma": dataclasses.replace(
+        _marl_budget(6_000, 2_000, seeds=2, eval_episodes=40),
+        dqn=DQNConfig(iterations=6_000, replay_capacity=6_000, learning_starts=500),
+    ),
+    # The whole pipeline in a few minutes on 2 cores (tests, demo).
+    "smoke": dataclasses.replace(
+        _marl_budget(1_000, 500, seeds=2, eval_episodes=20),
+        dqn=DQNConfig(iterations=1_000, replay_capacity=5_000, learning_starts=200),
     ),
 }
 
@@ -258,11 +375,12 @@ def _phase_learner(config: CoinExperimentConfig, phase: str):
     from contractrl.multiagent.algorithm3 import principal_learner
 
     kind = config.phase(phase)
+    env = experiment_env(config)
     if kind.kind == "principal":
-        return principal_learner(config.game, config.dqn)
+        return principal_learner(env, config.dqn)
     if kind.kind == "constant":
-        return agents_learner(config.game, config.dqn, "constant", kind.scheme)
-    return agents_learner(config.game, config.dqn, kind.kind)
+        return agents_learner(env, config.dqn, "constant", kind.scheme)
+    return agents_learner(env, config.dqn, kind.kind)
 
 
 @functools.cache
@@ -288,7 +406,7 @@ def _rollout_fn(learner, episodes: int):
             policy = mix(learner.policy(state, principal), mask)
         else:  # the principal's plan: everyone follows
             policy = mix(learner.policy(state), mask)
-        return rollout(learner.game, policy, key, episodes, transfers)
+        return rollout(learner.env, learner.encoder, policy, key, episodes, transfers)
 
     return jax.jit(run)
 
@@ -339,10 +457,8 @@ def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]
 
     fn = _rollout_fn(learner, config.eval_episodes)
     kind = config.phase(phase)
-    masks = evaluation_masks(kind, config.game.num_agents)
-    return evaluation_row(
-        kind, [summarise(fn(state, principal, mask, key), config.game) for mask in masks]
-    )
+    masks = evaluation_masks(kind, experiment_env(config).num_agents)
+    return evaluation_row(kind, [summarise(fn(state, principal, mask, key)) for mask in masks])
 
 
 def train_phase(
@@ -454,7 +570,7 @@ def load_principal(exp: Path, config: CoinExperimentConfig, seed_index: int):
 
     from contractrl.multiagent.algorithm3 import principal_learner
 
-    learner = principal_learner(config.game, config.dqn)
+    learner = principal_learner(experiment_env(config), config.dqn)
     template = learner.init(jax.random.PRNGKey(0)).params
     saved = load_state(exp / "runs" / run_name(seed_index) / "principal.params.msgpack")
     return serialization.from_state_dict(template, saved)
@@ -546,13 +662,15 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
         validation = results.get("validation")
         if phase == "validation_nudged":
             welfare = max(validation["welfare"], 0.0)  # never a negative nudge
-            per_step = welfare / (config.game.horizon * config.game.num_agents)
+            env = experiment_env(config)
+            per_step = welfare / (env.max_steps * env.num_agents)
             nudge = config.dqn.nudge + config.nudge_share * per_step
         kind = config.phase(phase)
         if kind.kind == "constant":
             matched = results["validation_nudged" if kind.nudged else "validation"]
             target = matched["payments"]
-            share = initial_share(target, matched["welfare"], config.game.num_agents, kind.scheme)
+            n = experiment_env(config).num_agents
+            share = initial_share(target, matched["welfare"], n, kind.scheme)
         results[phase] = train_phase(
             exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k), target
         )
@@ -561,15 +679,24 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ experiment
-def _config(exp: Path) -> CoinExperimentConfig:
+#: The team experiments by the name ``config.json`` records.
+TEAM_EXPERIMENTS: dict[str, type[TeamExperimentConfig]] = {
+    "coin": CoinExperimentConfig,
+    "marl": MarlExperimentConfig,
+}
+
+
+def _config(exp: Path) -> TeamExperimentConfig:
     from contractrl.experiments.config import from_dict
 
-    return from_dict(CoinExperimentConfig, read_json(exp / "config.json")["config"])
+    manifest = read_json(exp / "config.json")
+    cls = TEAM_EXPERIMENTS.get(manifest.get("experiment"), CoinExperimentConfig)
+    return from_dict(cls, manifest["config"])
 
 
 def prepare(config: CoinExperimentConfig, out: Path, resume: bool, command: str) -> dict:
     """Create (or reopen) the experiment directory (see :func:`.store.open_experiment`)."""
-    return open_experiment(out, "coin", config, resume, command, __version__)
+    return open_experiment(out, config.EXPERIMENT, config, resume, command, __version__)
 
 
 def run_coin(
@@ -621,7 +748,7 @@ def run_coin(
         config.workers,
         config.ray_address,
         progress,
-        description=f"coin {config.game.grid_size}x{config.game.grid_size}",
+        description=config.label(),
     )
     wall = add_wall_time(out, time.perf_counter() - start)
     results = aggregate(manifest, config, outputs, wall)
@@ -634,7 +761,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
     per_seed: dict[int, dict[str, dict]] = {}
     for out in outputs:
         per_seed.setdefault(out["seed"], {}).update(out["phases"])
-    n = config.game.num_agents
+    n = experiment_env(config).num_agents
     rows = []
     for seed, phases in sorted(per_seed.items()):
         val = phases.get("validation", {})
@@ -681,7 +808,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
         mean[key], mean[f"{key}_se"] = mean_se(r[key] for r in rows)
     mean.update(wall_seconds=wall, seeds=len(rows), iterations_per_phase=config.dqn.iterations)
     return {
-        "experiment": "coin",
+        "experiment": config.EXPERIMENT,
         "config": manifest["config"],
         "version": manifest["version"],
         "git_sha": manifest["git_sha"],

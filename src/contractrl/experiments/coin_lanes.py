@@ -200,13 +200,11 @@ def evaluate_group(config, group: Group, states, principal, iteration: int) -> l
             for lane in group.lanes
         ]
     )
-    masks = evaluation_masks(config.phase(group.lanes[0].phase), config.game.num_agents)
+    masks = evaluation_masks(config.phase(group.lanes[0].phase), config.make_env().num_agents)
     totals = jax.device_get(group_evaluator(config, group)(states, principal, masks, keys))
     rows = []
     for index, lane in enumerate(group.lanes):
-        metrics = [
-            summarise(_lane(_lane(totals, index), m), config.game) for m in range(len(masks))
-        ]
+        metrics = [summarise(_lane(_lane(totals, index), m)) for m in range(len(masks))]
         rows.append(evaluation_row(config.phase(lane.phase), metrics))
     return rows
 
@@ -342,7 +340,10 @@ def _calibrate(config, groups, states, rows, starts):
             target = max(float(matched["payments"]), 0.0)
             if shares[index] <= 0 and target > 0:  # started at 0 (the plan paid nothing)
                 shares[index] = initial_share(
-                    target, float(matched["welfare"]), config.game.num_agents, lane_scheme[index]
+                    target,
+                    float(matched["welfare"]),
+                    config.make_env().num_agents,
+                    lane_scheme[index],
                 )
                 continue
             shares[index] = calibrated_share(float(shares[index]), rows[lane]["payments"], target)
@@ -399,13 +400,14 @@ class _NoBar:
 
 def stage2_starts(config: CoinExperimentConfig, stage1: dict[Lane, dict]) -> dict[Lane, LaneStart]:
     """Stage 2's lane values from the principals' final evaluations (module docstring)."""
-    g, n = config.game, config.game.num_agents
+    env = config.make_env()
+    horizon, n = env.max_steps, env.num_agents
     starts: dict[Lane, LaneStart] = {}
     for group in stage_groups(config, 2):
         for lane in group.lanes:
             plan = stage1[Lane(lane.seed_index, "principal")]
             welfare = max(float(plan["welfare"]), 0.0)
-            extra = config.nudge_share * welfare / (g.horizon * n)
+            extra = config.nudge_share * welfare / (horizon * n)
             phase = config.phase(lane.phase)
             nudged = phase.nudged
             nudge = config.dqn.nudge + (extra if nudged else 0.0)
@@ -414,7 +416,7 @@ def stage2_starts(config: CoinExperimentConfig, stage1: dict[Lane, dict]) -> dic
                 continue
             scheme = phase.scheme
             # the plan's amount, with the nudge paid on every step of every agent
-            amount = float(plan["payments"]) + (extra * g.horizon * n if nudged else 0.0)
+            amount = float(plan["payments"]) + (extra * horizon * n if nudged else 0.0)
             share = initial_share(max(amount, 0.0), welfare, n, scheme)
             matched = "validation_nudged" if nudged else "validation"
             starts[lane] = LaneStart(share=share, nudge=config.dqn.nudge, matched=matched)
@@ -441,8 +443,7 @@ def run_coin_lanes(
     for k in range(config.seeds):
         (out / "runs" / run_name(k)).mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
-    grid = config.game.grid_size
-    bar = _bar(2 * config.dqn.iterations, progress, f"coin {grid}x{grid} (vmap)") or _NoBar()
+    bar = _bar(2 * config.dqn.iterations, progress, f"{config.label()} (vmap)") or _NoBar()
     with bar:
         for k in range(config.seeds):  # a damaged principal: stage 1 runs again
             discard_damaged_principal(out, k)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import types
 import typing
@@ -87,11 +88,21 @@ def _fields(cls) -> list[tuple[str, Any, type | None]]:
 
 
 def attribute_docs(cls: type) -> dict[str, str]:
-    """Each field's description from the ``Attributes:`` section of ``cls``'s docstring."""
-    import inspect
+    """Each field's description from the ``Attributes:`` sections of ``cls``'s docstrings.
+
+    A subclass's own section comes first; its bases' describe the fields they declare.
+    """
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object and klass.__doc__:
+            out.update(_own_attribute_docs(klass))
+    return out
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
     import re
 
-    doc = inspect.getdoc(cls) or ""
+    doc = inspect.cleandoc(cls.__doc__ or "")
     out: dict[str, str] = {}
     if "Attributes:" not in doc:
         return out

@@ -40,7 +40,7 @@ from contractrl.experiments.coin import (
 )
 from contractrl.experiments.executor import Task, run_tasks
 from contractrl.experiments.store import add_wall_time, open_experiment, write_json
-from contractrl.multiagent.common import CoinDQNConfig
+from contractrl.multiagent.common import DQNConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +78,7 @@ class FrontierConfig:
     workers: int = 0
     ray_address: str | None = None
     game: CoinGameConfig = dataclasses.field(default_factory=lambda: GAME_PRESETS["paper-3x3"])
-    dqn: CoinDQNConfig = dataclasses.field(default_factory=lambda: CoinDQNConfig(iterations=20_000))
+    dqn: DQNConfig = dataclasses.field(default_factory=lambda: DQNConfig(iterations=20_000))
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -131,7 +131,7 @@ FRONTIER_PRESETS: dict[str, FrontierConfig] = {
         shares=(0.5,),
         eval_every=500,
         eval_episodes=10,
-        dqn=CoinDQNConfig(iterations=500, replay_capacity=1000, learning_starts=100),
+        dqn=DQNConfig(iterations=500, replay_capacity=1000, learning_starts=100),
     ),
 }
 

@@ -30,11 +30,11 @@ def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
     import jax.numpy as jnp
 
     from contractrl.envs import coin_game
-    from contractrl.experiments.coin import _config, load_principal
+    from contractrl.experiments.coin import _config, experiment_env, load_principal
     from contractrl.multiagent.algorithm3 import principal_learner
 
     config = _config(exp)
-    learner = principal_learner(config.game, config.dqn)
+    learner = principal_learner(experiment_env(config), config.dqn)
     params = load_principal(exp, config, seed_index)
     nudge = config.dqn.nudge
     k_reset, k_steps = jax.random.split(jax.random.PRNGKey(key))

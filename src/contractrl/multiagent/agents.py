@@ -1,4 +1,4 @@
-"""Self-interested DQN agents in the Coin Game: the validation phase and the baselines (SPEC §7–8).
+"""Self-interested DQN agents: the validation phase and the baselines (paper Sections 5.1–5.2).
 
 One learner, four reward modes, the same network and budget:
 
@@ -9,14 +9,14 @@ One learner, four reward modes, the same network and budget:
 * ``selfish`` — ``r_i`` (no contracts);
 * ``cooperative`` — ``Σ_j r_j`` (each agent maximises welfare);
 * ``constant`` — constant-proportion sharing (``p = 0`` is selfish, ``p = 1`` cooperative),
-  one of two schemes (SPEC §8) **[choice]**: ``redistribute`` (default) — agent ``i`` receives
+  one of two schemes (docs/coin.md) **[choice]**: ``redistribute`` (default) — agent ``i`` receives
   ``(1 - p)·r_i + p·W/n`` with ``W = Σ_j r_j`` (the agents share a fixed percentage of welfare;
   nothing is paid from outside) — or ``top_up`` — ``r_i + p·Σ_{j≠i} r_j`` paid by the principal.
 
 The *transfers* of a step (what the budget matching compares with the principal's payments,
 per agent ``[n]``): the contract paid (``validation``); ``max(0, p·Σ_{j≠i} r_j)`` (``top_up``);
 ``max(0, p·(W/n - r_i))`` — what agent ``i`` receives net — (``redistribute``); 0 otherwise.
-``top_up`` counts only positive transfers: with negative rewards (the classic game's penalty)
+``top_up`` counts only positive transfers: with negative rewards (a penalty, say)
 ``p·Σ_{j≠i} r_j`` can be a tax, which is not an amount paid.
 """
 
@@ -29,12 +29,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from contractrl.envs import coin_game
-from contractrl.envs.coin_game import CoinGameConfig, CoinState
 from contractrl.learning import replay
 from contractrl.multiagent.algorithm3 import follower_contracts
-from contractrl.multiagent.common import CoinBase, CoinDQNConfig, CoinTransition, epsilon_greedy
-from contractrl.multiagent.networks import init_conv_q
+from contractrl.multiagent.common import DQNConfig, LearnerBase, Transition, epsilon_greedy
 
 MODES = ("validation", "selfish", "cooperative", "constant")
 CONSTANT_SCHEMES = ("redistribute", "top_up")
@@ -48,7 +45,8 @@ class AgentsState:
     target: Any
     opt_state: Any
     buffer: replay.ReplayBuffer
-    env: CoinState
+    env: Any
+    obs: Any
     key: jax.Array
     share: jax.Array
     nudge: jax.Array
@@ -65,23 +63,21 @@ class AgentStats:
     loss: jax.Array
 
 
-class AgentsLearner(CoinBase):
-    """Selfish DQN agents with shaped rewards.
+class AgentsLearner(LearnerBase):
+    """Selfish DQN agents with shaped rewards, in any protocol environment.
 
     The constant share ``p`` and the validation nudge live in the state (:meth:`init`), so
     one compiled learner serves every value.
 
     Args:
-        game: the Coin Game rules.
+        env: a protocol environment (:mod:`contractrl.envs.protocol`).
         config: hyper-parameters.
         mode: one of :data:`MODES`.
         scheme: the ``constant`` mode's scheme, one of :data:`CONSTANT_SCHEMES`.
     """
 
-    def __init__(
-        self, game: CoinGameConfig, config: CoinDQNConfig, mode: str, scheme: str = "redistribute"
-    ):
-        super().__init__(game, config)
+    def __init__(self, env, config: DQNConfig, mode: str, scheme: str = "redistribute"):
+        super().__init__(env, config)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if scheme not in CONSTANT_SCHEMES:
@@ -101,20 +97,11 @@ class AgentsLearner(CoinBase):
         ``share`` is ``p`` of the ``constant`` mode, ``nudge`` the extra payment per follow in
         ``validation`` mode (default: the config's).
         """
-        g, cfg = self.game, self.config
+        cfg = self.config
         k_params, k_env, key = jax.random.split(key, 3)
-        extra = g.num_actions if self.sees_recommendation else 0
-        params = init_conv_q(
-            k_params,
-            g.grid_size,
-            4,
-            extra,
-            g.num_actions,
-            self.padding,
-            cfg.conv_channels,
-            cfg.hidden,
-        )
-        _, env = coin_game.reset(g, k_env)
+        extra = self.num_actions if self.sees_recommendation else 0
+        params = self.init_network(k_params, extra)
+        obs, env = self.env.reset(k_env)
         return AgentsState(
             params=params,
             target=params,
@@ -123,24 +110,25 @@ class AgentsLearner(CoinBase):
                 self.example_transition(), cfg.replay_capacity, cfg.priority_alpha
             ),
             env=env,
+            obs=self.encoder.keep(obs),
             key=key,
             share=jnp.asarray(share, jnp.float32),
             nudge=jnp.asarray(self.config.nudge if nudge is None else nudge, jnp.float32),
         )
 
     # ------------------------------------------------------------------ the principal's side
-    def recommendations(self, principal, states: CoinState) -> jax.Array:
+    def recommendations(self, principal, views) -> jax.Array:
         """The frozen principal's greedy recommendations ``[..., n]`` (zeros without one)."""
         if not self.sees_recommendation:
-            return jnp.zeros(states.positions.shape[:-1], jnp.int32)
-        return jnp.argmax(self.q_values(principal["principal"], states), axis=-1)
+            return jnp.zeros(self.agent_shape(views), jnp.int32)
+        return jnp.argmax(self.q_values(principal["principal"], views), axis=-1)
 
-    def payments(self, principal, states: CoinState, recs, actions, nudge) -> jax.Array:
+    def payments(self, principal, views, recs, actions, nudge) -> jax.Array:
         """``[..., n]`` contracts paid to followers (0 for the others, and without principal)."""
         if not self.sees_recommendation:
             return jnp.zeros(recs.shape, jnp.float32)
         ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
-        b = follower_contracts(self.q_values(principal["agent"], states, ones), recs, nudge)
+        b = follower_contracts(self.q_values(principal["agent"], views, ones), recs, nudge)
         return b * (actions == recs)
 
     def shaped(self, rewards, payments, share) -> jax.Array:
@@ -172,43 +160,44 @@ class AgentsLearner(CoinBase):
         """The agents' extra input: the one-hot recommendation (validation) or nothing."""
         if not self.sees_recommendation:
             return None
-        return jax.nn.one_hot(recs, self.game.num_actions)
+        return jax.nn.one_hot(recs, self.num_actions)
 
-    def greedy_actions(self, params, principal, states: CoinState):
-        """``(actions, recs)`` of the greedy agents at ``states``."""
-        recs = self.recommendations(principal, states)
-        q = self.q_values(params, states, self.extra(recs))
+    def greedy_actions(self, params, principal, views):
+        """``(actions, recs)`` of the greedy agents at ``views``."""
+        recs = self.recommendations(principal, views)
+        q = self.q_values(params, views, self.extra(recs))
         return jnp.argmax(q, axis=-1), recs
 
     def policy(self, state: AgentsState, principal):
         """The greedy agents as an evaluation policy (see :mod:`.evaluation`)."""
 
-        def act(states, actions=None):
-            greedy, recs = self.greedy_actions(state.params, principal, states)
+        def act(views, actions=None):
+            greedy, recs = self.greedy_actions(state.params, principal, views)
             chosen = greedy if actions is None else actions
-            return chosen, recs, self.payments(principal, states, recs, chosen, state.nudge)
+            return chosen, recs, self.payments(principal, views, recs, chosen, state.nudge)
 
         return act
 
     # ------------------------------------------------------------------ training
     def _iteration(self, state: AgentsState, principal, i):
         key, k_act, k_env, k_sample = jax.random.split(state.key, 4)
-        recs = self.recommendations(principal, state.env)
-        q = self.q_values(state.params, state.env, self.extra(recs))
+        view = self.encoder.view(state.obs, state.env)
+        recs = self.recommendations(principal, view)
+        q = self.q_values(state.params, view, self.extra(recs))
         actions = epsilon_greedy(k_act, q, self.epsilon(i))
-        paid = self.payments(principal, state.env, recs, actions, state.nudge)
-        _, env, info = coin_game.step(self.game, state.env, actions, k_env)
+        paid = self.payments(principal, view, recs, actions, state.nudge)
+        obs, env, rewards, terminated, truncated, info = self.env.step(k_env, state.env, actions)
         follow = (actions == recs).astype(jnp.float32)
-        transition = CoinTransition(
-            state=state.env,
-            next_state=info.final_state,
+        transition = Transition(
+            obs=view,
+            next_obs=self.encoder.final_view(info),
             actions=actions,
             recs=recs,
             follow=follow,
             # what the step paid, unshaped: the share p may change between evaluations (budget
             # calibration), so the loss shapes stored rewards with the current p
-            rewards=info.rewards + paid,
-            terminal=self.terminal(info),
+            rewards=rewards + paid,
+            terminal=self.terminal(terminated, truncated),
         )
         buffer = self.store(state.buffer, transition)
         params, opt_state, target, buffer, loss = self.learn(
@@ -221,19 +210,25 @@ class AgentsLearner(CoinBase):
             lambda p, batch, w: self._loss(p, state.target, principal, batch, w, state.share),
         )
         state = state.replace(
-            env=env, key=key, params=params, target=target, opt_state=opt_state, buffer=buffer
+            env=env,
+            obs=self.encoder.keep(obs),
+            key=key,
+            params=params,
+            target=target,
+            opt_state=opt_state,
+            buffer=buffer,
         )
-        transfers = self.transfers(info.rewards, paid, state.share)
-        return state, AgentStats(info.rewards, transfers, follow, info.done, loss)
+        transfers = self.transfers(rewards, paid, state.share)
+        return state, AgentStats(rewards, transfers, follow, terminated | truncated, loss)
 
-    def _loss(self, params, target, principal, batch: CoinTransition, weights, share):
+    def _loss(self, params, target, principal, batch: Transition, weights, share):
         """TD loss of the agents' shared network on ``batch`` (rewards shaped with ``share``)."""
         cfg = self.config
         rewards = self.shaped(batch.rewards, 0.0, share)  # stored: r_i + contract paid
-        q = self.q_values(params, batch.state, self.extra(batch.recs))
+        q = self.q_values(params, batch.obs, self.extra(batch.recs))
         q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
-        next_recs = self.recommendations(principal, batch.next_state)
-        next_q = self.q_values(target, batch.next_state, self.extra(next_recs)).max(axis=-1)
+        next_recs = self.recommendations(principal, batch.next_obs)
+        next_q = self.q_values(target, batch.next_obs, self.extra(next_recs)).max(axis=-1)
         y = rewards + cfg.gamma * (1.0 - batch.terminal)[:, None] * next_q
         delta = q_taken - jax.lax.stop_gradient(y)
         loss = self.td_loss(delta, weights)
@@ -259,7 +254,7 @@ class AgentsLearner(CoinBase):
 
 @functools.cache
 def agents_learner(
-    game: CoinGameConfig, config: CoinDQNConfig, mode: str, scheme: str = "redistribute"
+    env, config: DQNConfig, mode: str, scheme: str = "redistribute"
 ) -> AgentsLearner:
-    """One compiled learner per configuration, mode, scheme and process."""
-    return AgentsLearner(game, config, mode, scheme)
+    """One compiled learner per environment, configuration, mode, scheme and process."""
+    return AgentsLearner(env, config, mode, scheme)

@@ -1,4 +1,8 @@
-"""Contracts for a team of agents (paper Section 5, Algorithm 3, SPEC §7): the training phase.
+"""Contracts for a team of agents (paper Section 5, Algorithm 3): the training phase.
+
+Written against the environment protocol (:mod:`contractrl.envs.protocol`): any environment
+with discrete actions.
+
 
 The principal recommends an action to each agent and pays agent ``i`` only if it follows.
 Each agent's choice is reduced to a *follow bit* ``f_i`` sampled per episode; the agents'
@@ -24,21 +28,19 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from contractrl.envs import coin_game
-from contractrl.envs.coin_game import CoinGameConfig, CoinState
 from contractrl.learning import replay
 from contractrl.multiagent.common import (
-    CoinBase,
-    CoinDQNConfig,
-    CoinTransition,
+    DQNConfig,
+    LearnerBase,
+    Transition,
     epsilon_greedy,
     others,
 )
-from contractrl.multiagent.networks import apply_conv_q, head_from_first, init_conv_q
+from contractrl.multiagent.networks import head_from_first
 
 
 def follower_contracts(q_all_follow: jax.Array, recs: jax.Array, nudge) -> jax.Array:
-    """Contracts ``b_i = max_a Q_i(a) - Q_i(a_i) + nudge`` (SPEC §7), ``[..., n]``.
+    """Contracts ``b_i = max_a Q_i(a) - Q_i(a_i) + nudge`` (paper Section 5.1), ``[..., n]``.
 
     ``q_all_follow [..., n, A]`` are the agents' Q-values with the others following and
     ``recs [..., n]`` the recommended actions.
@@ -48,7 +50,7 @@ def follower_contracts(q_all_follow: jax.Array, recs: jax.Array, nudge) -> jax.A
 
 
 def vdn_targets(rewards, payments, next_q_max, terminal, alpha: float, gamma: float, mask=None):
-    """Per-agent principal targets and their VDN sum (paper Algorithm 3, SPEC §7).
+    """Per-agent principal targets and their VDN sum (paper Algorithm 3).
 
     ``y_i = r_i - α b_i + γ (1 - terminal) max_a' q_θ'(s'_i, a')``, where ``b_i`` is the
     min-pay contract for the action agent ``i`` took (as if it had been recommended). Arrays
@@ -81,7 +83,8 @@ class PrincipalState:
     target: Any
     opt_state: Any
     buffer: replay.ReplayBuffer
-    env: CoinState
+    env: Any
+    obs: Any
     follow: jax.Array
     key: jax.Array
 
@@ -98,34 +101,21 @@ class StepStats:
     principal_loss: jax.Array
 
 
-class PrincipalLearner(CoinBase):
-    """Algorithm 3's training phase for one Coin Game configuration."""
+class PrincipalLearner(LearnerBase):
+    """Algorithm 3's training phase for one protocol environment and configuration."""
 
     networks = ("agent", "principal")
 
-    def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
-        super().__init__(game, config)
+    def __init__(self, env, config: DQNConfig):
+        super().__init__(env, config)
         self._learn_jit = jax.jit(self._train_chunk, static_argnums=(2,))
 
     # -------------------------------------------------------------- networks
     def _init_params(self, key):
-        g, n, cfg = self.game, self.n, self.config
         k_a, k_p = jax.random.split(key)
-        agent = init_conv_q(
-            k_a, g.grid_size, 4, n - 1, g.num_actions, self.padding, cfg.conv_channels, cfg.hidden
-        )
-        principal = init_conv_q(
-            k_p, g.grid_size, 4, 0, g.num_actions, self.padding, cfg.conv_channels, cfg.hidden
-        )
+        agent = self.init_network(k_a, self.n - 1)  # extra inputs: the others' follow bits
+        principal = self.init_network(k_p, 0)
         return {"agent": agent, "principal": principal}
-
-    def agent_q(self, params, obs, follow_others):
-        """``Q_φ((obs_i, f_-i), ·)`` of dense observations ``[..., G, G, 4]``."""
-        return apply_conv_q(params["agent"], obs, self.patches, follow_others)
-
-    def principal_q(self, params, obs):
-        """``q_θ(obs_i, ·)`` of dense observations."""
-        return apply_conv_q(params["principal"], obs, self.patches)
 
     def contracts(self, params, states, recs, nudge):
         """Contracts ``[..., n]`` for recommendations ``recs [..., n]`` at ``states``.
@@ -155,7 +145,7 @@ class PrincipalLearner(CoinBase):
         """A fresh run."""
         k_params, k_env, k_follow, key = jax.random.split(key, 4)
         params = self._init_params(k_params)
-        _, env = coin_game.reset(self.game, k_env)
+        obs, env = self.env.reset(k_env)
         return PrincipalState(
             params=params,
             target=params,
@@ -164,6 +154,7 @@ class PrincipalLearner(CoinBase):
                 self.example_transition(), self.config.replay_capacity, self.config.priority_alpha
             ),
             env=env,
+            obs=self.encoder.keep(obs),
             follow=self._sample_follow(k_follow),
             key=key,
         )
@@ -175,30 +166,33 @@ class PrincipalLearner(CoinBase):
     def _act(self, state: PrincipalState, epsilon, key):
         k_rec, k_own, k_env, k_follow = jax.random.split(key, 4)
         params = state.params
-        recs = epsilon_greedy(k_rec, self.q_values(params["principal"], state.env), epsilon)
-        pre = self.first_layer(params["agent"], state.env)
+        view = self.encoder.view(state.obs, state.env)
+        recs = epsilon_greedy(k_rec, self.q_values(params["principal"], view), epsilon)
+        pre = self.first_layer(params["agent"], view)
         own = epsilon_greedy(
             k_own, head_from_first(params["agent"], pre, others(state.follow)), epsilon
         )
         actions = jnp.where(state.follow > 0, recs, own)
         follow_q = head_from_first(params["agent"], pre, jnp.ones((self.n, self.n - 1)))
         payments = follower_contracts(follow_q, recs, self.config.nudge) * state.follow
-        _, env, info = coin_game.step(self.game, state.env, actions, k_env)
-        transition = CoinTransition(
-            state=state.env,
-            next_state=info.final_state,
+        obs, env, rewards, terminated, truncated, info = self.env.step(k_env, state.env, actions)
+        done = terminated | truncated
+        transition = Transition(
+            obs=view,
+            next_obs=self.encoder.final_view(info),
             actions=actions,
             recs=recs,
             follow=state.follow,
-            rewards=info.rewards,
-            terminal=self.terminal(info),
+            rewards=rewards,
+            terminal=self.terminal(terminated, truncated),
         )
-        follow = jnp.where(info.done, self._sample_follow(k_follow), state.follow)
-        stats = (info.rewards, payments, state.follow, info.done)
-        return state.replace(env=env, follow=follow), transition, stats
+        follow = jnp.where(done, self._sample_follow(k_follow), state.follow)
+        stats = (rewards, payments, state.follow, done)
+        kept = self.encoder.keep(obs)
+        return state.replace(env=env, obs=kept, follow=follow), transition, stats
 
-    def _losses(self, params, target, batch: CoinTransition, weights):
-        """The agents' TD loss and the principal's VDN loss (SPEC §7) on a replay batch.
+    def _losses(self, params, target, batch: Transition, weights):
+        """The agents' TD loss and the principal's VDN loss (Algorithm 3) on a replay batch.
 
         Agent target ``r_i + γ (1 - terminal) max_a' Q_φ'((s'_i, f_-i), a')``; principal
         target :func:`vdn_targets` with the contract for the action taken from the online
@@ -208,21 +202,21 @@ class PrincipalLearner(CoinBase):
         f_others = others(batch.follow)  # [B, n, n-1]
         continues = cfg.gamma * (1.0 - batch.terminal)[:, None]
         # agent: selfish Q conditioned on the others' bits
-        pre = self.first_layer(params["agent"], batch.state)  # [B, n, H]
+        pre = self.first_layer(params["agent"], batch.obs)  # [B, n, H]
         q = head_from_first(params["agent"], pre, f_others)  # [B, n, A]
         q_taken = jnp.take_along_axis(q, batch.actions[..., None], axis=-1)[..., 0]
-        next_q = self.q_values(target["agent"], batch.next_state, f_others).max(axis=-1)
+        next_q = self.q_values(target["agent"], batch.next_obs, f_others).max(axis=-1)
         y_agent = batch.rewards + continues * next_q
         delta_agent = q_taken - jax.lax.stop_gradient(y_agent)
         # principal: contracts from the online agent network, the others assumed to follow
         q_follow = head_from_first(params["agent"], pre, jnp.ones_like(f_others))
         payments = jax.lax.stop_gradient(follower_contracts(q_follow, batch.actions, cfg.nudge))
-        next_qp = self.q_values(target["principal"], batch.next_state).max(axis=-1)
+        next_qp = self.q_values(target["principal"], batch.next_obs).max(axis=-1)
         charged, mask = principal_cost_terms(payments, batch.follow, cfg.principal_cost)
         _, y_sum = vdn_targets(
             batch.rewards, charged, next_qp, batch.terminal, cfg.alpha, cfg.gamma, mask
         )
-        qp = self.q_values(params["principal"], batch.state)
+        qp = self.q_values(params["principal"], batch.obs)
         qp_taken = jnp.take_along_axis(qp, batch.actions[..., None], axis=-1)[..., 0]
         qp_sum = jnp.sum(qp_taken if mask is None else mask * qp_taken, axis=-1)
         delta_vdn = qp_sum - jax.lax.stop_gradient(y_sum)
@@ -272,6 +266,6 @@ class PrincipalLearner(CoinBase):
 
 
 @functools.cache
-def principal_learner(game: CoinGameConfig, config: CoinDQNConfig) -> PrincipalLearner:
-    """One compiled learner per configuration and process."""
-    return PrincipalLearner(game, config)
+def principal_learner(env, config: DQNConfig) -> PrincipalLearner:
+    """One compiled learner per environment, configuration and process."""
+    return PrincipalLearner(env, config)

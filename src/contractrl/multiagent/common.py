@@ -1,9 +1,8 @@
-"""Shared pieces of the Coin Game learners: config, replay of compact states, DQN helpers."""
+"""Shared pieces of the multi-agent learners: config, replay of encoder views, DQN helpers."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any
 
 import jax
@@ -13,19 +12,11 @@ import optax
 from flax import struct
 
 from contractrl._validate import require, require_positive_ints
-from contractrl.envs import coin_game
-from contractrl.envs.coin_game import CoinGameConfig, CoinState
+from contractrl.envs.protocol import validate_env
 from contractrl.learning import replay
 from contractrl.learning.schedules import exponential_lr, linear_epsilon
-from contractrl.multiagent.networks import (
-    first_layer,
-    head_from_first,
-    patch_indices,
-    resolve_padding,
-    response_table,
-    sparse_conv_features,
-    window_counts,
-)
+from contractrl.multiagent.networks import head_from_first
+from contractrl.multiagent.torso import make_encoder
 
 CLIP_SCOPES = ("per_network", "global")
 TIME_LIMITS = ("truncate", "terminate")
@@ -33,8 +24,8 @@ PRINCIPAL_COSTS = ("charge_all", "followers_only", "unpaid_deviations")
 
 
 @dataclasses.dataclass(frozen=True)
-class CoinDQNConfig:
-    """Hyper-parameters of the Coin Game learners (defaults: the paper's, SPEC §8).
+class DQNConfig:
+    """Hyper-parameters of the multi-agent learners (defaults: the paper's, Appendix D.2).
 
     Attributes:
         iterations: iterations of each phase (1 environment step + 1 gradient step each).
@@ -67,7 +58,7 @@ class CoinDQNConfig:
         learning_starts: iterations of each phase that only collect experience before the
             first gradient step **[choice]**.
         time_limit: ``truncate`` — the horizon is a time limit and targets bootstrap through
-            it (the Coin Game has no terminal state; observations carry no time) — or
+            it (a game without terminal states, whose observations carry no time) — or
             ``terminate`` — targets stop at the horizon as if it were terminal.
         principal_cost: how the principal's VDN target charges agents that did not follow
             their recommendation in the training phase: ``charge_all`` — every agent's term
@@ -140,16 +131,16 @@ class CoinDQNConfig:
 
 
 @struct.dataclass
-class CoinTransition:
-    """One stored step: compact states (observations are recomputed), ``[n]`` arrays.
+class Transition:
+    """One stored step, ``[n]`` arrays; ``obs``/``next_obs`` are the encoder's views.
 
     ``terminal`` (scalar, 0/1) stops the bootstrap: the step ended the episode in a terminal
-    state (or hit the time limit under ``time_limit = "terminate"``). ``next_state`` is the
-    state the step reached, before any reset.
+    state (or hit the time limit under ``time_limit = "terminate"``). ``next_obs`` is the view
+    of what the step reached, before any reset.
     """
 
-    state: CoinState
-    next_state: CoinState
+    obs: Any
+    next_obs: Any
     actions: jax.Array
     recs: jax.Array
     follow: jax.Array
@@ -157,11 +148,11 @@ class CoinTransition:
     terminal: jax.Array
 
 
-class CoinBase:
-    """Static settings shared by the Coin Game learners.
+class LearnerBase:
+    """Static settings shared by the multi-agent learners.
 
     Args:
-        game: the Coin Game rules.
+        env: a protocol environment (:mod:`contractrl.envs.protocol`).
         config: hyper-parameters.
     """
 
@@ -169,15 +160,12 @@ class CoinBase:
     #: ``clip_scope = "per_network"``); empty: the parameters are one network.
     networks: tuple[str, ...] = ()
 
-    def __init__(self, game: CoinGameConfig, config: CoinDQNConfig):
-        game.validate()
+    def __init__(self, env, config: DQNConfig):
+        validate_env(env)
         config.validate()
-        self.game = game
+        self.env = env
         self.config = config
-        self.padding = resolve_padding(game.grid_size, config.conv_padding)
-        self.patches = patch_indices(game.grid_size, self.padding)
-        self.counts = window_counts(game.grid_size, self.padding)
-        self.distinct = distinct_observations(game.grid_size, game.num_agents)
+        self.encoder = make_encoder(env, config.conv_padding, config.conv_channels, config.hidden)
         self.epsilon = linear_epsilon(
             config.epsilon_start,
             config.epsilon_end,
@@ -189,27 +177,25 @@ class CoinBase:
     @property
     def n(self) -> int:
         """Number of agents."""
-        return self.game.num_agents
+        return self.env.num_agents
 
-    def example_transition(self) -> CoinTransition:
+    @property
+    def num_actions(self) -> int:
+        """Actions per agent."""
+        return self.env.num_actions
+
+    def example_transition(self) -> Transition:
         """A zero transition with the right shapes (for the replay buffer)."""
         n = self.n
-        zero_state = CoinState(
-            jnp.zeros((n, 2), jnp.int32),
-            jnp.zeros(2, jnp.int32),
-            jnp.zeros((), jnp.int32),
-            jnp.zeros((), jnp.int32),
-        )
+        view = self.encoder.example()
         ints, floats = jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.float32)
-        return CoinTransition(
-            zero_state, zero_state, ints, ints, floats, floats, jnp.zeros((), jnp.float32)
-        )
+        return Transition(view, view, ints, ints, floats, floats, jnp.zeros((), jnp.float32))
 
-    def terminal(self, info: coin_game.StepInfo) -> jax.Array:
+    def terminal(self, terminated: jax.Array, truncated: jax.Array) -> jax.Array:
         """Whether a step's target stops bootstrapping (``time_limit``), float32 scalar."""
-        stop = info.terminated
+        stop = terminated
         if self.config.time_limit == "terminate":
-            stop = stop | info.truncated
+            stop = stop | truncated
         return stop.astype(jnp.float32)
 
     def clip(self, grads):
@@ -221,63 +207,31 @@ class CoinBase:
             return clip_by_norm(grads, cfg.max_grad_norm)
         return {name: clip_by_norm(grads[name], cfg.max_grad_norm) for name in self.networks}
 
-    def observe_batch(self, states: CoinState) -> jax.Array:
-        """``[B, n, G, G, 4]`` observations of stored states."""
-        return jax.vmap(lambda s: coin_game.observe(self.game, s))(states)
+    def init_network(self, key: jax.Array, extra: int) -> dict:
+        """Parameters of one Q-network with ``extra`` inputs after the torso."""
+        return self.encoder.init(key, extra, self.num_actions)
 
-    def first_layer(self, net_params, states: CoinState) -> jax.Array:
-        """First dense pre-activation ``[..., n, H]`` of every agent's observation of ``states``.
+    def first_layer(self, net_params, views) -> jax.Array:
+        """First dense pre-activation ``[..., n, H]`` of every agent's observation of ``views``.
 
-        Computed from the observations' ones; reusable across extra inputs. When the batch
-        holds more observations than the game has distinct ones (a 3x3 two-agent game has
-        162), the layer is evaluated once per distinct observation and looked up: exact, and
-        it cuts the dominant matrix product of a gradient step by a third.
+        Reusable across extra inputs (:func:`.networks.head_from_first`).
         """
-        table = response_table(net_params, self.counts)
-        cells, channels = self.ones_of(states)
-        rows = int(np.prod(cells.shape[:-1]))
-        if self.distinct is not None and rows >= self.distinct[0].shape[0]:
-            all_cells, all_channels = self.distinct
-            pre = first_layer(
-                net_params,
-                sparse_conv_features(
-                    net_params, table, jnp.asarray(all_cells), jnp.asarray(all_channels)
-                ),
-            )
-            return pre[observation_ids(cells, channels, self.game.grid_size)]
-        return first_layer(net_params, sparse_conv_features(net_params, table, cells, channels))
+        return self.encoder.first_layer(net_params, views)
 
-    def q_values(self, net_params, states: CoinState, extra=None) -> jax.Array:
-        """``[..., n, A]`` Q-values of every agent at ``states`` (and extra inputs)."""
-        return head_from_first(net_params, self.first_layer(net_params, states), extra)
+    def q_values(self, net_params, views, extra=None) -> jax.Array:
+        """``[..., n, A]`` Q-values of every agent at ``views`` (and extra inputs)."""
+        return head_from_first(net_params, self.first_layer(net_params, views), extra)
 
-    def ones_of(self, states: CoinState) -> tuple[jax.Array, jax.Array]:
-        """The ones of every agent's egocentric observation, straight from the states.
-
-        Returns ``(cells, channels)``, each ``[..., n, n + 1]`` (self, the others, the coin).
-        """
-        g, n = self.game.grid_size, self.n
-        centre = g // 2
-        pos = states.positions  # [..., n, 2]
-        rel = (pos[..., None, :, :] - pos[..., :, None, :] + centre) % g  # [..., i, j, 2]
-        coin = (states.coin[..., None, :] - pos + centre) % g  # [..., n, 2]
-        cells = jnp.concatenate(
-            [rel[..., 0] * g + rel[..., 1], (coin[..., 0] * g + coin[..., 1])[..., None]], axis=-1
-        )
-        agent_channels = jnp.where(jnp.eye(n, dtype=bool), 0, 1)  # self 0, others 1
-        own = states.colour[..., None] == jnp.arange(n)  # [..., n]
-        coin_channel = jnp.where(own, 2, 3)[..., None]
-        channels = jnp.concatenate(
-            [jnp.broadcast_to(agent_channels, cells.shape[:-1] + (n,)), coin_channel], axis=-1
-        )
-        return cells, channels
+    def agent_shape(self, views) -> tuple[int, ...]:
+        """``(..., n)``: the batch dimensions of ``views`` and the agent axis."""
+        return (*self.encoder.lead_shape(views), self.n)
 
     @property
     def keeps_tree(self) -> bool:
         """Whether the replay's sum tree needs its interior nodes (``replay_sampler``)."""
         return self.config.replay_sampler == "sum_tree"
 
-    def store(self, buffer: replay.ReplayBuffer, transition: CoinTransition):
+    def store(self, buffer: replay.ReplayBuffer, transition: Transition):
         """``buffer`` with one more transition."""
         batch = jax.tree_util.tree_map(lambda x: x[None], transition)
         return replay.add_batch(buffer, batch, self.keeps_tree)
@@ -307,7 +261,7 @@ class CoinBase:
         return jnp.mean(weights * per)
 
     def learn(self, i, params, opt_state, target, buffer, key, loss_fn):
-        """One learning step at iteration ``i`` of a phase (shared by the Coin learners).
+        """One learning step at iteration ``i`` of a phase (shared by the learners).
 
         Draws a replay batch; from iteration ``learning_starts`` on, takes a gradient step of
         ``loss_fn(params, batch, weights) -> (loss, (losses, priority [B]))`` (clipped, Adam at
@@ -338,54 +292,6 @@ class CoinBase:
         updates, opt_state = self.optimizer.update(self.clip(grads), opt_state, params)
         params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: -lr * u, updates))
         return params, opt_state
-
-
-#: Largest number of distinct observations worth enumerating (see :func:`distinct_observations`).
-MAX_DISTINCT_OBSERVATIONS = 1024
-
-
-def distinct_observations(grid_size: int, num_agents: int):
-    """Every egocentric observation as its ones: ``(cells [K, n+1], channels [K, n+1])``.
-
-    Ones in the order self (the centre, channel 0), the others (channel 1, in agent order),
-    the coin (channel 2 if its own colour, else 3); observation ``k`` is numbered as
-    :func:`observation_ids` numbers it. ``None`` when there are more than
-    :data:`MAX_DISTINCT_OBSERVATIONS`.
-    """
-    g2, n = grid_size * grid_size, num_agents
-    count = g2 ** (n - 1) * g2 * 2
-    if count > MAX_DISTINCT_OBSERVATIONS:
-        return None
-    centre = (grid_size // 2) * grid_size + grid_size // 2
-    combos = np.array(list(itertools.product(*[range(g2)] * n, range(2))), np.int32)
-    cells = np.concatenate([np.full((count, 1), centre, np.int32), combos[:, :n]], axis=1)
-    channels = np.concatenate(
-        [
-            np.zeros((count, 1), np.int32),
-            np.ones((count, n - 1), np.int32),
-            2 + combos[:, n:],
-        ],
-        axis=1,
-    )
-    return cells, channels
-
-
-def observation_ids(cells: jax.Array, channels: jax.Array, grid_size: int) -> jax.Array:
-    """Index into :func:`distinct_observations` of the ones from :meth:`CoinBase.ones_of`.
-
-    ``cells``/``channels`` are ``[..., n, n + 1]`` (agent ``i``'s ones: every agent in agent
-    order, itself included, then the coin); returns ``[..., n]``.
-    """
-    g2, n = grid_size * grid_size, cells.shape[-2]
-    others_idx = np.array([[j for j in range(n) if j != i] for i in range(n)], np.int32)
-    others_cells = jnp.take_along_axis(
-        cells[..., :n], jnp.broadcast_to(others_idx, cells.shape[:-1] + (n - 1,)), axis=-1
-    )
-    ids = jnp.zeros(cells.shape[:-1], jnp.int32)
-    for k in range(n - 1):
-        ids = ids * g2 + others_cells[..., k]
-    ids = ids * g2 + cells[..., n]
-    return ids * 2 + (channels[..., n] - 2)
 
 
 def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon) -> jax.Array:

@@ -1,13 +1,16 @@
-"""Evaluation of Coin Game policies over batches of episodes: the metrics of SPEC §8.
+"""Evaluation of multi-agent policies over batches of episodes: the metrics of paper Section 5.2.
 
-A *policy* maps states ``[E]`` to ``(actions [E, n], recommendations [E, n], payments [E, n])``
-for greedy agents. :func:`rollout` plays ``E`` episodes in parallel and totals, per episode and
-agent, the environment rewards, the payments and the followed recommendations. The metrics:
+A *policy* maps the encoder's views ``[E]`` (:mod:`.torso`) to ``(actions [E, n],
+recommendations [E, n], payments [E, n])`` for greedy agents. :func:`rollout` plays ``E``
+episodes of a protocol environment in parallel, each until it ends (terminated or truncated;
+the environment's ``max_steps`` bounds them), and totals, per episode and agent, the
+environment rewards, the payments, the followed recommendations and the steps played; steps
+after an episode's end (the environment has reset itself) count for nothing. The metrics:
 
 (a) welfare — ``Σ_i Σ_t r_i`` per episode (payments are transfers and do not count);
 (c) payment share — payments / welfare; payment ratio — payments over what agents would be paid
     for maximising welfare, ``Σ_i Σ_{j≠i} r_j`` of the cooperative baseline;
-(d) follow rate — share of recommendations followed;
+(d) follow rate — share of recommendations followed (over the steps played);
 (e) SPE ratio — an agent's utility (rewards + payments) playing its own policy while the others
     follow, over its utility when following too;
 (f) IC ratio — the same with the others playing their own policies.
@@ -23,9 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from contractrl.envs import coin_game
-from contractrl.envs.coin_game import CoinGameConfig
-
 #: ``policy(states, actions=None) -> (actions, recommendations, payments)``; given ``actions``,
 #: it returns the payments for those actions instead of its own.
 Policy = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
@@ -33,43 +33,51 @@ Policy = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
 
 @struct.dataclass
 class EpisodeTotals:
-    """Per-episode totals ``[E, n]``: environment rewards, payments, followed steps."""
+    """Per-episode totals: rewards, payments, followed steps ``[E, n]``; steps played ``[E]``."""
 
     rewards: jax.Array
     payments: jax.Array
     follows: jax.Array
+    steps: jax.Array
 
 
 def rollout(
-    game: CoinGameConfig, policy: Policy, key: jax.Array, episodes: int, transfers=None
+    env, encoder, policy: Policy, key: jax.Array, episodes: int, transfers=None
 ) -> EpisodeTotals:
-    """Play ``episodes`` full episodes in parallel with ``policy`` (jit the caller).
+    """Play ``episodes`` whole episodes of ``env`` in parallel with ``policy`` (jit the caller).
 
-    ``transfers(rewards [E, n]) -> [E, n]``, if given, adds reward-sharing transfers (the
-    constant-proportion baseline's) to the payments.
+    Every episode runs until its first ``terminated`` or ``truncated`` (at most
+    ``env.max_steps`` steps); the last step's rewards and payments count, nothing after it.
+    ``encoder`` makes the policy's views (:mod:`.torso`). ``transfers(rewards [E, n]) ->
+    [E, n]``, if given, adds reward-sharing transfers (the constant-proportion baseline's) to
+    the payments.
     """
     k_reset, k_steps = jax.random.split(key)
-    _, states = coin_game.reset_batch(game, jax.random.split(k_reset, episodes))
-    zeros = jnp.zeros((episodes, game.num_agents), jnp.float32)
+    obs, states = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
+    zeros = jnp.zeros((episodes, env.num_agents), jnp.float32)
+    step = jax.vmap(env.step)
 
     def body(carry, key):
-        states, totals = carry
-        actions, recs, payments = policy(states)
-        _, states, info = coin_game.step_batch(
-            game, states, actions, jax.random.split(key, episodes)
+        states, kept, totals, alive = carry
+        actions, recs, payments = policy(encoder.view(kept, states))
+        obs, states, rewards, terminated, truncated, _ = step(
+            jax.random.split(key, episodes), states, actions
         )
         if transfers is not None:
-            payments = payments + transfers(info.rewards)
+            payments = payments + transfers(rewards)
+        live = alive[:, None]
         totals = EpisodeTotals(
-            totals.rewards + info.rewards,
-            totals.payments + payments,
-            totals.follows + (actions == recs).astype(jnp.float32),
+            totals.rewards + rewards * live,
+            totals.payments + payments * live,
+            totals.follows + (actions == recs).astype(jnp.float32) * live,
+            totals.steps + alive,
         )
-        return (states, totals), None
+        alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
+        return (states, encoder.keep(obs), totals, alive), None
 
-    (_, totals), _ = jax.lax.scan(
-        body, (states, EpisodeTotals(zeros, zeros, zeros)), jax.random.split(k_steps, game.horizon)
-    )
+    start = EpisodeTotals(zeros, zeros, zeros, jnp.zeros(episodes, jnp.float32))
+    carry = (states, encoder.keep(obs), start, jnp.ones(episodes, jnp.float32))
+    (_, _, totals, _), _ = jax.lax.scan(body, carry, jax.random.split(k_steps, env.max_steps))
     return totals
 
 
@@ -90,7 +98,7 @@ def mix(own: Policy, play_own: np.ndarray) -> Policy:
 
 
 @dataclass(frozen=True)
-class CoinMetrics:
+class TeamMetrics:
     """Means over evaluation episodes (see the module docstring)."""
 
     welfare: float
@@ -100,16 +108,20 @@ class CoinMetrics:
     agent_utility: tuple[float, ...]
 
 
-def summarise(totals: EpisodeTotals, game: CoinGameConfig) -> CoinMetrics:
-    """Metrics (a), (c: share), (d) of a rollout."""
+def summarise(totals: EpisodeTotals) -> TeamMetrics:
+    """Metrics (a), (c: share), (d) of a rollout.
+
+    The follow rate is followed steps over steps played (every agent plays every step of its
+    episode): ``mean(follows) / mean(steps)``.
+    """
     rewards = np.asarray(totals.rewards)
     payments = np.asarray(totals.payments)
     welfare = float(rewards.sum(axis=1).mean())
     paid = float(payments.sum(axis=1).mean())
-    follow = float(np.asarray(totals.follows).mean() / game.horizon)
+    follow = float(np.asarray(totals.follows).mean() / np.asarray(totals.steps).mean())
     utility = tuple(float(x) for x in (rewards + payments).mean(axis=0))
     share = paid / welfare if welfare > 0 else float("nan")
-    return CoinMetrics(welfare, paid, share, follow, utility)
+    return TeamMetrics(welfare, paid, share, follow, utility)
 
 
 def ratio(numerator: float, denominator: float) -> float:

@@ -1,4 +1,8 @@
-"""The Coin Game Q-network (SPEC §8): one conv layer (4x4, 4 -> 32), two dense layers of 64.
+"""Q-networks of the multi-agent learners: a conv torso for grids, an MLP torso for vectors.
+
+The grid network is the paper's (Appendix D.2): one conv layer (4x4 kernel, ``C -> 32``
+channels), two dense layers of 64, ReLU. Observations that are not ``[H, W, C]`` grids get the
+same dense layers on the flattened observation.
 
 The convolution is written as patches times a matrix (im2col): on CPU, XLA's convolution
 backward is several times slower than a matmul, and the patch indices are static. Padding:
@@ -26,29 +30,35 @@ KERNEL = 4
 PADDINGS = ("auto", "valid", "circular")
 
 
-def resolve_padding(grid_size: int, padding: str) -> str:
-    """``valid`` or ``circular`` for this grid."""
+def _height_width(grid) -> tuple[int, int]:
+    """``(H, W)`` of a grid given as its side ``G`` or as ``(H, W)``."""
+    return (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
+
+
+def resolve_padding(grid, padding: str) -> str:
+    """``valid`` or ``circular`` for this grid (side ``G`` or ``(H, W)``)."""
     if padding not in PADDINGS:
         raise ValueError(f"conv_padding: must be one of {PADDINGS}, got {padding!r}")
+    smallest = min(_height_width(grid))
     if padding == "auto":
-        return "valid" if grid_size >= KERNEL else "circular"
-    if padding == "valid" and grid_size < KERNEL:
-        raise ValueError(f"conv_padding: 'valid' needs grid_size >= {KERNEL}, got {grid_size}")
+        return "valid" if smallest >= KERNEL else "circular"
+    if padding == "valid" and smallest < KERNEL:
+        raise ValueError(f"conv_padding: 'valid' needs a grid side >= {KERNEL}, got {smallest}")
     return padding
 
 
-def patch_indices(grid_size: int, padding: str) -> np.ndarray:
-    """``[P, 16]`` flat input cells of each output position's 4x4 window."""
-    g = grid_size
+def patch_indices(grid, padding: str) -> np.ndarray:
+    """``[P, 16]`` flat input cells (``row * W + column``) of each output position's window."""
+    h, w = _height_width(grid)
     if padding == "valid":
-        starts = [(r, c) for r in range(g - KERNEL + 1) for c in range(g - KERNEL + 1)]
+        starts = [(r, c) for r in range(h - KERNEL + 1) for c in range(w - KERNEL + 1)]
         offset = 0
     else:  # circular, anchored like 'same' padding for an even kernel (1 before, 2 after)
-        starts = [(r, c) for r in range(g) for c in range(g)]
+        starts = [(r, c) for r in range(h) for c in range(w)]
         offset = -(KERNEL // 2 - 1)
     idx = [
         [
-            ((r + dr + offset) % g) * g + (c + dc + offset) % g
+            ((r + dr + offset) % h) * w + (c + dc + offset) % w
             for dr in range(KERNEL)
             for dc in range(KERNEL)
         ]
@@ -57,23 +67,8 @@ def patch_indices(grid_size: int, padding: str) -> np.ndarray:
     return np.asarray(idx, np.int32)
 
 
-def init_conv_q(
-    key: jax.Array,
-    grid_size: int,
-    channels: int,
-    extra: int,
-    num_actions: int,
-    padding: str,
-    conv_channels: int = 32,
-    hidden: Sequence[int] = (64, 64),
-) -> dict:
-    """Parameters of the network (LeCun-normal weights, zero biases)."""
-    positions = patch_indices(grid_size, padding).shape[0]
-    shapes = [
-        (KERNEL * KERNEL * channels, conv_channels),
-        (positions * conv_channels + extra, hidden[0]),
-    ]
-    shapes += list(zip(hidden[:-1], hidden[1:], strict=True)) + [(hidden[-1], num_actions)]
+def _dense_layers(key: jax.Array, shapes: list[tuple[int, int]]) -> list[dict]:
+    """LeCun-normal (truncated) weights and zero biases of ``(fan_in, fan_out)`` layers."""
     keys = jax.random.split(key, len(shapes))
     layers = []
     for k, (fan_in, fan_out) in zip(keys, shapes, strict=True):
@@ -81,6 +76,36 @@ def init_conv_q(
             0.8796 * jnp.sqrt(fan_in)
         )
         layers.append({"w": w, "b": jnp.zeros(fan_out)})
+    return layers
+
+
+def init_mlp_q(
+    key: jax.Array, input_size: int, extra: int, num_actions: int, hidden: Sequence[int] = (64, 64)
+) -> dict:
+    """Parameters of the dense network on flat inputs ``[D]`` (and ``extra`` inputs)."""
+    shapes = [(input_size + extra, hidden[0])]
+    shapes += list(zip(hidden[:-1], hidden[1:], strict=True)) + [(hidden[-1], num_actions)]
+    return {"dense": _dense_layers(key, shapes)}
+
+
+def init_conv_q(
+    key: jax.Array,
+    grid,
+    channels: int,
+    extra: int,
+    num_actions: int,
+    padding: str,
+    conv_channels: int = 32,
+    hidden: Sequence[int] = (64, 64),
+) -> dict:
+    """Parameters of the grid network (LeCun-normal weights, zero biases); grid: G or (H, W)."""
+    positions = patch_indices(grid, padding).shape[0]
+    shapes = [
+        (KERNEL * KERNEL * channels, conv_channels),
+        (positions * conv_channels + extra, hidden[0]),
+    ]
+    shapes += list(zip(hidden[:-1], hidden[1:], strict=True)) + [(hidden[-1], num_actions)]
+    layers = _dense_layers(key, shapes)
     return {"conv": layers[0], "dense": layers[1:]}
 
 
@@ -115,13 +140,14 @@ def apply_conv_q(
 
 
 # ------------------------------------------------------------------ sparse observations
-def window_counts(grid_size: int, padding: str) -> np.ndarray:
-    """``[G*G, P, 16]``: how often cell ``c`` sits under tap ``t`` of output position ``p``.
+def window_counts(grid, padding: str) -> np.ndarray:
+    """``[H*W, P, 16]``: how often cell ``c`` sits under tap ``t`` of output position ``p``.
 
     More than once when a circular window wraps around a small grid.
     """
-    patches = patch_indices(grid_size, padding)
-    counts = np.zeros((grid_size * grid_size, patches.shape[0], KERNEL * KERNEL), np.float32)
+    h, w = _height_width(grid)
+    patches = patch_indices(grid, padding)
+    counts = np.zeros((h * w, patches.shape[0], KERNEL * KERNEL), np.float32)
     for p, window in enumerate(patches):
         for tap, cell in enumerate(window):
             counts[cell, p, tap] += 1.0
@@ -131,8 +157,9 @@ def window_counts(grid_size: int, padding: str) -> np.ndarray:
 def response_table(params: dict, counts: np.ndarray, channels: int = 4) -> jax.Array:
     """``[G*G, C, P * 32]``: the conv pre-activation produced by a single one at (cell, channel).
 
-    A Coin Game observation has a handful of ones (self, others, coin), so its conv output is
-    the sum of a few rows of this table plus the bias: exact, and far cheaper than the patches.
+    A sparse observation has a handful of ones (the Coin Game's: self, others, coin), so its
+    conv output is the sum of a few rows of this table plus the bias: exact, and far cheaper
+    than the patches.
     """
     w = params["conv"]["w"].reshape(KERNEL * KERNEL, channels, -1)  # [16, C, 32]
     table = jnp.einsum("cpt,tkf->ckpf", jnp.asarray(counts), w)

@@ -104,7 +104,9 @@ def _phase_curves(exp_dir: Path, seeds: int, phase: str, key: str):
 
 
 def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
-    """Paper Figures 2 (7x7) and 4 (3x3): the six metrics of SPEC §8 against iterations.
+    """Paper Figures 2 (7x7) and 4 (3x3): the six metrics of Section 5.2 against iterations.
+
+    Any team experiment (``coin``, ``marl``) draws the same panels.
 
     (a) welfare of the validation agents and of the baselines, (b) the nudged variants,
     (c) payments as a share of welfare, (d) follow rate, (e) SPE ratio, (f) IC ratio. Shading:
@@ -199,18 +201,27 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
         if key in ("spe_ratio", "ic_ratio"):
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.legend(fontsize=8)
-    game = config["game"]
+    game = config.get("game")
     m = results["mean"]
+    if game is not None:
+        where = (
+            f"Coin Game {game['grid_size']}x{game['grid_size']}, {game['num_agents']} agents, "
+            f"tie rule {game.get('tie_rule', '?')}"
+        )
+    else:  # train marl: any environment
+        where = f"{config.get('env', '?')} {config.get('env_kwargs', '') or ''}".strip()
     fig.suptitle(
-        f"Coin Game {game['grid_size']}x{game['grid_size']}, {game['num_agents']} agents, "
-        f"tie rule {game.get('tie_rule', '?')}, α = {config['dqn'].get('alpha', '?')}, "
+        f"{where}, α = {config['dqn'].get('alpha', '?')}, "
         f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds\nwelfare "
         f"{m['welfare']:.2f} vs cooperative {m['welfare_cooperative']:.2f}, selfish "
         f"{m['welfare_selfish']:.2f}, constant {m['welfare_constant']:.2f}",
         fontsize=11,
     )
     fig.tight_layout()
-    name = {3: "figure4.png", 7: "figure2.png"}.get(game["grid_size"], "coin.png")
+    if game is None:
+        name = "marl.png"
+    else:
+        name = {3: "figure4.png", 7: "figure2.png"}.get(game["grid_size"], "coin.png")
     path = Path(out) if out is not None else exp_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -274,7 +285,13 @@ def plot_frontier(exp_dir: Path, results: dict[str, Any], out: Path | None = Non
     return path
 
 
-PLOTTERS = {"tree": plot_tree, "game": plot_tree, "coin": plot_coin, "frontier": plot_frontier}
+PLOTTERS = {
+    "tree": plot_tree,
+    "game": plot_tree,
+    "coin": plot_coin,
+    "marl": plot_coin,
+    "frontier": plot_frontier,
+}
 
 
 def plot_experiment(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> list[Path]:

@@ -1,0 +1,112 @@
+"""An iterated two-agent prisoner's dilemma: the smallest social dilemma with known contracts.
+
+Two agents play the same stage game every step: cooperate (action 0) or defect (action 1),
+rewards ``reward`` (both cooperate), ``sucker``/``temptation`` (one defects: the cooperator
+gets ``sucker``, the defector ``temptation``), ``punishment`` (both defect); defaults 3, 0, 5, 1
+(Axelrod's). With ``temptation > reward`` and ``punishment > sucker``, defecting is dominant,
+while cooperating maximises welfare. The episode lasts ``horizon`` steps (a time limit,
+reported as ``truncated``) or **ends at once after a step in which both defect**
+(``end_on_mutual_defection``, reported as ``terminated``), so selfish play makes episodes short.
+
+Each agent observes ``[own previous action one-hot (2), the other's (2), first step (1)]``.
+
+Closed forms (tests and docs/your-environment.md): the team optimum is mutual cooperation,
+welfare ``2 · reward`` per step; with the other agent following a recommendation to cooperate,
+defecting changes neither the next observation's distribution of continuation values nor the
+episode's length (a single defection does not end it), so the min-pay contract that makes an
+agent cooperate (paper Section 5.1, ``b_i = max_a Q_i - Q_i(cooperate)``) is
+``temptation - reward`` per step (2 with the defaults), whatever the discount.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from contractrl._validate import require
+from contractrl.envs.protocol import MultiAgentEnv
+
+
+@dataclasses.dataclass(frozen=True)
+class DilemmaConfig:
+    """Rules of the iterated dilemma (module docstring).
+
+    Attributes:
+        horizon: steps per episode at most.
+        reward: each agent's reward when both cooperate.
+        sucker: the cooperator's reward when the other defects.
+        temptation: the defector's reward when the other cooperates.
+        punishment: each agent's reward when both defect.
+        end_on_mutual_defection: a step in which both defect ends the episode (terminated).
+    """
+
+    horizon: int = 10
+    reward: float = 3.0
+    sucker: float = 0.0
+    temptation: float = 5.0
+    punishment: float = 1.0
+    end_on_mutual_defection: bool = True
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        payoffs = ("reward", "sucker", "temptation", "punishment")
+        require(
+            self,
+            [("horizon", isinstance(self.horizon, int) and self.horizon >= 1)]
+            + [(name, bool(np.isfinite(getattr(self, name)))) for name in payoffs],
+        )
+
+
+class IteratedDilemma(MultiAgentEnv):
+    """The iterated prisoner's dilemma as a protocol environment.
+
+    Args:
+        config: the rules; or give its fields as keywords.
+    """
+
+    num_agents = 2
+    num_actions = 2
+    observation_shape = (5,)
+
+    def __init__(self, config: DilemmaConfig | None = None, **flags):
+        config = DilemmaConfig(**flags) if config is None else dataclasses.replace(config, **flags)
+        config.validate()
+        self.config = config
+        self.max_steps = config.horizon
+        c = config
+        # payoff[a_0, a_1] -> (r_0, r_1)
+        self.payoff = jnp.asarray(
+            [
+                [[c.reward, c.reward], [c.sucker, c.temptation]],
+                [[c.temptation, c.sucker], [c.punishment, c.punishment]],
+            ],
+            jnp.float32,
+        )
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, IteratedDilemma) and other.config == self.config
+
+    def __hash__(self) -> int:
+        return hash(("iterated_dilemma", self.config))
+
+    def _observe(self, last: jax.Array, first: bool) -> jax.Array:
+        own = jax.nn.one_hot(last, 2) * (1.0 - first)
+        flag = jnp.full((2, 1), 1.0 if first else 0.0)
+        return jnp.concatenate([own, own[::-1], flag], axis=-1)
+
+    def reset_env(self, key: jax.Array):
+        """The first step: no previous actions."""
+        del key
+        last = jnp.zeros(2, jnp.int32)
+        return self._observe(last, True), last
+
+    def step_env(self, key: jax.Array, state: jax.Array, actions: jax.Array):
+        """Both agents act; the stage game's rewards; mutual defection may end the episode."""
+        del key, state
+        actions = jnp.asarray(actions, jnp.int32)
+        rewards = self.payoff[actions[0], actions[1]]
+        terminated = jnp.all(actions == 1) & self.config.end_on_mutual_defection
+        return self._observe(actions, False), actions, rewards, terminated

@@ -1,0 +1,152 @@
+"""The multi-agent environment protocol every multi-agent learner is written against.
+
+An environment is a set of pure, jittable functions over JAX arrays (one environment; ``vmap``
+for a batch), with its sizes declared as attributes:
+
+* ``num_agents`` ``n``, ``num_actions`` ``A`` (discrete, the same for every agent),
+  ``observation_shape`` (one agent's observation; rank 3 means a ``[H, W, C]`` grid, channels
+  last), ``max_steps`` (the episode limit: no episode lasts longer);
+* ``reset(key) -> (obs [n, *observation_shape], state)``;
+* ``step(key, state, actions [n]) -> (obs, state, rewards [n], terminated [], truncated [],
+  info)`` — ``terminated``: the episode reached a terminal state (targets stop
+  bootstrapping); ``truncated``: it hit a time limit (targets bootstrap through it). When either
+  is true the environment **resets itself**: ``obs``/``state`` are the next episode's first,
+  and ``info["final_obs"]`` (always present) is the observation the step reached, before the
+  reset. ``rewards`` are those of the step itself, so a learner records the last step's rewards
+  and payments before the reset takes effect.
+
+In the paper's multi-agent model (Section 5) the principal observes the agents' actions and
+pays an agent only when it followed its recommendation, so an environment needs nothing else.
+
+Optional capabilities an environment may offer:
+
+* :class:`SparseObservations` — the observation is a one-hot grid with a few ones per agent,
+  computable from the state (the Coin Game): learners then store states, not observations,
+  and evaluate their first layer from the ones (exact, several times cheaper);
+  ``info["final_state"]`` then holds the state the step reached, before the reset;
+* ``render(state) -> uint8 [H, W, 3]`` — a picture of one environment.
+
+:class:`MultiAgentEnv` is a base class that supplies the time limit and the auto-reset: a
+subclass writes ``reset_env`` and ``step_env`` (the raw dynamics, without either) and gets the
+protocol's ``reset``/``step``. An environment may also implement ``reset``/``step`` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class TimeLimitState:
+    """What :class:`MultiAgentEnv` keeps: the environment's own state ``inner``, the step ``t``."""
+
+    inner: Any
+    t: jax.Array
+
+
+class MultiAgentEnv:
+    """Base class of protocol environments (module docstring).
+
+    Subclasses set ``num_agents``, ``num_actions``, ``observation_shape`` and ``max_steps`` and
+    write
+
+    * ``reset_env(key) -> (obs [n, *observation_shape], inner_state)``;
+    * ``step_env(key, inner_state, actions [n]) -> (obs, inner_state, rewards [n],
+      terminated [])``.
+
+    ``step`` counts steps, truncates at ``max_steps`` and resets after the last step (keys:
+    ``step`` splits its key into the dynamics' and the reset's). With
+    ``limit_ends_as_truncation`` an end the dynamics report on the step that reaches
+    ``max_steps`` counts as a truncation (for wrapped environments that report their own time
+    limit as an end).
+    """
+
+    num_agents: int
+    num_actions: int
+    observation_shape: tuple[int, ...]
+    max_steps: int
+    limit_ends_as_truncation: bool = False
+
+    def reset_env(self, key: jax.Array):
+        """A new episode's ``(obs, inner_state)`` (subclasses)."""
+        raise NotImplementedError
+
+    def step_env(self, key: jax.Array, state, actions: jax.Array):
+        """One step of the raw dynamics ``(obs, state, rewards, terminated)`` (subclasses)."""
+        raise NotImplementedError
+
+    def reset(self, key: jax.Array):
+        """``(obs [n, ...], state)`` of a new episode."""
+        obs, inner = self.reset_env(key)
+        return obs, TimeLimitState(inner, jnp.zeros((), jnp.int32))
+
+    def step(self, key: jax.Array, state: TimeLimitState, actions: jax.Array):
+        """One step with the time limit and the auto-reset (module docstring)."""
+        k_step, k_reset = jax.random.split(key)
+        obs, inner, rewards, terminated = self.step_env(k_step, state.inner, actions)
+        t = state.t + 1
+        terminated = jnp.asarray(terminated, bool)
+        at_limit = t >= self.max_steps
+        if self.limit_ends_as_truncation:
+            terminated = terminated & ~at_limit
+        truncated = at_limit & ~terminated
+        done = terminated | truncated
+        fresh_obs, fresh = self.reset(k_reset)
+        reached = TimeLimitState(inner, t)
+        next_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, reached)
+        next_obs = jnp.where(done, fresh_obs, obs)
+        info = {"final_obs": obs}
+        return next_obs, next_state, jnp.asarray(rewards, jnp.float32), terminated, truncated, info
+
+
+class SparseObservations:
+    """Capability: one-hot grid observations given by their ones, computed from states.
+
+    An environment with it has ``observation_shape == (H, W, C)`` and every agent's
+    observation has exactly ``K`` ones; ``info["final_state"]`` is returned by ``step``.
+    Methods (states may carry any leading batch dimensions):
+
+    * ``observation_ones(states) -> (cells [..., n, K], channels [..., n, K])`` — the flat cell
+      ``h * W + w`` and the channel of each one of every agent's observation;
+    * ``distinct_observation_ones() -> (cells [D, K], channels [D, K]) | None`` — every
+      observation an agent can see (``None``: too many to enumerate);
+    * ``observation_ids(cells, channels) -> [..., n]`` — the row of
+      ``distinct_observation_ones`` of each observation.
+    """
+
+
+def validate_env(env: Any) -> None:
+    """Raise ``ValueError`` naming what a protocol environment lacks (before any work)."""
+    for name in ("num_agents", "num_actions", "max_steps"):
+        value = getattr(env, name, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"{name}: the environment must declare a positive integer, got {value!r}"
+            )
+    if env.num_agents < 2:
+        raise ValueError(
+            f"num_agents: contracts for a team need at least 2 agents, got {env.num_agents}"
+        )
+    if env.num_actions < 2:
+        raise ValueError(f"num_actions: at least 2 discrete actions needed, got {env.num_actions}")
+    shape = getattr(env, "observation_shape", None)
+    if (
+        not isinstance(shape, tuple)
+        or not shape
+        or not all(isinstance(d, int) and d >= 1 for d in shape)
+    ):
+        raise ValueError(f"observation_shape: a tuple of positive integers needed, got {shape!r}")
+    for name in ("reset", "step"):
+        if not callable(getattr(env, name, None)):
+            raise ValueError(f"{name}: the environment has no {name}(...) method")
+    if isinstance(env, SparseObservations) and len(shape) != 3:
+        raise ValueError(f"observation_shape: sparse observations need [H, W, C], got {shape}")
+
+
+def has_sparse_observations(env: Any) -> bool:
+    """Whether ``env`` offers the :class:`SparseObservations` fast path."""
+    return isinstance(env, SparseObservations)

@@ -1,0 +1,107 @@
+"""``make(name, **kwargs)``: any multi-agent environment the learners can train in, by name.
+
+Names (docs/your-environment.md):
+
+* a built-in environment: ``coin_game`` (:class:`~contractrl.envs.coin_game.CoinGame`;
+  keywords are :class:`~contractrl.envs.coin_game.CoinGameConfig` fields, or ``preset`` with a
+  Coin Game preset name), ``iterated_dilemma``
+  (:class:`~contractrl.envs.dilemma.IteratedDilemma`);
+* ``jaxmarl:<id>`` — a registered JaxMARL environment (:mod:`.adapters`);
+* ``<module>:<factory>`` — an importable callable; ``factory(**kwargs)`` returns a protocol
+  environment (:mod:`.protocol`) or a JaxMARL ``MultiAgentEnv``.
+
+Every failure is one :class:`~contractrl.envs.adapters.EnvUnusableError` whose message says
+what to do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from contractrl.envs.adapters import EnvUnusableError, JaxMARLEnv, from_jaxmarl
+from contractrl.envs.protocol import validate_env
+
+
+def _coin_game(preset: str | None = None, **flags):
+    from contractrl.envs.coin_game import PRESETS, CoinGame
+
+    if preset is not None and preset not in PRESETS:
+        raise EnvUnusableError(f"coin_game: unknown preset {preset!r} (known: {sorted(PRESETS)})")
+    return CoinGame(PRESETS[preset] if preset else None, **flags)
+
+
+def _iterated_dilemma(**flags):
+    from contractrl.envs.dilemma import IteratedDilemma
+
+    return IteratedDilemma(**flags)
+
+
+#: Built-in environments: name -> factory(**kwargs).
+BUILTINS = {"coin_game": _coin_game, "iterated_dilemma": _iterated_dilemma}
+
+
+def make(name: str, **kwargs) -> Any:
+    """The protocol environment called ``name`` (module docstring), validated.
+
+    Raises:
+        EnvUnusableError: the name resolves to nothing usable; the message says why.
+    """
+    if not isinstance(name, str) or not name:
+        raise EnvUnusableError(f"env: a name is needed, got {name!r}")
+    try:
+        if name in BUILTINS:
+            env = BUILTINS[name](**kwargs)
+        elif name.startswith("jaxmarl:"):
+            env = from_jaxmarl(name.split(":", 1)[1], **kwargs)
+        elif ":" in name:
+            env = _from_factory(name, kwargs)
+        else:
+            raise EnvUnusableError(
+                f"env: unknown {name!r} (built-in: {', '.join(BUILTINS)}; or jaxmarl:<id>, "
+                "or <module>:<factory>)"
+            )
+    except EnvUnusableError:
+        raise
+    except (TypeError, ValueError) as exc:  # a bad keyword or field of the env's own config
+        raise EnvUnusableError(f"{name}: {exc}") from None
+    try:
+        validate_env(env)
+    except ValueError as exc:
+        raise EnvUnusableError(f"{name}: {exc}") from None
+    return env
+
+
+def _from_factory(name: str, kwargs: dict) -> Any:
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EnvUnusableError(f"env: cannot import {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EnvUnusableError(f"env: {module_name!r} has no callable {attr!r}")
+    env = factory(**kwargs)
+    if _is_jaxmarl(env):
+        return JaxMARLEnv(env, kwargs.get("max_steps"), name)
+    if _is_parallel_env(env):
+        raise EnvUnusableError(
+            f"{name}: a PettingZoo ParallelEnv is not a JAX environment; the learners step "
+            "environments inside compiled programs. Write its dynamics as a protocol "
+            "environment (docs/your-environment.md)"
+        )
+    return env
+
+
+def _is_jaxmarl(env: Any) -> bool:
+    """A JaxMARL ``MultiAgentEnv`` (without importing jaxmarl when it is absent)."""
+    module = type(env).__module__ or ""
+    return module.startswith("jaxmarl") or any(
+        c.__module__.startswith("jaxmarl") for c in type(env).__mro__
+    )
+
+
+def _is_parallel_env(env: Any) -> bool:
+    return any(c.__name__ == "ParallelEnv" for c in type(env).__mro__) and not hasattr(
+        env, "step_env"
+    )

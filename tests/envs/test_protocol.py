@@ -1,0 +1,150 @@
+"""The multi-agent environment protocol: the base class's time limit and auto-reset, the
+iterated dilemma's rules, the registry's names and errors, the Coin Game as a protocol env."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contractrl.envs import coin_game
+from contractrl.envs.adapters import EnvUnusableError
+from contractrl.envs.coin_game import PRESETS, CoinGame
+from contractrl.envs.dilemma import IteratedDilemma
+from contractrl.envs.protocol import validate_env
+from contractrl.envs.registry import make
+
+C, D = 0, 1
+
+
+def _play(env, actions_per_step, key=0):
+    """Step ``env`` with the given joint actions; returns the per-step outputs."""
+    obs, state = env.reset(jax.random.PRNGKey(key))
+    out = []
+    for t, acts in enumerate(actions_per_step):
+        obs, state, r, term, trunc, info = env.step(
+            jax.random.PRNGKey(100 + t), state, jnp.asarray(acts)
+        )
+        out.append((np.asarray(obs), np.asarray(r), bool(term), bool(trunc), info))
+    return out
+
+
+def test_dilemma_rewards_are_the_stage_game():
+    env = IteratedDilemma()
+    steps = _play(env, [(C, C), (C, D), (D, C)])
+    assert [list(s[1]) for s in steps] == [[3.0, 3.0], [0.0, 5.0], [5.0, 0.0]]
+    assert not any(s[2] or s[3] for s in steps)
+    # observations: own previous action, the other's, first-step flag
+    obs, _ = env.reset(jax.random.PRNGKey(0))
+    assert np.array_equal(np.asarray(obs), [[0, 0, 0, 0, 1], [0, 0, 0, 0, 1]])
+    np.testing.assert_array_equal(steps[1][0], [[1, 0, 0, 1, 0], [0, 1, 1, 0, 0]])
+
+
+def test_mutual_defection_terminates_and_the_env_resets_after_the_step():
+    env = IteratedDilemma(horizon=5)
+    obs, reward, terminated, truncated, info = _play(env, [(C, C), (D, D)])[-1]
+    assert terminated and not truncated
+    assert list(reward) == [1.0, 1.0]  # the last step's rewards are the step's own
+    np.testing.assert_array_equal(obs[:, -1], [1, 1])  # the next episode's first observation
+    np.testing.assert_array_equal(np.asarray(info["final_obs"])[0], [0, 1, 0, 1, 0])
+
+
+def test_time_limit_is_a_truncation():
+    env = IteratedDilemma(horizon=3)
+    steps = _play(env, [(C, C)] * 4)
+    assert [(s[2], s[3]) for s in steps] == [(False, False), (False, False), (False, True)] + [
+        (False, False)
+    ]
+    # a mutual defection on the last step is a termination, not a truncation
+    last = _play(env, [(C, C), (C, C), (D, D)])[-1]
+    assert last[2] and not last[3]
+
+
+def test_coin_game_protocol_step_is_the_functional_step():
+    cfg = PRESETS["paper-3x3"]
+    env = CoinGame(cfg)
+    key = jax.random.PRNGKey(4)
+    obs, state = env.reset(key)
+    obs_ref, state_ref = coin_game.reset(cfg, key)
+    np.testing.assert_array_equal(np.asarray(obs), np.asarray(obs_ref))
+    for t in range(25):
+        acts = jnp.asarray([t % 4, (t * 3) % 4])
+        k = jax.random.PRNGKey(t)
+        obs, state, rewards, term, trunc, info = env.step(k, state, acts)
+        obs_ref, state_ref, ref = coin_game.step(cfg, state_ref, acts, k)
+        np.testing.assert_array_equal(np.asarray(obs), np.asarray(obs_ref))
+        np.testing.assert_array_equal(np.asarray(rewards), np.asarray(ref.rewards))
+        assert bool(trunc) == bool(ref.truncated) and not bool(term)
+        np.testing.assert_array_equal(np.asarray(info["final_obs"]), np.asarray(ref.final_obs))
+    assert env == CoinGame(cfg) and hash(env) == hash(CoinGame(cfg))
+
+
+def test_coin_game_sparse_ones_are_the_dense_observation():
+    """The capability's ones, scattered into a grid, are the env's own observation."""
+    cfg = coin_game.CoinGameConfig(grid_size=4, num_agents=3, horizon=10)
+    env = CoinGame(cfg)
+    _, states = coin_game.reset_batch(cfg, jax.random.split(jax.random.PRNGKey(0), 16))
+    dense = np.asarray(jax.vmap(lambda s: coin_game.observe(cfg, s))(states))
+    cells, channels = (np.asarray(x) for x in env.observation_ones(states))
+    rebuilt = np.zeros_like(dense)
+    for b in range(16):
+        for i in range(3):
+            for cell, ch in zip(cells[b, i], channels[b, i], strict=True):
+                rebuilt[b, i, cell // 4, cell % 4, ch] += 1
+    np.testing.assert_array_equal(rebuilt, dense)
+
+
+def test_coin_game_renders_an_image():
+    env = CoinGame(PRESETS["paper-3x3"])
+    _, state = env.reset(jax.random.PRNGKey(0))
+    image = env.render(state)
+    assert image.shape == (72, 72, 3) and image.dtype == np.uint8
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) >= 4  # grid, cells, two agents, coin
+
+
+def test_make_builds_the_builtins_with_their_fields():
+    assert make("coin_game", preset="paper-3x3").config == PRESETS["paper-3x3"]
+    assert make("coin_game", grid_size=5).config.grid_size == 5
+    assert make("iterated_dilemma", horizon=7).max_steps == 7
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,match",
+    [
+        ("no_such_env", {}, "unknown 'no_such_env'"),
+        ("coin_game", {"grid_sise": 3}, "grid_sise"),
+        ("coin_game", {"grid_size": 1}, "grid_size"),
+        ("coin_game", {"preset": "huge"}, "unknown preset"),
+        ("no_such_module_xyz:make", {}, "cannot import"),
+        ("contractrl.envs.dilemma:nothing", {}, "no callable 'nothing'"),
+        ("iterated_dilemma", {"temptation": float("nan")}, "temptation"),
+    ],
+)
+def test_make_refuses_with_one_message(name, kwargs, match):
+    with pytest.raises(EnvUnusableError, match=match):
+        make(name, **kwargs)
+
+
+class _Continuous:
+    num_agents = 2
+    num_actions = 0
+    observation_shape = (3,)
+    max_steps = 5
+
+    def reset(self, key):
+        raise AssertionError("never called")
+
+    step = reset
+
+
+def test_validate_env_names_what_is_missing():
+    with pytest.raises(ValueError, match="num_actions"):
+        validate_env(_Continuous())
+    single = IteratedDilemma()
+    single.num_agents = 1
+    with pytest.raises(ValueError, match="at least 2 agents"):
+        validate_env(single)
+
+
+def test_a_factory_returning_a_parallel_env_gets_one_line():
+    with pytest.raises(EnvUnusableError, match="ParallelEnv"):
+        make("contractrl.envs.coin_game:parallel_env")
