@@ -1,4 +1,4 @@
-"""Benchmark: exact SPE solve time on random binary Tree MDPs (SPEC §6), one core.
+"""Benchmark: exact SPE solve time on random binary Tree MDPs (paper App. D.1), one core.
 
 Times a cold solve (a fresh game object, so no cached structure) of trees of depth 10, 14, 17
 and 20, and, in the same run, two baselines on the same trees: ``H`` time sweeps over all states

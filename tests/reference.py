@@ -192,7 +192,7 @@ def stationary_spe_profiles(probs, agent_reward, principal_reward, transitions, 
     For each recommendation profile ``σ`` and each "pay / don't pay" regime per state, the
     agent's values solve one linear system (under the min-pay contract the agent's value is
     ``Q̄(σ) + c · (Q̄(other) − Q̄(σ))`` when paying, ``c = P[σ,o*] / (P[σ,o*] − P[other,o*])``
-    at the likelihood-ratio outcome ``o*`` of SPEC §2); a regime is kept when consistent, and
+    at the likelihood-ratio outcome ``o*`` of model.md §2); a regime is kept when consistent, and
     the profile is an SPE when ``σ(s)`` maximises the principal's contractual Q at every state
     (each action's min-pay computed in exact arithmetic). Returns ``[(σ, V, V^p)]``.
     """

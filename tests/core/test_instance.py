@@ -1,4 +1,4 @@
-"""Instance files (SPEC §9): round trips, and every malformed class refused by name."""
+"""Instance files (docs/instance-format.md): round trips; every malformed class refused."""
 
 import copy
 import json

@@ -12,7 +12,7 @@ FIGURE1_P = np.array([[0.9, 0.1], [0.1, 0.9]])
 @pytest.mark.parametrize("scale", [1e-30, 1e-8, 1.0, 1e8, 1e20, 1e25, 1e100])
 def test_huge_and_tiny_right_hand_sides_scale_the_contract(scale):
     """Issue 10 item 6: HiGHS treats |bounds| >= 1e20 as infinite, so a right-hand side of 1e20
-    was reported NOT_IMPLEMENTABLE, a solver limit mistaken for infeasibility (SPEC §2). The LP
+    was reported NOT_IMPLEMENTABLE, a solver limit mistaken for infeasibility (model.md §2). The LP
     is homogeneous in (Q̄, b): Figure 1's contract b = (1, 0) must scale to (scale, 0)."""
     res = min_pay_contract(FIGURE1_Q * scale, FIGURE1_P, target=0)
     assert res.status is ContractStatus.OPTIMAL

@@ -34,7 +34,7 @@ def test_figure1_paper_values(sweep, method):
         assert d.action == aL
         assert np.allclose(d.contract, FIGURE1_CONTRACT, atol=1e-12)
         assert d.expected_payment == pytest.approx(0.9, abs=1e-12)
-    # the last step: principal 0.5, agent 0.1 (SPEC §4)
+    # the last step: principal 0.5, agent 0.1 (docs/model.md §4)
     assert sol.decision(1, 1).principal_value == pytest.approx(0.5, abs=1e-12)
     assert sol.decision(1, 2).agent_value == pytest.approx(0.1, abs=1e-12)
 
@@ -99,7 +99,7 @@ def test_levels_and_time_sweeps_agree():
 
 
 def test_tree_high_effort_share():
-    """SPEC §6: the principal induces a1 in about 60% of states (a reproduction: 57.6%)."""
+    """docs/model.md §6: the principal induces a1 in about 60% of states (a reproduction: 57.6%)."""
     shares = [np.mean(solve_spe(tree_mdp(10, seed)).action == 1) for seed in range(5)]
     assert 0.5 < np.mean(shares) < 0.65
 
@@ -227,7 +227,7 @@ def test_unconverged_meta_refuses_uncovered_pairs_clearly():
 
 
 def test_horizon_one_is_the_one_shot_problem(rng):
-    """H = 1: one LP per action, principal picks the best (SPEC §3)."""
+    """H = 1: one LP per action, principal picks the best (docs/model.md §3)."""
     game = random_game(4, 3, 3, horizon=1, seed=7)
     sol = solve_spe(game, contract_method="lp")
     for s in range(4):

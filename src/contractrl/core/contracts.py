@@ -1,4 +1,4 @@
-r"""Batched min-pay contracts for many states and every target action (SPEC §2, paper Eq. 3).
+r"""Batched min-pay contracts for many states, every target action (paper Eq. 3, docs/model.md §2).
 
 For each state ``n`` and target ``a*`` the problem is the LP of :mod:`contractrl.core.lp`. Written
 with ``D[a] = P[a*] - P[a]`` and ``Δ[a] = Q̄[a] - Q̄[a*] + ξ`` for the ``m = A - 1`` other

@@ -1,4 +1,4 @@
-"""Exact evaluation tools (SPEC §3): policy evaluation, the agent's best response, audits.
+"""Exact evaluation tools (docs/model.md §3): policy evaluation, the agent's best response, audits.
 
 Policies are tables with ``K`` rows (``K = 1`` stationary, ``K = H`` time-indexed); see
 :mod:`contractrl.core.sweep` for how rows map to time steps.
@@ -57,7 +57,7 @@ class PolicyValues:
 
 @dataclass(frozen=True)
 class AuditReport:
-    """Checks of a solution's contracts and values (SPEC §3).
+    """Checks of a solution's contracts and values (docs/model.md §3).
 
     Attributes:
         max_ic_violation: largest ``max_a (Q̄[a] + P[a]·b) + ξ - (Q̄[a*] + P[a*]·b)`` over
@@ -169,7 +169,7 @@ def agent_best_response(
     tol: float = 1e-12,
     max_iterations: int = 1_000_000,
 ) -> AgentResponse:
-    """The agent's exact best response to a principal policy (SPEC §3).
+    """The agent's exact best response to a principal policy (docs/model.md §3).
 
     The agent solves its own MDP with rewards ``r(s,a) + P[s,a]·b(t,s)``; among optimal actions
     (within ``tie_tol``) it takes the recommendation.

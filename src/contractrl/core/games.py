@@ -1,4 +1,4 @@
-"""Built-in games: the paper's Figure 1 example (SPEC §4) and random binary Tree MDPs (SPEC §6)."""
+"""Built-in games: the paper's Figure 1 example and random binary Tree MDPs (paper App. D.1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from contractrl.core.model import PrincipalAgentMDP
 
-#: SPE of :func:`figure1` (SPEC §4): principal and agent values at ``s0``, contract on ``aL``.
+#: SPE of :func:`figure1` (docs/model.md §4): the two values at ``s0`` and the contract on ``aL``.
 FIGURE1_PRINCIPAL_VALUE = 1.0
 FIGURE1_AGENT_VALUE = 0.2
 FIGURE1_CONTRACT = (1.0, 0.0)
@@ -46,7 +46,7 @@ def figure1() -> PrincipalAgentMDP:
 
 
 def tree_mdp(depth: int = 10, seed: int = 0) -> PrincipalAgentMDP:
-    """Random complete binary Tree MDP of the paper's App. D.1 (SPEC §6).
+    """Random complete binary Tree MDP of the paper's App. D.1 (docs/model.md §6).
 
     States are numbered in breadth-first (heap) order: state ``i`` at depth ``d`` has children
     ``2i+1`` (outcome ``o0``, bad) and ``2i+2`` (``o1``, good); the ``2^(depth-1)`` states of the

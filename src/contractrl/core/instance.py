@@ -1,4 +1,4 @@
-"""Read and write games in the instance format of SPEC §9 (JSON or YAML).
+"""Read and write games in the instance format of docs/instance-format.md (JSON or YAML).
 
 One object with ``states``, ``actions``, ``outcomes`` (name lists), ``initial_state`` (index or
 name), ``horizon`` (integer, or ``null`` for infinite), ``discount``,

@@ -1,4 +1,4 @@
-r"""The min-pay contract LP for one state and one target action (SPEC §2, paper Eq. 3).
+r"""The min-pay contract LP for one state and one target action (paper Eq. 3, docs/model.md §2).
 
 Given the agent's truncated Q-values ``Q̄[A]`` (its value of each action *excluding* the current
 payment), the outcome distributions ``P[A, O]``, a target action ``a*`` and a nudge margin

@@ -1,4 +1,4 @@
-"""The meta-algorithm (paper Algorithm 1, SPEC §3): alternate exact best responses.
+"""The meta-algorithm (paper Algorithm 1, docs/model.md §3): alternate exact best responses.
 
 Start from a principal policy ``ρ_0`` (default: pay nothing). Repeat: (1) the agent
 best-responds to ``ρ_k``, giving its truncated Q ``Q̄(·|ρ_k)``; (2) the principal best-responds

@@ -1,4 +1,4 @@
-"""The hidden-action principal-agent MDP (SPEC §1): one immutable, validated game object.
+"""The hidden-action principal-agent MDP (docs/model.md §1): one immutable, validated game object.
 
 Every solver, learner and environment of the package takes a :class:`PrincipalAgentMDP`.
 Shapes use ``S`` states, ``A`` agent actions and ``O`` outcomes.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-#: Rows of probability tables must sum to 1 within this tolerance (SPEC §9).
+#: Rows of probability tables must sum to 1 within this tolerance (docs/model.md §9).
 PROB_SUM_TOL = 1e-9
 #: The largest finite horizon (time indices are int64).
 MAX_HORIZON = 2**63 - 1

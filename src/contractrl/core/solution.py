@@ -159,7 +159,7 @@ _STEP_FIELDS = (
 
 @dataclass(frozen=True)
 class SPESolution:
-    """A subgame-perfect equilibrium of a principal-agent MDP (SPEC §3).
+    """A subgame-perfect equilibrium of a principal-agent MDP (docs/model.md §3).
 
     Tables have ``K`` rows (see :mod:`contractrl.core.sweep`): ``K = H`` for time-indexed solutions
     of finite-horizon games; ``K = 1`` for stationary ones (infinite horizon, or acyclic games

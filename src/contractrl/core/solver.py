@@ -1,4 +1,4 @@
-r"""Exact subgame-perfect contracts for tabular games (SPEC §3): backward induction.
+r"""Exact subgame-perfect contracts for tabular games (docs/model.md §3): backward induction.
 
 Scope: tabular games, finite horizon (backward induction) or infinite horizon with
 ``γ < 1`` (the fixed point of the same operator). At each ``(t, s)`` the operator computes the
@@ -91,7 +91,7 @@ def solve_spe(
     if not np.isfinite(margin) or margin < 0:
         raise ValueError(f"margin (nudge) must be a finite number >= 0, got {margin!r}")
     # Float64 overflow (rewards near 1e308, payments of nearly identical outcome distributions)
-    # must never pass silently as inf/nan in an answer: it is a solver limit (SPEC §2).
+    # must never pass silently as inf/nan in an answer: it is a solver limit (docs/model.md §2).
     try:
         with np.errstate(over="raise", invalid="raise"):
             if method == "meta":

@@ -1,4 +1,4 @@
-r"""The one-step operators shared by the exact solvers (SPEC §3), as small frozen dataclasses.
+r"""One-step operators shared by the exact solvers (docs/model.md §3), as small frozen dataclasses.
 
 A stage is a callable ``(k, states, continuations) -> (values, record)`` (see
 :data:`contractrl.core.sweep.StageFn`); its parameters are the fields of a frozen dataclass
@@ -55,7 +55,7 @@ class SPEStep(PrincipalChoice):
 def truncated_q(
     game: PrincipalAgentMDP, states: np.ndarray | slice, agent_cont: np.ndarray
 ) -> np.ndarray:
-    """``[n, A]`` agent's truncated Q from its continuation ``agent_cont [n, O]`` (SPEC §1)."""
+    """``[n, A]`` agent's truncated Q from continuation ``agent_cont [n, O]`` (docs/model.md §1)."""
     probs = game.outcome_probs[states]
     return game.agent_reward[states] + game.discount * np.einsum("nao,no->na", probs, agent_cont)
 

@@ -1,4 +1,4 @@
-"""The Coin Game (SPEC §8) as pure JAX functions, every rule a flag, ``n >= 2`` agents.
+"""The Coin Game (paper Section 5.2, App. D.2) as pure JAX functions, every rule a flag.
 
 Agents move on a toroidal ``G x G`` grid; one coin at a time, of one agent's colour. Collecting
 a coin of one's own colour pays ``own_reward`` (paper: +1), another's colour ``other_reward``

@@ -25,7 +25,7 @@ _step = jax.jit(tabular.step)
 
 
 class AgentEnv(gym.Env):
-    """The agent's MDP given a principal policy (SPEC §1).
+    """The agent's MDP given a principal policy (docs/model.md §1).
 
     Registered as ``contractrl/Agent-v0`` (``import contractrl.envs`` first): with no
     arguments ``gym.make`` builds the paper's Figure 1 game under its exact SPE policy.

@@ -7,8 +7,10 @@ Names (docs/your-environment.md):
   Coin Game preset name), ``iterated_dilemma``
   (:class:`~contractrl.envs.dilemma.IteratedDilemma`);
 * ``jaxmarl:<id>`` — a registered JaxMARL environment (:mod:`.adapters`);
-* ``<module>:<factory>`` — an importable callable; ``factory(**kwargs)`` returns a protocol
-  environment (:mod:`.protocol`) or a JaxMARL ``MultiAgentEnv``.
+* ``<module>:<factory>`` or ``<file.py>:<factory>`` — a callable in an importable module or a
+  Python file; ``factory(**kwargs)`` returns a protocol environment (:mod:`.protocol`), a
+  JaxMARL ``MultiAgentEnv``, or a PettingZoo ``ParallelEnv`` (stepped on the host,
+  :mod:`.host`).
 
 Every failure is one :class:`~contractrl.envs.adapters.EnvUnusableError` whose message says
 what to do.
@@ -17,6 +19,8 @@ what to do.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from contractrl.envs.adapters import EnvUnusableError, JaxMARLEnv, from_jaxmarl
@@ -72,24 +76,44 @@ def make(name: str, **kwargs) -> Any:
     return env
 
 
-def _from_factory(name: str, kwargs: dict) -> Any:
-    module_name, _, attr = name.partition(":")
+def _load_module(module_name: str):
+    """An importable module, or a Python file given by its path (``my_envs/room.py``)."""
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise EnvUnusableError(f"env: no file {module_name!r}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         raise EnvUnusableError(f"env: cannot import {module_name!r} ({exc})") from None
+
+
+def _from_factory(name: str, kwargs: dict) -> Any:
+    module_name, _, attr = name.rpartition(":")
+    module = _load_module(module_name)
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise EnvUnusableError(f"env: {module_name!r} has no callable {attr!r}")
-    env = factory(**kwargs)
+    limit = kwargs.get("max_steps")
+    try:
+        env = factory(**kwargs)
+    except TypeError:
+        if limit is None:
+            raise
+        # max_steps is the adapters' episode limit, not necessarily the factory's keyword
+        kwargs = {k: v for k, v in kwargs.items() if k != "max_steps"}
+        env = factory(**kwargs)
     if _is_jaxmarl(env):
-        return JaxMARLEnv(env, kwargs.get("max_steps"), name)
+        return JaxMARLEnv(env, limit, name)
     if _is_parallel_env(env):
-        raise EnvUnusableError(
-            f"{name}: a PettingZoo ParallelEnv is not a JAX environment; the learners step "
-            "environments inside compiled programs. Write its dynamics as a protocol "
-            "environment (docs/your-environment.md)"
-        )
+        from contractrl.envs.host import PettingZooEnv
+
+        env.close()
+        return PettingZooEnv(factory, kwargs, limit, name)
     return env
 
 

@@ -1,6 +1,6 @@
 """A batched, pure-function JAX environment over any game (:class:`~.core.model.PrincipalAgentMDP`).
 
-One step (SPEC §1): the agent takes ``action`` in ``state`` under ``contract [O]``; the outcome
+One step (docs/model.md §1): the agent takes ``action`` in ``state`` under ``contract [O]``; outcome
 ``o ~ P[s, a]`` is drawn; the agent earns ``r(s, a)`` and the payment ``b(o)``, the principal
 ``r^p(s, o) - b(o)``; the next state is drawn from ``T(s, o)``. The episode ends when that row is
 all zeros or the horizon is reached; the batch then auto-resets to the initial state (the step

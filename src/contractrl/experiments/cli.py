@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_options(example)
     example.set_defaults(handler=_cmd_example)
 
-    tree = sub.add_parser("tree", help="write or solve a random binary Tree MDP (SPEC §6)")
+    tree = sub.add_parser("tree", help="write or solve a random binary Tree MDP (paper App. D.1)")
     tree.add_argument("--depth", type=int, default=10, help="decision levels (default 10)")
     tree.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_generate_options(tree)

@@ -1,4 +1,6 @@
-"""The Coin Game experiment (SPEC §7–8, paper Figures 2 and 4).
+"""The team experiment in any protocol environment, the Coin Game first (paper Section 5.2).
+
+Paper Figures 2 and 4 in the Coin Game; ``train marl`` in any environment.
 
 Per seed, a *pipeline* task: Algorithm 3's training phase (``principal``), the validation phase
 with fresh black-box agents (``validation``), the same with a nudge worth ``nudge_share`` of
@@ -10,15 +12,16 @@ evaluates every ``eval_every`` iterations over ``eval_episodes`` episodes
 (``runs/seed<k>/<phase>.csv``), checkpoints, and can be resumed. ``results.json`` aggregates the
 final evaluations over seeds.
 
-Budget matching (SPEC §8) is on the **amount** transferred per episode: the constant baseline's
-share ``p`` is set so that its transfers (:mod:`contractrl.multiagent.agents`) equal what the
-principal paid the validation agents at their final evaluation (for the nudged variant: what it
-paid the nudged validation agents, nudge included). ``p`` starts from the amount the validation
-agents' welfare would give, ``p_0 = T / (k·W_val)`` (``k = n - 1`` for ``top_up``, ``1 - 1/n``
-for ``redistribute`` with one collector per step), and during the first ``budget_calibration``
-share of the phase, after every evaluation, moves halfway (geometrically) to
-``T / (amount per unit p measured at that evaluation)``; it is then frozen. The realised amounts
-of both are reported (``payments``, ``constant_payments``) and their ratio (``budget_ratio``).
+Budget matching (paper Section 5.2) is on the **amount** transferred per episode: the constant
+baseline's share ``p`` is set so that its transfers (:mod:`contractrl.multiagent.agents`) equal
+what the principal paid the validation agents at their final evaluation (for the nudged variant:
+what it paid the nudged validation agents, nudge included). ``p`` starts from the amount the
+validation agents' welfare would give, ``p_0 = T / (k·W_val)`` (``k = n - 1`` for ``top_up``,
+``1 - 1/n`` for ``redistribute`` with one collector per step), and during the first
+``budget_calibration`` share of the phase, after every evaluation, moves halfway (geometrically)
+to ``T / (amount per unit p measured at that evaluation)``; it is then frozen. The realised
+amounts of both are reported (``payments``, ``constant_payments``) and their ratio
+(``budget_ratio``).
 """
 
 from __future__ import annotations
@@ -318,7 +321,7 @@ _3X3 = dataclasses.asdict(GAME_PRESETS["paper-3x3"])
 
 
 COIN_PRESETS: dict[str, CoinExperimentConfig] = {
-    # The paper's budgets (SPEC §8): 1M iterations per phase.
+    # The paper's budgets (App. D.2): 1M iterations per phase.
     "paper-3x3": _budget(1_000_000, 20_000, **_3X3),
     "paper-7x7": _budget(1_000_000, 20_000, **dataclasses.asdict(GAME_PRESETS["paper-7x7"])),
     # What fits in about an hour on a 2-core machine (docs/coin.md).

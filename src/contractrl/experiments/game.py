@@ -73,7 +73,7 @@ class GameExperimentConfig:
 
 
 GAME_PRESETS: dict[str, GameExperimentConfig] = {
-    # The paper's hyper-parameters for Algorithm 2 (SPEC §6), contractrl's learner.
+    # The paper's hyper-parameters for Algorithm 2 (App. D.1), contractrl's learner.
     "paper": GameExperimentConfig(),
     # Minutes on a laptop for a small game (tests, first try).
     "smoke": GameExperimentConfig(

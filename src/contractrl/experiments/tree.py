@@ -1,4 +1,4 @@
-"""The Tree MDP experiment (SPEC §6, paper Figure 3): Algorithm 2 on random binary trees.
+"""The Tree MDP experiment (paper App. D.1, Figure 3): Algorithm 2 on random binary trees.
 
 :func:`run_tree` prepares an experiment directory (resolved config, each instance in the
 instance format, its exact SPE), trains ``instances x seeds`` runs through
@@ -104,7 +104,7 @@ def prepare(config: TreeExperimentConfig, out: Path, resume: bool, command: str 
 
 @dataclasses.dataclass(frozen=True)
 class TreeExperimentConfig:
-    """The Tree MDP experiment (SPEC §6, paper Figure 3).
+    """The Tree MDP experiment (paper App. D.1, Figure 3).
 
     Attributes:
         depth: tree depth (``2^depth - 1`` decision states).
@@ -154,7 +154,7 @@ CONTRACTRL_DQN = DQNConfig(
 )
 
 TREE_PRESETS: dict[str, TreeExperimentConfig] = {
-    # The paper's protocol (SPEC §6), contractrl's learner, the best fixed nudge chosen on
+    # The protocol of paper App. D.1, contractrl's learner, the best fixed nudge chosen on
     # held-out instances (--instance-seed 100; scripts/tree_nudge_study.py, docs/tree.md:
     # 0.0025 -> 0.930, 0.005 -> 0.987, 0.01 -> 0.980, 0.02 -> 0.964 of the SPE there).
     "paper": TreeExperimentConfig(dqn=dataclasses.replace(CONTRACTRL_DQN, nudge=0.005)),

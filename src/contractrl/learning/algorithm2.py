@@ -1,11 +1,11 @@
-"""Learning contracts with deep Q-networks (paper Algorithm 2, SPEC §5).
+"""Learning contracts with deep Q-networks (paper Algorithm 2, docs/model.md §5).
 
 The agent learns its *truncated* Q ``Q̄_φ(s, a)`` (without the current payment); the principal
 learns the contractual ``q_θ(s, a*)``. Contracts are never learned: at any state they are the
 min-pay contracts computed from ``Q̄_φ(s, ·)`` and the known outcome model ``P[s]``, inside the
 jitted loop (:mod:`contractrl.learning.contracts`).
 
-One iteration (SPEC §6): ``num_envs`` environment interactions, then one gradient step on a
+One iteration (paper App. D.1): ``num_envs`` environment interactions, then one gradient step on a
 batch from replay. Acting: the principal recommends ``a*`` ε-greedily over its ``q_θ`` among
 implementable actions and offers the min-pay contract for it (with nudge ``ξ``); the agent
 acts ε-greedily on ``Q̄_φ(s, a) + P[s, a]·b`` (ties toward ``a*``). Targets for a transition
@@ -79,7 +79,7 @@ ACCUMULATIONS = tuple(ACCUMULATION)
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
-    """Hyper-parameters of Algorithm 2 (defaults: the paper's Tree MDP settings, SPEC §6).
+    """Hyper-parameters of Algorithm 2 (defaults: the Tree MDP settings of paper App. D.1).
 
     Attributes:
         iterations: training iterations.

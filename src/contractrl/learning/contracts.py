@@ -1,4 +1,4 @@
-"""Min-pay contracts inside jitted JAX code (SPEC §2, paper Eq. 3).
+"""Min-pay contracts inside jitted JAX code (paper Eq. 3, docs/model.md §2).
 
 The same exact methods as :mod:`contractrl.core.contracts`, written in ``jax.numpy`` with static
 shapes so they run inside ``lax.scan``/``vmap``: the closed form for two actions, and vertex

@@ -1,4 +1,4 @@
-"""Evaluation of a learned principal against an exact, best-responding oracle agent (SPEC §5).
+"""Evaluation of a learned principal against an exact best-responding oracle (docs/model.md §5).
 
 The learned principal recommends ``argmax q_θ`` among implementable actions and offers the
 min-pay contract computed from the learned agent network ``Q̄_φ`` (with the nudge). The oracle

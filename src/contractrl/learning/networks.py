@@ -1,4 +1,4 @@
-"""Q-networks (SPEC §5–6) as pure functions over a params dict, with a row-sparse input layer.
+"""Q-networks (docs/model.md §5–6) as pure functions of a params dict with a row-sparse input layer.
 
 The input is one of ``I`` discrete items (a state, or a (time, state) pair) encoded one-hot. A
 one-hot vector times a dense matrix is one row of it, so the first layer is a table ``[I, H0]``

@@ -1,7 +1,7 @@
 """Replay buffers as pure functions over a pytree of arrays (jittable, vmappable).
 
 Uniform and proportional prioritised replay (Schaul et al. 2016) with the paper's parameters
-(SPEC §8: ``α = 0.4``, ``β = 0``, ``ε = 1e-7``): a transition ``i`` is drawn with probability
+(paper App. D.2: ``α = 0.4``, ``β = 0``, ``ε = 1e-7``): a transition ``i`` is drawn with probability
 ``p_i^α / Σ_j p_j^α``, new transitions get the largest priority seen so far, and after a
 gradient step ``p_i = |δ_i| + ε``. Importance weights are ``(N · P(i))^-β``, normalised by
 their maximum. The scaled priorities ``p_i^α`` live in a sum tree (``[2M]``, leaves at

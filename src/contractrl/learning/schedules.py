@@ -1,4 +1,4 @@
-"""Schedules as pure functions of the iteration (SPEC §6: ε linear, learning rate exponential)."""
+"""Pure schedules of the iteration: ε linear, learning rate exponential (paper App. D.1)."""
 
 from __future__ import annotations
 
