@@ -84,3 +84,57 @@ def test_core_imports_only_numpy_scipy_and_itself():
             ok = parts[0] in allowed or parts[:2] == ["contractrl", "core"]
             ok = ok or (parts[0] == "contractrl" and parts[1].startswith("_"))
             assert ok, f"{path.name} imports {name}"
+
+
+def _package_import_graph():
+    """``module -> {package modules it imports}`` over every module of ``contractrl``, counting
+    every import statement at any level (absolute or relative)."""
+    import ast
+    from pathlib import Path
+
+    import contractrl
+
+    root = Path(contractrl.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = ("contractrl", *path.relative_to(root).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                names = [base, *(f"{base}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {n for n in names if n in modules and n != name}
+        graph[name] = deps
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    """No module imports, at any level, a module that imports it back (the layout's rule; the
+    experiment drivers and the Coin Game's facade used to import each other in circles)."""
+    graph = _package_import_graph()
+    assert {"contractrl.experiments.coin", "contractrl.envs.protocol"} <= graph.keys()
+    state = {}
+
+    def visit(node, path):
+        if state.get(node) == "done":
+            return
+        assert state.get(node) != "open", f"import cycle: {' -> '.join([*path, node])}"
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            visit(dep, [*path, node])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])

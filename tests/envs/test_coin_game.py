@@ -9,7 +9,8 @@ import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 from contractrl.envs import coin_game
-from contractrl.envs.coin_game import PRESETS, CoinGameConfig, parallel_env
+from contractrl.envs.coin_game import PRESETS, CoinGameConfig
+from contractrl.envs.coin_game_pz import parallel_env
 
 MOVES = [(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)]
 

@@ -145,6 +145,8 @@ def test_validate_env_names_what_is_missing():
         validate_env(single)
 
 
-def test_a_factory_returning_a_parallel_env_gets_one_line():
-    with pytest.raises(EnvUnusableError, match="ParallelEnv"):
-        make("contractrl.envs.coin_game:parallel_env")
+def test_a_parallel_env_without_an_episode_limit_gets_one_line():
+    with pytest.raises(EnvUnusableError, match="no episode limit found; pass max_steps"):
+        make("contractrl.envs.coin_game_pz:parallel_env")
+    env = make("contractrl.envs.coin_game_pz:parallel_env", grid_size=3, horizon=20, max_steps=20)
+    assert (env.num_agents, env.num_actions, env.observation_shape) == (2, 4, (3, 3, 4))

@@ -12,7 +12,8 @@ import pytest
 
 from contractrl.envs.coin_game import PRESETS, CoinGame
 from contractrl.experiments import coin_lanes
-from contractrl.experiments.coin import COIN_PRESETS, run_coin
+from contractrl.experiments.coin import COIN_PRESETS
+from contractrl.experiments.team import run_coin
 from contractrl.learning import replay
 from contractrl.multiagent.agents import AgentsLearner
 from contractrl.multiagent.algorithm3 import PrincipalLearner
@@ -214,3 +215,34 @@ def test_resume_accepts_older_configs_and_refuses_another_backend_family(tmp_pat
     changed = dataclasses.replace(config, seeds=3)
     with pytest.raises(ExperimentExistsError, match="config differs"):
         open_experiment(tmp_path, "coin", changed, True, "", "0")
+
+
+def test_local_and_vmap_train_the_same_runs_with_the_same_protocol(tmp_path):
+    """With the nudge based on the plan and budgets matched evaluation by evaluation (the
+    protocol both backends can run), the process and lane backends give the same metrics for
+    every phase: bitwise where the lane is the same program, else up to float rounding of
+    batched operations (``vmap`` reorders reductions)."""
+    vmap = _tiny(baselines=("constant",), nudge_base="plan", budget_match="same_evaluation")
+    inline = dataclasses.replace(vmap, backend="inline")
+    a = run_coin(inline, tmp_path / "inline", progress=False)
+    b = run_coin(vmap, tmp_path / "vmap", progress=False)
+    assert a["nudge_base"] == b["nudge_base"] == "plan"
+    assert a["budget_match"] == b["budget_match"] == "same_evaluation"
+    phases = ("principal", "validation", "validation_nudged", "constant", "constant_nudged")
+    for phase in phases:
+        x = json.loads((tmp_path / f"inline/runs/seed0/{phase}.json").read_text())
+        y = json.loads((tmp_path / f"vmap/runs/seed0/{phase}.json").read_text())
+        for key in ("welfare", "payments", "follow_rate", "share", "nudge", "target_payments"):
+            if x.get(key) is None:
+                assert y.get(key) is None, (phase, key)
+                continue
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-5, nan_ok=True), (phase, key)
+
+
+def test_vmap_refuses_a_protocol_it_cannot_run():
+    with pytest.raises(ValueError, match="nudge_base: 'validation'"):
+        _tiny(nudge_base="validation").validate()
+    with pytest.raises(ValueError, match="budget_match: 'final'"):
+        _tiny(budget_match="final").validate()
+    _tiny().validate()  # auto: plan and same_evaluation on vmap
+    assert dataclasses.replace(_tiny(), backend="local").effective_nudge_base() == "validation"

@@ -37,8 +37,17 @@ def test_smoke_pipeline_in_the_iterated_dilemma(tmp_path, capsys):
     # welfare per episode is at most mutual cooperation's, 2 x 3 x horizon
     assert 0 < results["mean"]["welfare"] <= 60.0 + 1e-9
     assert "welfare" in capsys.readouterr().out
-    # the Figure 2/4 panels draw for it
+    # an episode of the principal's plan, drawn with the environment's own render
+    assert main(["render", str(out)]) == 0
+    assert (out / "episode-seed0.gif").stat().st_size > 0
+    # the Figure 2/4 panels draw for it, and for a run still in progress (no results.json yet)
     assert main(["plot", str(out)]) == 0
+    assert (out / "marl.png").exists()
+    (out / "results.json").unlink()
+    (out / "marl.png").unlink()
+    capsys.readouterr()
+    assert main(["plot", str(out)]) == 0
+    assert "in progress" in capsys.readouterr().out and (out / "marl.png").exists()
 
 
 def test_the_coin_game_through_marl_gives_the_coin_experiments_numbers(tmp_path):
@@ -71,7 +80,7 @@ def _cli(*args):
         (["--env-kwargs", "[1, 2]"], "env_kwargs: a JSON object"),
         (["--env-kwargs", "{horizon: 3}"], "env_kwargs: not valid JSON"),
         (["--env-kwargs", '{"horizon": 0}'], "horizon"),
-        (["--env", "contractrl.envs.coin_game:parallel_env"], "ParallelEnv"),
+        (["--env", "contractrl.envs.coin_game_pz:parallel_env"], "pass max_steps"),
         (["--env", "jaxmarl:no_such_env_xyz"], "jaxmarl"),
     ],
 )

@@ -227,7 +227,7 @@ def test_vmap_backend_lanes_match_the_runs_alone_and_resume(tmp_path, monkeypatc
     """Every (instance, seed) a lane of one program: the same metrics as the process backend
     (up to float rounding of batched products); an interrupted run resumes from its
     checkpoint to the same metrics."""
-    from contractrl.experiments import tree
+    from contractrl.experiments import tree_runs as tree
 
     args = ["train", "tree", *TINY[:3], "2", *TINY[4:7], "600", *TINY[8:]]
     assert main([*args, "--out", str(tmp_path / "alone"), "--backend", "inline"]) == 0
@@ -265,7 +265,7 @@ def test_vmap_backend_lanes_match_the_runs_alone_and_resume(tmp_path, monkeypatc
 def test_damaged_checkpoint_is_named_and_recomputed(tmp_path, monkeypatch, capsys):
     """A checkpoint cut to 100 bytes (a disk error): resume names it, recomputes the run, and
     ends with the metrics of an uninterrupted run."""
-    from contractrl.experiments import tree
+    from contractrl.experiments import tree_runs as tree
 
     args = ["train", "tree", *TINY[:7], "600", *TINY[8:], "--backend", "inline"]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0

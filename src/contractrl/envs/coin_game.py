@@ -413,24 +413,3 @@ class CoinGame(MultiAgentEnv, SparseObservations):
         owner = COLOURS[int(np.asarray(state.colour)) % len(COLOURS)]
         image[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell][disc] = owner
         return image
-
-
-def parallel_env(render_mode: str | None = None, **flags):
-    """PettingZoo ``ParallelEnv`` of the Coin Game.
-
-    Flags are :class:`CoinGameConfig` fields; with none, the paper's 7x7 rules.
-    """
-    from contractrl.envs.coin_game_pz import CoinGameParallelEnv
-
-    return CoinGameParallelEnv(CoinGameConfig(**flags), render_mode=render_mode)
-
-
-def env(render_mode: str | None = None, **flags):
-    """PettingZoo AEC environment of the Coin Game, converted from :func:`parallel_env`.
-
-    Agents act in turn; the joint step is taken when the last has acted (PettingZoo's standard
-    ``parallel_to_aec``).
-    """
-    from pettingzoo.utils.conversions import parallel_to_aec
-
-    return parallel_to_aec(parallel_env(render_mode=render_mode, **flags))

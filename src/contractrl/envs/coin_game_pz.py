@@ -1,4 +1,4 @@
-"""PettingZoo ``ParallelEnv`` facade of the Coin Game; each step calls the pure JAX function."""
+"""PettingZoo facades of the Coin Game (:func:`parallel_env`, :func:`env`); each step calls JAX."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
 
 from contractrl.envs import coin_game
 from contractrl.envs.coin_game import CoinGameConfig
@@ -162,3 +163,20 @@ class CoinGameParallelEnv(ParallelEnv):
             image[top : top + cell - 8, left : left + 4] = colour
             image[top : top + cell - 8, left + cell - 12 : left + cell - 8] = colour
         return image
+
+
+def parallel_env(render_mode: str | None = None, **flags):
+    """PettingZoo ``ParallelEnv`` of the Coin Game.
+
+    Flags are :class:`CoinGameConfig` fields; with none, the paper's 7x7 rules.
+    """
+    return CoinGameParallelEnv(CoinGameConfig(**flags), render_mode=render_mode)
+
+
+def env(render_mode: str | None = None, **flags):
+    """PettingZoo AEC environment of the Coin Game, converted from :func:`parallel_env`.
+
+    Agents act in turn; the joint step is taken when the last has acted (PettingZoo's standard
+    ``parallel_to_aec``).
+    """
+    return parallel_to_aec(parallel_env(render_mode=render_mode, **flags))

@@ -103,6 +103,16 @@ class IteratedDilemma(MultiAgentEnv):
         last = jnp.zeros(2, jnp.int32)
         return self._observe(last, True), last
 
+    def render(self, state, cell: int = 32) -> np.ndarray:
+        """``uint8 [cell, 2 cell, 3]``: each agent's previous action, green (cooperated) or red."""
+        image = np.full((cell, 2 * cell, 3), 230, np.uint8)
+        if int(np.asarray(state.t)) == 0:
+            return image  # no previous actions
+        for i, action in enumerate(np.asarray(state.inner)):
+            colour = (60, 170, 80) if action == 0 else (220, 60, 60)
+            image[4 : cell - 4, i * cell + 4 : (i + 1) * cell - 4] = colour
+        return image
+
     def step_env(self, key: jax.Array, state: jax.Array, actions: jax.Array):
         """Both agents act; the stage game's rewards; mutual defection may end the episode."""
         del key, state

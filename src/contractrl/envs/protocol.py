@@ -59,7 +59,9 @@ class MultiAgentEnv:
       terminated [])``.
 
     ``step`` counts steps, truncates at ``max_steps`` and resets after the last step (keys:
-    ``step`` splits its key into the dynamics' and the reset's). With
+    ``step`` splits its key into the dynamics' and the reset's); ``info["final_state"]`` is the
+    :class:`TimeLimitState` the step reached. A subclass that can draw itself defines
+    ``render(state)`` for that state (its own state is ``state.inner``). With
     ``limit_ends_as_truncation`` an end the dynamics report on the step that reaches
     ``max_steps`` counts as a truncation (for wrapped environments that report their own time
     limit as an end).
@@ -99,7 +101,7 @@ class MultiAgentEnv:
         reached = TimeLimitState(inner, t)
         next_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, reached)
         next_obs = jnp.where(done, fresh_obs, obs)
-        info = {"final_obs": obs}
+        info = {"final_obs": obs, "final_state": reached}
         return next_obs, next_state, jnp.asarray(rewards, jnp.float32), terminated, truncated, info
 
 

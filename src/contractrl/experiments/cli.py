@@ -478,13 +478,15 @@ def _cmd_train_game(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_coin(args: argparse.Namespace) -> None:
-    from contractrl.experiments.coin import COIN_PRESETS, run_coin
+    from contractrl.experiments.coin import COIN_PRESETS
+    from contractrl.experiments.team import run_coin
 
     _print_team_results(args, _run_experiment(args, COIN_PRESETS, run_coin))
 
 
 def _cmd_train_marl(args: argparse.Namespace) -> None:
-    from contractrl.experiments.coin import MARL_PRESETS, run_coin
+    from contractrl.experiments.coin import MARL_PRESETS
+    from contractrl.experiments.team import run_coin
 
     _print_team_results(args, _run_experiment(args, MARL_PRESETS, run_coin))
 
@@ -523,12 +525,20 @@ def _cmd_plot(args: argparse.Namespace) -> None:
     from contractrl.experiments.store import read_json
 
     results_path = args.run_dir / "results.json"
+    manifest_path = args.run_dir / "config.json"
+    in_progress = None
     if not results_path.exists():
-        raise UsageError(f"{results_path} not found: is {args.run_dir} a finished experiment?")
+        manifest = read_json(manifest_path) if manifest_path.exists() else {}
+        if manifest.get("experiment") not in ("coin", "marl"):
+            raise UsageError(f"{results_path} not found: is {args.run_dir} a finished experiment?")
+        from contractrl.plotting.figures import in_progress_results
+
+        in_progress = in_progress_results(manifest)
     from contractrl.plotting.figures import plot_experiment
 
-    for path in plot_experiment(args.run_dir, read_json(results_path), args.out):
-        print(f"wrote {path}")
+    results = in_progress or read_json(results_path)
+    for path in plot_experiment(args.run_dir, results, args.out):
+        print(f"wrote {path}" + (" (in progress: the evaluations so far)" if in_progress else ""))
 
 
 def _cmd_render(args: argparse.Namespace) -> None:

@@ -47,7 +47,6 @@ from contractrl.experiments.config import validate_execution
 from contractrl.experiments.executor import (
     Task,
     check_resume_backend,
-    resolve_backend,
     run_tasks,
 )
 from contractrl.experiments.loop import checkpointed_loop
@@ -64,6 +63,8 @@ from contractrl.experiments.store import (
 from contractrl.multiagent.common import DQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant")
+NUDGE_BASES = ("auto", "validation", "plan")
+BUDGET_MATCHES = ("auto", "final", "same_evaluation")
 CONSTANT_SCHEMES = ("redistribute", "top_up")
 PHASE_COLUMNS = [
     "iteration",
@@ -107,6 +108,15 @@ class TeamExperimentConfig:
         workers: ``local`` worker processes (0: one per core).
         ray_address: Ray cluster address.
         scan_unroll: ``vmap`` backend: iterations unrolled per step of the compiled loop.
+        nudge_base: the welfare the nudged validation's nudge is a share of: ``validation``
+            (the validation agents' final evaluation), ``plan`` (the principal's plan at the
+            end of training) or ``auto`` (``plan`` on the ``vmap`` backend, whose stage 2
+            trains validation beside the nudged phase, else ``validation``).
+        budget_match: what a constant phase's transfers are matched to: ``final`` (the matched
+            validation phase's final payments), ``same_evaluation`` (starting from the plan's
+            payments, after each evaluation the amount the matched validation phase paid at
+            the same iteration) or ``auto`` (``same_evaluation`` on ``vmap``, else ``final``).
+            With ``plan`` and ``same_evaluation`` every backend trains the same runs.
         dqn: the learners' hyper-parameters (every phase uses the same).
     """
 
@@ -126,6 +136,8 @@ class TeamExperimentConfig:
     workers: int = 0
     ray_address: str | None = None
     scan_unroll: int = 1
+    nudge_base: str = "auto"
+    budget_match: str = "auto"
     dqn: DQNConfig = dataclasses.field(default_factory=DQNConfig)
 
     def validate(self) -> None:
@@ -149,8 +161,36 @@ class TeamExperimentConfig:
                 f"budget_calibration: must lie in [0, 1], got {self.budget_calibration}"
             )
         validate_execution(self)
+        if self.nudge_base not in NUDGE_BASES:
+            raise ValueError(f"nudge_base: must be one of {NUDGE_BASES}, got {self.nudge_base!r}")
+        if self.budget_match not in BUDGET_MATCHES:
+            raise ValueError(
+                f"budget_match: must be one of {BUDGET_MATCHES}, got {self.budget_match!r}"
+            )
+        if self.backend == "vmap" and self.effective_nudge_base() == "validation":
+            raise ValueError(
+                "nudge_base: 'validation' needs the validation phase's end before the nudged "
+                "phase starts; the vmap backend trains them side by side (use plan)"
+            )
+        if self.backend == "vmap" and self.effective_budget_match() == "final":
+            raise ValueError(
+                "budget_match: 'final' needs the validation phase's end before the constant "
+                "phase starts; the vmap backend trains them side by side (use same_evaluation)"
+            )
         self.dqn.validate()
         self.make_env()
+
+    def effective_nudge_base(self) -> str:
+        """``nudge_base`` with ``auto`` resolved for the (resolved) backend."""
+        if self.nudge_base != "auto":
+            return self.nudge_base
+        return "plan" if self.backend == "vmap" else "validation"
+
+    def effective_budget_match(self) -> str:
+        """``budget_match`` with ``auto`` resolved for the (resolved) backend."""
+        if self.budget_match != "auto":
+            return self.budget_match
+        return "same_evaluation" if self.backend == "vmap" else "final"
 
     def make_env(self):
         """The protocol environment (one per process and config; subclasses)."""
@@ -474,11 +514,14 @@ def train_phase(
     nudge: float,
     progress,
     target: float | None = None,
+    match_log: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one phase; returns its summary (the final evaluation).
 
     ``target``: for a constant phase, the amount per episode its transfers are matched to
-    (``share`` is then the starting ``p``; module docstring).
+    (``share`` is then the starting ``p``; module docstring). ``match_log``
+    (``budget_match = "same_evaluation"``): the matched validation phase's metrics, whose
+    payments at each evaluation are the target of the calibration step after it.
     """
     import jax
     from flax import serialization
@@ -515,9 +558,11 @@ def train_phase(
         row["share"] = float(np.asarray(getattr(state, "share", 0.0)))
         # adjust p after every evaluation in the calibration window, never after the last one
         if target is not None and iteration < total and iteration <= cal_until:
-            state = state.replace(
-                share=np.float32(calibrated_share(row["share"], row["payments"], target))
-            )
+            if match_log is None:
+                share = calibrated_share(row["share"], row["payments"], target)
+            else:
+                share = _matched_step(config, phase, row, match_log, iteration)
+            state = state.replace(share=np.float32(share))
         return state, {phase: row}
 
     ckpt = run_dir / f"{phase}.checkpoint.msgpack"
@@ -551,6 +596,25 @@ def train_phase(
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
         ckpt.unlink()
     return summary
+
+
+def _matched_step(config, phase: str, row: dict, match_log: Path, iteration: int) -> float:
+    """One ``same_evaluation`` calibration step: towards what the matched phase paid now.
+
+    A share of 0 (the plan paid nothing) cannot move geometrically: it restarts from
+    :func:`initial_share` of the matched phase's amount and welfare at this evaluation.
+    """
+    rows = [
+        r for r in MetricsLog(match_log, PHASE_COLUMNS).read() if int(r["iteration"]) == iteration
+    ]
+    if not rows:
+        raise ValueError(f"{match_log}: no evaluation at iteration {iteration} to match")
+    paid, welfare = float(rows[0]["payments"]), float(rows[0]["welfare"])
+    target = max(paid, 0.0)
+    if row["share"] <= 0 and target > 0:
+        scheme = config.phase(phase).scheme
+        return initial_share(target, welfare, experiment_env(config).num_agents, scheme)
+    return calibrated_share(row["share"], row["payments"], target)
 
 
 def phase_stream(config: CoinExperimentConfig, phase: str) -> int:
@@ -662,20 +726,43 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
         share, nudge, target = 0.0, config.dqn.nudge, None
         if phase != "principal" and principal is None and task == "pipeline":
             principal = load_principal(exp, config, seed_index)
-        validation = results.get("validation")
+        env = experiment_env(config)
+        steps_n = env.max_steps * env.num_agents
+        plan = results.get("principal")
+        # the nudge: a share of welfare per step and agent, never negative
+        extra = 0.0
+        if config.effective_nudge_base() == "plan" and plan:
+            # the lane backend's expression, so both backends compute the same float
+            extra = config.nudge_share * max(plan["welfare"], 0.0) / steps_n
+        elif results.get("validation"):
+            extra = config.nudge_share * (max(results["validation"]["welfare"], 0.0) / steps_n)
         if phase == "validation_nudged":
-            welfare = max(validation["welfare"], 0.0)  # never a negative nudge
-            env = experiment_env(config)
-            per_step = welfare / (env.max_steps * env.num_agents)
-            nudge = config.dqn.nudge + config.nudge_share * per_step
+            nudge = config.dqn.nudge + extra
         kind = config.phase(phase)
+        match_log = None
         if kind.kind == "constant":
-            matched = results["validation_nudged" if kind.nudged else "validation"]
+            matched_name = "validation_nudged" if kind.nudged else "validation"
+            matched = results[matched_name]
             target = matched["payments"]
-            n = experiment_env(config).num_agents
-            share = initial_share(target, matched["welfare"], n, kind.scheme)
+            if config.effective_budget_match() == "final":
+                share = initial_share(target, matched["welfare"], env.num_agents, kind.scheme)
+            else:  # from the plan's amount (the nudge on every step), then evaluation by evaluation
+                paid_extra = extra * env.max_steps * env.num_agents if kind.nudged else 0.0
+                amount = plan["payments"] + paid_extra
+                welfare = max(plan["welfare"], 0.0)
+                share = initial_share(max(amount, 0.0), welfare, env.num_agents, kind.scheme)
+                match_log = run_dir / f"{matched_name}.csv"
         results[phase] = train_phase(
-            exp, config, seed_index, phase, principal or {}, share, nudge, progress_for(k), target
+            exp,
+            config,
+            seed_index,
+            phase,
+            principal or {},
+            share,
+            nudge,
+            progress_for(k),
+            target,
+            match_log,
         )
         progress_for(k)(per_phase)
     return {"seed": seed_index, "task": task, "phases": results}
@@ -702,20 +789,18 @@ def prepare(config: CoinExperimentConfig, out: Path, resume: bool, command: str)
     return open_experiment(out, config.EXPERIMENT, config, resume, command, __version__)
 
 
-def run_coin(
-    config: CoinExperimentConfig,
+def run_processes(
+    config: TeamExperimentConfig,
     out: str | Path,
     resume: bool = False,
     progress: bool = True,
     command: str = "",
 ) -> dict[str, Any]:
-    """Run the whole experiment; returns (and writes) ``results.json``."""
-    config.validate()
-    config = dataclasses.replace(config, backend=resolve_backend(config.backend))
-    if config.backend == "vmap":
-        from contractrl.experiments.coin_lanes import run_coin_lanes
+    """Run the experiment with one task per process (``local``, ``ray``, ``inline``).
 
-        return run_coin_lanes(config, out, resume, progress, command)
+    ``config`` is validated and its backend resolved (:func:`.team.run_team` does both).
+    Returns (and writes) ``results.json``.
+    """
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, out, resume, command)
@@ -816,6 +901,8 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
         "version": manifest["version"],
         "git_sha": manifest["git_sha"],
         "constant_schemes": list(config.constant_schemes),
+        "nudge_base": config.effective_nudge_base(),
+        "budget_match": config.effective_budget_match(),
         "mean": mean,
         "seeds": rows,
     }

@@ -3,7 +3,7 @@
 The game (any horizon, finite or infinite; any numbers of states, actions and outcomes; see
 ``docs/instance-format.md``) is copied into the experiment directory and solved exactly, then
 ``seeds`` runs of the learner train on it exactly as the Tree MDP experiment's runs do
-(:func:`contractrl.experiments.tree.train_tree_run`: checkpoints, resume, progress, the
+(:func:`contractrl.experiments.tree_runs.train_tree_run`: checkpoints, resume, progress, the
 learned principal coupled with the oracle best-responding agent at every evaluation).
 ``results.json`` has the Tree experiment's layout (``mean``: ``principal_utility_ratio``,
 ``accuracy``, ...; one entry in ``instances``) with ``"experiment": "game"``.
@@ -158,7 +158,7 @@ def run_game(
     Returns (and writes) ``results.json``. With ``resume``, ``instance`` is ignored: the
     experiment directory holds its copy of the game.
     """
-    from contractrl.experiments.tree import aggregate, run_name, train_tree_run
+    from contractrl.experiments.tree_runs import aggregate, run_name, train_tree_run
 
     config.validate()
     config = dataclasses.replace(config, backend=resolve_backend(config.backend))
@@ -173,7 +173,12 @@ def run_game(
     tasks = [
         Task(
             train_tree_run,
-            {"exp_dir": str(out), "instance": 0, "seed": s},
+            {
+                "exp_dir": str(out),
+                "instance": 0,
+                "seed": s,
+                "config_class": GameExperimentConfig,
+            },
             out / "runs" / run_name(0, s),
             config.dqn.iterations,
         )

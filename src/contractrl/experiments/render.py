@@ -4,6 +4,8 @@
   follows its recommendation and is paid the contract the principal computes for it
   (:meth:`~contractrl.multiagent.algorithm3.PrincipalLearner.contracts`), drawn frame by frame
   into an animated GIF (:func:`contractrl.plotting.animation.coin_gif`).
+* ``train marl`` experiments: the same episode in any environment that can draw itself
+  (``render(state)``), frame by frame (:func:`contractrl.plotting.animation.frames_gif`).
 * Tree MDP and own-game experiments: the exact SPE policy of the first instance as a coloured
   tree (recommended action and expected payment per state;
   :func:`contractrl.plotting.animation.policy_tree`), for games whose states form a tree.
@@ -65,6 +67,58 @@ def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
     return out
 
 
+def team_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]:
+    """One episode of seed ``seed_index``'s trained principal's plan in any renderable env.
+
+    Every agent follows its recommendation and is paid its contract. Returns ``frames`` (the
+    environment's ``render(state)`` before each step and after the last), ``recs [T, n]``,
+    ``payments [T, n]``, ``rewards [T, n]``; ``T`` is the episode's length (it may end early).
+
+    Raises:
+        ValueError: the environment cannot render.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from contractrl.experiments.coin import _config, experiment_env, load_principal
+    from contractrl.multiagent.algorithm3 import principal_learner
+
+    config = _config(exp)
+    env = experiment_env(config)
+    if not callable(getattr(env, "render", None)):
+        name = getattr(config, "env", "the environment")
+        raise ValueError(f"{exp}: {name} cannot render (it has no render(state) method)")
+    learner = principal_learner(env, config.dqn)
+    params = load_principal(exp, config, seed_index)
+    k_reset, k_steps = jax.random.split(jax.random.PRNGKey(key))
+    obs, state = env.reset(k_reset)
+
+    @jax.jit
+    def act(obs, state):
+        view = learner.encoder.view(learner.encoder.keep(obs), state)
+        recs = jnp.argmax(learner.q_values(params["principal"], view), axis=-1)
+        return recs, learner.contracts(params, view, recs, config.dqn.nudge)
+
+    out: dict[str, list] = {k: [] for k in ("frames", "recs", "payments", "rewards")}
+    for t in range(env.max_steps):
+        out["frames"].append(np.asarray(env.render(state)))
+        recs, pay = act(obs, state)
+        reached = state
+        obs, state, rewards, terminated, truncated, info = env.step(
+            jax.random.fold_in(k_steps, t), state, recs
+        )
+        out["recs"].append(np.asarray(recs))
+        out["payments"].append(np.asarray(pay))
+        out["rewards"].append(np.asarray(rewards))
+        if bool(terminated | truncated):
+            reached = info.get("final_state")
+            break
+        reached = state
+    if reached is not None:
+        out["frames"].append(np.asarray(env.render(reached)))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
     """Draw ``run_dir``'s picture (module docstring); returns the file written."""
     manifest = read_json(run_dir / "config.json")
@@ -74,6 +128,11 @@ def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
 
         episode = coin_episode(run_dir, seed_index)
         return coin_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
+    if kind == "marl":
+        from contractrl.plotting.animation import frames_gif
+
+        episode = team_episode(run_dir, seed_index)
+        return frames_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
     if kind in ("tree", "game"):
         from contractrl.core.instance import load_instance
         from contractrl.core.solver import solve_spe
@@ -81,4 +140,4 @@ def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
 
         game = load_instance(run_dir / manifest["instances"][0]["path"])
         return policy_tree(game, solve_spe(game), out or run_dir / "policy-tree.png")
-    raise ValueError(f"{run_dir}: cannot render a {kind!r} experiment (coin, tree or game)")
+    raise ValueError(f"{run_dir}: cannot render a {kind!r} experiment (coin, marl, tree, game)")

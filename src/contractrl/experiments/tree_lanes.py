@@ -37,7 +37,7 @@ def run_tree_lanes(
     ``begin`` the ``perf_counter`` time the experiment started. Returns (and writes)
     ``results.json``.
     """
-    from contractrl.experiments.tree import aggregate, run_name
+    from contractrl.experiments.tree_runs import aggregate, run_name
 
     runs = [(i, s) for i in range(len(manifest["instances"])) for s in range(config.seeds)]
     finals = [out / "runs" / run_name(i, s) / "final.json" for i, s in runs]
@@ -65,7 +65,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     from contractrl.core.solver import solve_spe
     from contractrl.envs.tabular import tabular_params
     from contractrl.experiments.executor import _bar, advance
-    from contractrl.experiments.tree import (
+    from contractrl.experiments.tree_runs import (
         METRIC_COLUMNS,
         SUMMARY_KEYS,
         _evaluate,

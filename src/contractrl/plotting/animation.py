@@ -1,4 +1,4 @@
-"""Pictures of learned behaviour: a Coin Game episode as an animated GIF, a policy as a tree.
+"""Pictures of learned behaviour: an episode as an animated GIF, a policy as a tree.
 
 Drawing only (matplotlib, NumPy): the data come from :mod:`contractrl.experiments.render`.
 """
@@ -76,6 +76,47 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
         )
 
     animation = FuncAnimation(fig, draw, frames=steps + 1, interval=1000 // fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    animation.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path
+
+
+def frames_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
+    """Animate an episode of any renderable environment into a GIF.
+
+    ``episode`` (:func:`contractrl.experiments.render.team_episode`): ``frames`` (``uint8
+    [H, W, 3]`` pictures from the environment's ``render``), ``recs [T, n]``, ``payments
+    [T, n]`` and ``rewards [T, n]``; each frame is captioned with the step's recommendations,
+    contracts and running totals.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    frames = episode["frames"]
+    recs, pay, rewards = episode["recs"], episode["payments"], episode["rewards"]
+    fig, ax = plt.subplots(figsize=(4.2, 4.8))
+
+    def draw(t: int) -> None:
+        ax.clear()
+        ax.imshow(frames[t], interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if t < len(recs):
+            shown = ", ".join(
+                f"{i}: a={int(a)} b={b:.2f}"
+                for i, (a, b) in enumerate(zip(recs[t], pay[t], strict=True))
+            )
+            totals = f"rewards {rewards[: t + 1].sum():.2f}, paid {pay[: t + 1].sum():.2f}"
+            ax.set_title(f"t = {t}  {shown}\n{totals}", fontsize=8)
+        else:
+            ax.set_title(f"end: rewards {rewards.sum():.2f}, paid {pay.sum():.2f}", fontsize=8)
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), interval=1000 // fps)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     animation.save(path, writer=PillowWriter(fps=fps))

@@ -210,11 +210,17 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
         )
     else:  # train marl: any environment
         where = f"{config.get('env', '?')} {config.get('env_kwargs', '') or ''}".strip()
+    if results.get("in_progress"):
+        summary = "in progress: the evaluations so far"
+    else:
+        summary = (
+            f"welfare {_number(m.get('welfare'))} vs cooperative "
+            f"{_number(m.get('welfare_cooperative'))}, selfish "
+            f"{_number(m.get('welfare_selfish'))}, constant {_number(m.get('welfare_constant'))}"
+        )
     fig.suptitle(
         f"{where}, α = {config['dqn'].get('alpha', '?')}, "
-        f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds\nwelfare "
-        f"{m['welfare']:.2f} vs cooperative {m['welfare_cooperative']:.2f}, selfish "
-        f"{m['welfare_selfish']:.2f}, constant {m['welfare_constant']:.2f}",
+        f"{m['iterations_per_phase']:,} iterations per phase, {seeds} seeds\n{summary}",
         fontsize=11,
     )
     fig.tight_layout()
@@ -283,6 +289,26 @@ def plot_frontier(exp_dir: Path, results: dict[str, Any], out: Path | None = Non
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _number(value) -> str:
+    """``value`` with two decimals, or ``-`` where there is none."""
+    return "-" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+
+def in_progress_results(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`plot_coin` reads, for a team experiment without ``results.json`` yet.
+
+    Built from its ``config.json`` manifest; the curves come from the metrics written so far.
+    """
+    config = manifest["config"]
+    return {
+        "experiment": manifest.get("experiment"),
+        "config": config,
+        "constant_schemes": list(config.get("constant_schemes", ["redistribute"])),
+        "mean": {"seeds": config["seeds"], "iterations_per_phase": config["dqn"]["iterations"]},
+        "in_progress": True,
+    }
 
 
 PLOTTERS = {
