@@ -207,7 +207,7 @@ def test_config_validation(field, value):
 def test_pettingzoo_state_aec_and_render():
     from pettingzoo.test import api_test, parallel_seed_test, render_test
 
-    from contractrl.envs.coin_game import env
+    from contractrl.envs.coin_game_pz import env
 
     api_test(env(grid_size=3, horizon=10), num_cycles=30)
     render_test(lambda render_mode=None: env(grid_size=3, horizon=10, render_mode=render_mode))

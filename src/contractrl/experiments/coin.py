@@ -491,6 +491,11 @@ def evaluation_row(phase: Phase, metrics) -> dict[str, float]:
         spe = [ratio(metrics[2 + 2 * i].agent_utility[i], follow_all[i]) for i in range(n)]
         ic = [ratio(own_all[i], metrics[3 + 2 * i].agent_utility[i]) for i in range(n)]
         row["spe_ratio"], row["ic_ratio"] = float(np.mean(spe)), float(np.mean(ic))
+        # the same comparisons as differences (above 0: deviating pays), defined whatever the
+        # sign of the utilities (a ratio is not, where following earns 0 or less)
+        spe_gain = [metrics[2 + 2 * i].agent_utility[i] - follow_all[i] for i in range(n)]
+        ic_gain = [own_all[i] - metrics[3 + 2 * i].agent_utility[i] for i in range(n)]
+        row["spe_gain"], row["ic_gain"] = float(np.mean(spe_gain)), float(np.mean(ic_gain))
     return row
 
 
@@ -870,6 +875,8 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
             "follow_rate": val.get("follow_rate"),
             "follow_rate_nudged": val_nudged.get("follow_rate"),
             "spe_ratio": val.get("spe_ratio"),
+            "spe_gain": val.get("spe_gain"),
+            "ic_gain": val.get("ic_gain"),
             "ic_ratio": val.get("ic_ratio"),
             "spe_ratio_nudged": val_nudged.get("spe_ratio"),
             "ic_ratio_nudged": val_nudged.get("ic_ratio"),
