@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_exact.py
 	$(BIN)/python benchmarks/bench_tree_learner.py
 	$(BIN)/python benchmarks/bench_coin.py
+	$(BIN)/python benchmarks/bench_host.py
 
 lint: install
 	$(BIN)/ruff check .

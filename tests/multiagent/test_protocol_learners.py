@@ -120,3 +120,21 @@ def test_learned_contract_and_plan_match_the_closed_form():
         assert list(np.asarray(recs)) == [C, C]
         b = np.asarray(learner.contracts(state.params, view, recs, 0.0))
         np.testing.assert_allclose(b, [2.0, 2.0], atol=0.3)
+
+
+def test_train_entry_points_run_the_phases():
+    from contractrl.multiagent import agents, algorithm3
+
+    state, stats = algorithm3.train(ENV, SMALL, jax.random.PRNGKey(0))
+    assert np.asarray(stats.rewards).shape == (SMALL.iterations, 2)
+    val, val_stats = agents.train(ENV, SMALL, "validation", jax.random.PRNGKey(1), state.params)
+    assert np.asarray(val_stats.follow).shape == (SMALL.iterations, 2)
+    # the same as driving the learner by hand
+    learner = PrincipalLearner(ENV, SMALL)
+    again, _ = learner.train_chunk(learner.init(jax.random.PRNGKey(0)), 0, SMALL.iterations)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(state.params),
+        jax.tree_util.tree_leaves(again.params),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

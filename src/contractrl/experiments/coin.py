@@ -907,6 +907,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
         "config": manifest["config"],
         "version": manifest["version"],
         "git_sha": manifest["git_sha"],
+        "command": manifest.get("command", ""),
         "constant_schemes": list(config.constant_schemes),
         "nudge_base": config.effective_nudge_base(),
         "budget_match": config.effective_budget_match(),

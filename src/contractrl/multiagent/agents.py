@@ -30,7 +30,6 @@ import jax.numpy as jnp
 from flax import struct
 
 from contractrl.learning import replay
-from contractrl.multiagent.algorithm3 import follower_contracts
 from contractrl.multiagent.common import DQNConfig, LearnerBase, Transition, epsilon_greedy
 
 MODES = ("validation", "selfish", "cooperative", "constant")
@@ -127,8 +126,8 @@ class AgentsLearner(LearnerBase):
         """``[..., n]`` contracts paid to followers (0 for the others, and without principal)."""
         if not self.sees_recommendation:
             return jnp.zeros(recs.shape, jnp.float32)
-        ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
-        b = follower_contracts(self.q_values(principal["agent"], views, ones), recs, nudge)
+        pre = self.first_layer(principal["agent"], views)
+        b = self.contracts_from_first(principal["agent"], pre, recs, nudge)
         return b * (actions == recs)
 
     def shaped(self, rewards, payments, share) -> jax.Array:
@@ -258,3 +257,24 @@ def agents_learner(
 ) -> AgentsLearner:
     """One compiled learner per environment, configuration, mode, scheme and process."""
     return AgentsLearner(env, config, mode, scheme)
+
+
+def train(
+    env,
+    config: DQNConfig,
+    mode: str,
+    key: jax.Array,
+    principal: dict | None = None,
+    scheme: str = "redistribute",
+    share: float = 0.0,
+    nudge: float | None = None,
+) -> tuple[AgentsState, AgentStats]:
+    """Train fresh agents of ``mode`` in ``env`` for ``config.iterations`` iterations.
+
+    ``principal``: the frozen principal's parameters (``validation`` mode; from
+    :func:`.algorithm3.train`). Returns the final :class:`AgentsState` and the per-iteration
+    :class:`AgentStats`.
+    """
+    learner = agents_learner(env, config, mode, scheme)
+    state = learner.init(key, share, nudge)
+    return learner.train_chunk(state, principal or {}, 0, config.iterations)

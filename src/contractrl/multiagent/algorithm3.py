@@ -29,24 +29,15 @@ import jax.numpy as jnp
 from flax import struct
 
 from contractrl.learning import replay
-from contractrl.multiagent.common import (
+from contractrl.multiagent.common import (  # noqa: F401 - follower_contracts: the equation
     DQNConfig,
     LearnerBase,
     Transition,
     epsilon_greedy,
+    follower_contracts,
     others,
 )
 from contractrl.multiagent.networks import head_from_first
-
-
-def follower_contracts(q_all_follow: jax.Array, recs: jax.Array, nudge) -> jax.Array:
-    """Contracts ``b_i = max_a Q_i(a) - Q_i(a_i) + nudge`` (paper Section 5.1), ``[..., n]``.
-
-    ``q_all_follow [..., n, A]`` are the agents' Q-values with the others following and
-    ``recs [..., n]`` the recommended actions.
-    """
-    chosen = jnp.take_along_axis(q_all_follow, recs[..., None], axis=-1)[..., 0]
-    return jnp.max(q_all_follow, axis=-1) - chosen + nudge
 
 
 def vdn_targets(rewards, payments, next_q_max, terminal, alpha: float, gamma: float, mask=None):
@@ -122,8 +113,8 @@ class PrincipalLearner(LearnerBase):
 
         The others are assumed to follow.
         """
-        ones = jnp.ones((*recs.shape, self.n - 1), jnp.float32)
-        return follower_contracts(self.q_values(params["agent"], states, ones), recs, nudge)
+        pre = self.first_layer(params["agent"], states)
+        return self.contracts_from_first(params["agent"], pre, recs, nudge)
 
     def policy(self, state: PrincipalState):
         """The principal's plan as an evaluation policy (see :mod:`.evaluation`).
@@ -173,8 +164,8 @@ class PrincipalLearner(LearnerBase):
             k_own, head_from_first(params["agent"], pre, others(state.follow)), epsilon
         )
         actions = jnp.where(state.follow > 0, recs, own)
-        follow_q = head_from_first(params["agent"], pre, jnp.ones((self.n, self.n - 1)))
-        payments = follower_contracts(follow_q, recs, self.config.nudge) * state.follow
+        contracts = self.contracts_from_first(params["agent"], pre, recs, self.config.nudge)
+        payments = contracts * state.follow
         obs, env, rewards, terminated, truncated, info = self.env.step(k_env, state.env, actions)
         done = terminated | truncated
         transition = Transition(
@@ -209,8 +200,8 @@ class PrincipalLearner(LearnerBase):
         y_agent = batch.rewards + continues * next_q
         delta_agent = q_taken - jax.lax.stop_gradient(y_agent)
         # principal: contracts from the online agent network, the others assumed to follow
-        q_follow = head_from_first(params["agent"], pre, jnp.ones_like(f_others))
-        payments = jax.lax.stop_gradient(follower_contracts(q_follow, batch.actions, cfg.nudge))
+        contracts = self.contracts_from_first(params["agent"], pre, batch.actions, cfg.nudge)
+        payments = jax.lax.stop_gradient(contracts)
         next_qp = self.q_values(target["principal"], batch.next_obs).max(axis=-1)
         charged, mask = principal_cost_terms(payments, batch.follow, cfg.principal_cost)
         _, y_sum = vdn_targets(
@@ -269,3 +260,15 @@ class PrincipalLearner(LearnerBase):
 def principal_learner(env, config: DQNConfig) -> PrincipalLearner:
     """One compiled learner per environment, configuration and process."""
     return PrincipalLearner(env, config)
+
+
+def train(env, config: DQNConfig, key: jax.Array) -> tuple[PrincipalState, StepStats]:
+    """Algorithm 3's training phase in ``env``: ``config.iterations`` iterations from ``key``.
+
+    The entry point for scripts (the experiment pipeline adds evaluation, checkpoints and the
+    other phases). Returns the final :class:`PrincipalState` (``params["principal"]`` is
+    ``q_θ``, ``params["agent"]`` the agents' ``Q_φ`` the contracts come from) and the
+    per-iteration :class:`StepStats` (``[iterations]``-leading).
+    """
+    learner = principal_learner(env, config)
+    return learner.train_chunk(learner.init(key), 0, config.iterations)

@@ -222,6 +222,16 @@ class LearnerBase:
         """``[..., n, A]`` Q-values of every agent at ``views`` (and extra inputs)."""
         return head_from_first(net_params, self.first_layer(net_params, views), extra)
 
+    def contracts_from_first(self, agent_params, pre: jax.Array, recs: jax.Array, nudge):
+        """The min-pay contracts ``[..., n]`` for recommendations ``recs [..., n]``.
+
+        Computed from the agent network's first-layer pre-activation ``pre [..., n, H]`` with
+        every other agent following (their follow bits all 1): :func:`follower_contracts`.
+        The one place the learners build "the others follow".
+        """
+        all_follow = jnp.ones((*pre.shape[:-1], self.n - 1), jnp.float32)
+        return follower_contracts(head_from_first(agent_params, pre, all_follow), recs, nudge)
+
     def agent_shape(self, views) -> tuple[int, ...]:
         """``(..., n)``: the batch dimensions of ``views`` and the agent axis."""
         return (*self.encoder.lead_shape(views), self.n)
@@ -292,6 +302,16 @@ class LearnerBase:
         updates, opt_state = self.optimizer.update(self.clip(grads), opt_state, params)
         params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: -lr * u, updates))
         return params, opt_state
+
+
+def follower_contracts(q_all_follow: jax.Array, recs: jax.Array, nudge) -> jax.Array:
+    """Contracts ``b_i = max_a Q_i(a) - Q_i(a_i) + nudge`` (paper Section 5.1), ``[..., n]``.
+
+    ``q_all_follow [..., n, A]`` are the agents' Q-values with the others following and
+    ``recs [..., n]`` the recommended actions.
+    """
+    chosen = jnp.take_along_axis(q_all_follow, recs[..., None], axis=-1)[..., 0]
+    return jnp.max(q_all_follow, axis=-1) - chosen + nudge
 
 
 def epsilon_greedy(key: jax.Array, q: jax.Array, epsilon) -> jax.Array:
