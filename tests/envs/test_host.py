@@ -86,3 +86,24 @@ def test_seeded_host_training_repeats_exactly_and_matches_the_jax_env(runs):
     for other in results[1:]:
         for x, y in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+def test_pipeline_end_to_end_with_early_termination(tmp_path):
+    """``train marl`` with the PettingZoo dilemma (episodes end early on mutual defection):
+    finite metrics, and the same numbers as the JAX environment with the same rules."""
+    import json
+    import math
+
+    from contractrl.experiments.cli import main
+
+    flags = ["--preset", "smoke", "--seeds", "1", "--backend", "inline", "--no-progress"]
+    flags += ["--iterations", "300", "--learning-starts", "100", "--eval-every", "300"]
+    flags += ["--eval-episodes", "4", "--baselines", "selfish"]
+    host = ["--env", f"{EXAMPLE}:make", "--env-kwargs", '{"max_steps": 6}']
+    assert main(["train", "marl", *host, "--out", str(tmp_path / "pz"), *flags]) == 0
+    jax_env = ["--env", "iterated_dilemma", "--env-kwargs", '{"horizon": 6}']
+    assert main(["train", "marl", *jax_env, "--out", str(tmp_path / "jax"), *flags]) == 0
+    a = json.loads((tmp_path / "pz" / "results.json").read_text())["mean"]
+    b = json.loads((tmp_path / "jax" / "results.json").read_text())["mean"]
+    for key in ("welfare", "welfare_selfish", "payments", "follow_rate", "spe_gain", "ic_gain"):
+        assert math.isfinite(a[key]) and a[key] == pytest.approx(b[key], rel=1e-6), key

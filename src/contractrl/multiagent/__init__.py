@@ -1,1 +1,1 @@
-"""Multi-agent contracts: the Coin Game learners (Algorithm 3, validation, baselines)."""
+"""Multi-agent contracts in any protocol environment: Algorithm 3, validation agents, baselines."""

@@ -9,7 +9,7 @@ One learner, four reward modes, the same network and budget:
 * ``selfish`` — ``r_i`` (no contracts);
 * ``cooperative`` — ``Σ_j r_j`` (each agent maximises welfare);
 * ``constant`` — constant-proportion sharing (``p = 0`` is selfish, ``p = 1`` cooperative),
-  one of two schemes (docs/coin.md) **[choice]**: ``redistribute`` (default) — agent ``i`` receives
+  one of two schemes (model.md §8) **[choice]**: ``redistribute`` (default) — agent ``i`` receives
   ``(1 - p)·r_i + p·W/n`` with ``W = Σ_j r_j`` (the agents share a fixed percentage of welfare;
   nothing is paid from outside) — or ``top_up`` — ``r_i + p·Σ_{j≠i} r_j`` paid by the principal.
 

@@ -157,7 +157,7 @@ def window_counts(grid, padding: str) -> np.ndarray:
 def response_table(params: dict, counts: np.ndarray, channels: int = 4) -> jax.Array:
     """``[G*G, C, P * 32]``: the conv pre-activation produced by a single one at (cell, channel).
 
-    A sparse observation has a handful of ones (the Coin Game's: self, others, coin), so its
+    A sparse observation has a handful of ones (e.g. one per agent and one per item), so its
     conv output is the sum of a few rows of this table plus the bias: exact, and far cheaper
     than the patches.
     """

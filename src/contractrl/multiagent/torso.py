@@ -3,7 +3,7 @@
 The torso is chosen from the environment (:func:`make_encoder`):
 
 * :class:`SparseGridEncoder` — for environments with the
-  :class:`~contractrl.envs.protocol.SparseObservations` capability (the Coin Game): the replay
+  :class:`~contractrl.envs.protocol.SparseObservations` capability (e.g. the Coin Game): the replay
   stores environment *states* (a few integers instead of a ``[n, H, W, C]`` grid) and the conv
   layer is evaluated from each observation's ones (:func:`.networks.response_table`); when
   the environment can enumerate its distinct observations and a batch holds more rows than
