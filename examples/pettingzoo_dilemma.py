@@ -30,32 +30,23 @@ class DilemmaParallelEnv(ParallelEnv):
 
     @functools.cache  # noqa: B019 - spaces are cached objects, as PettingZoo asks
     def observation_space(self, agent):
-        """Own and the other's previous action (one-hot), first-step flag."""
-        return spaces.Box(0.0, 1.0, (5,), np.float32)
+        """The share of the game played, ``t / max_steps``."""
+        return spaces.Box(0.0, 1.0, (1,), np.float32)
 
     @functools.cache  # noqa: B019
     def action_space(self, agent):
         """Cooperate (0) or defect (1)."""
         return spaces.Discrete(2)
 
-    def _obs(self, last, first):
-        out = {}
-        for i, agent in enumerate(self.possible_agents):
-            own, other = last[i], last[1 - i]
-            row = np.zeros(5, np.float32)
-            if first:
-                row[4] = 1.0
-            else:
-                row[own] = 1.0
-                row[2 + other] = 1.0
-            out[agent] = row
-        return out
+    def _obs(self):
+        share = np.asarray([self.t / self.max_steps], np.float32)
+        return {agent: share.copy() for agent in self.possible_agents}
 
     def reset(self, seed=None, options=None):
         """A new game: no previous actions."""
         self.agents = list(self.possible_agents)
         self.t = 0
-        return self._obs((0, 0), True), {a: {} for a in self.agents}
+        return self._obs(), {a: {} for a in self.agents}
 
     def step(self, actions):
         """One round; both defecting ends the game."""
@@ -63,10 +54,11 @@ class DilemmaParallelEnv(ParallelEnv):
         r = PAYOFF[joint]
         self.t += 1
         both_defect = joint == (1, 1)
-        obs = self._obs(joint, False)
+        obs = self._obs()
         rewards = dict(zip(self.possible_agents, r, strict=True))
-        terms = {a: both_defect for a in self.agents}
-        truncs = {a: (self.t >= self.max_steps) and not both_defect for a in self.agents}
+        # the agents observe the time: the last round is a terminal state, not a time limit
+        terms = {a: both_defect or self.t >= self.max_steps for a in self.agents}
+        truncs = {a: False for a in self.agents}
         infos = {a: {} for a in self.agents}
         if both_defect or self.t >= self.max_steps:
             self.agents = []

@@ -63,8 +63,8 @@ def test_evaluation_rollouts_agree_with_the_jax_env():
     host, jax_env = _host(), IteratedDilemma(horizon=6)
 
     def policy(views, actions=None):
-        # defect when the other cooperated last step, else cooperate: episodes of varied length
-        recs = jnp.where(views[..., 2] > 0, 1, 0).astype(jnp.int32)
+        # cooperate in the first half, defect after (mutual defection ends the episode early)
+        recs = jnp.where(views[..., 0] >= 0.5, 1, 0).astype(jnp.int32)
         chosen = recs if actions is None else actions
         return chosen, recs, 0.25 * (chosen == recs)
 

@@ -10,7 +10,7 @@ from contractrl.envs import coin_game
 from contractrl.envs.adapters import EnvUnusableError
 from contractrl.envs.coin_game import PRESETS, CoinGame
 from contractrl.envs.dilemma import IteratedDilemma
-from contractrl.envs.protocol import validate_env
+from contractrl.envs.protocol import MultiAgentEnv, validate_env
 from contractrl.envs.registry import make
 
 C, D = 0, 1
@@ -33,10 +33,10 @@ def test_dilemma_rewards_are_the_stage_game():
     steps = _play(env, [(C, C), (C, D), (D, C)])
     assert [list(s[1]) for s in steps] == [[3.0, 3.0], [0.0, 5.0], [5.0, 0.0]]
     assert not any(s[2] or s[3] for s in steps)
-    # observations: own previous action, the other's, first-step flag
+    # observations: the share of the episode elapsed, nothing of past actions
     obs, _ = env.reset(jax.random.PRNGKey(0))
-    assert np.array_equal(np.asarray(obs), [[0, 0, 0, 0, 1], [0, 0, 0, 0, 1]])
-    np.testing.assert_array_equal(steps[1][0], [[1, 0, 0, 1, 0], [0, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(np.asarray(obs), [[0.0], [0.0]])
+    np.testing.assert_allclose(steps[1][0], [[0.2], [0.2]])  # after 2 of 10 steps
 
 
 def test_mutual_defection_terminates_and_the_env_resets_after_the_step():
@@ -44,19 +44,44 @@ def test_mutual_defection_terminates_and_the_env_resets_after_the_step():
     obs, reward, terminated, truncated, info = _play(env, [(C, C), (D, D)])[-1]
     assert terminated and not truncated
     assert list(reward) == [1.0, 1.0]  # the last step's rewards are the step's own
-    np.testing.assert_array_equal(obs[:, -1], [1, 1])  # the next episode's first observation
-    np.testing.assert_array_equal(np.asarray(info["final_obs"])[0], [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(obs, [[0.0], [0.0]])  # the next episode's first observation
+    np.testing.assert_allclose(np.asarray(info["final_obs"]), [[0.4], [0.4]])  # 2 of 5 steps
 
 
-def test_time_limit_is_a_truncation():
-    env = IteratedDilemma(horizon=3)
-    steps = _play(env, [(C, C)] * 4)
+class _Counter(MultiAgentEnv):
+    """Two agents, rewards 1 per step, no terminal state: only the time limit ends episodes."""
+
+    num_agents, num_actions, observation_shape, max_steps = 2, 2, (1,), 3
+
+    def reset_env(self, key):
+        return jnp.zeros((2, 1)), jnp.zeros((), jnp.int32)
+
+    def step_env(self, key, state, actions):
+        return jnp.full((2, 1), state + 1.0), state + 1, jnp.ones(2), jnp.zeros((), bool)
+
+
+def test_the_base_class_truncates_at_max_steps_and_resets():
+    steps = _play(_Counter(), [(C, C)] * 4)
     assert [(s[2], s[3]) for s in steps] == [(False, False), (False, False), (False, True)] + [
         (False, False)
     ]
-    # a mutual defection on the last step is a termination, not a truncation
+    np.testing.assert_array_equal(np.asarray(steps[2][4]["final_obs"]), [[3.0], [3.0]])
+    np.testing.assert_array_equal(steps[2][0], [[0.0], [0.0]])  # the next episode's first
+
+
+def test_the_dilemmas_horizon_is_a_terminal_state():
+    """Its agents observe the time, so the last step ends the game (terminated)."""
+    env = IteratedDilemma(horizon=3)
+    steps = _play(env, [(C, C)] * 4)
+    assert [(s[2], s[3]) for s in steps] == [(False, False), (False, False), (True, False)] + [
+        (False, False)
+    ]
     last = _play(env, [(C, C), (C, C), (D, D)])[-1]
     assert last[2] and not last[3]
+    with pytest.raises(ValueError, match="end_on_mutual_defection"):
+        IteratedDilemma(end_on_mutual_defection="false")
+    with pytest.raises(ValueError, match="reward"):
+        IteratedDilemma(reward="3")
 
 
 def test_coin_game_protocol_step_is_the_functional_step():

@@ -33,7 +33,7 @@ def test_dense_encoder_for_vector_observations():
     encoder = make_encoder(ENV, "auto", 8, (16, 16))
     assert isinstance(encoder, DenseEncoder) and not encoder.is_grid
     params = encoder.init(jax.random.PRNGKey(0), 1, 2)
-    assert params["dense"][0]["w"].shape == (5 + 1, 16)
+    assert params["dense"][0]["w"].shape == (1 + 1, 16)
 
 
 def test_a_silent_principal_leaves_every_transition_as_the_bare_env_makes_it():
@@ -45,15 +45,17 @@ def test_a_silent_principal_leaves_every_transition_as_the_bare_env_makes_it():
     assert float(np.asarray(stats.payments).sum()) == 0.0
     data = jax.device_get(state.buffer.data)
     obs, next_obs, actions = data.obs[:300], data.next_obs[:300], data.actions[:300]
+    horizon = ENV.max_steps
     for k in range(300):
-        expect_obs, _, rewards, terminated = ENV.step_env(None, None, jnp.asarray(actions[k]))
+        t = int(round(float(obs[k, 0, 0]) * horizon))  # the observation is t / horizon
+        inner = (jnp.zeros(2, jnp.int32), jnp.asarray(t))
+        expect_obs, _, rewards, terminated = ENV.step_env(None, inner, jnp.asarray(actions[k]))
         np.testing.assert_array_equal(next_obs[k], np.asarray(expect_obs))
         np.testing.assert_array_equal(data.rewards[k], np.asarray(rewards))
         assert data.terminal[k] == float(terminated)
-    # an episode's first observation follows each terminal or time-limited step
-    firsts = obs[1:300, 0, -1] == 1.0
-    ends = (data.terminal[:299] == 1.0) | np.isin(np.arange(299), np.flatnonzero(firsts))
-    assert np.array_equal(firsts, ends[: len(firsts)])
+        if k < 299:  # the next stored step starts an episode exactly when this one ended
+            ended = bool(terminated) or t + 1 >= horizon
+            assert (obs[k + 1, 0, 0] == 0.0) == ended, k
 
 
 def _policy(recommend, play, pay):
@@ -108,18 +110,18 @@ def test_learned_contract_and_plan_match_the_closed_form():
     Without the early end: then no action changes what follows, so the closed form holds
     whatever the partner's exploration (with it, an exploring partner's defection ends the
     episode after one's own, which makes defecting cheaper to prevent; docs/your-environment.md).
+    Three seeds (measured: 1.88, 1.97, 2.03).
     """
     env = IteratedDilemma(horizon=6, end_on_mutual_defection=False)
     config = DQNConfig(iterations=8000, replay_capacity=8000, learning_starts=500)
     learner = PrincipalLearner(env, config)
-    state, _ = learner.train_chunk(learner.init(jax.random.PRNGKey(0)), 0, config.iterations)
     obs, _ = env.reset(jax.random.PRNGKey(0))
-    cc = env.step_env(None, None, jnp.asarray([C, C]))[0]
-    for view in (obs, cc):
-        recs = jnp.argmax(learner.q_values(state.params["principal"], view), axis=-1)
-        assert list(np.asarray(recs)) == [C, C]
-        b = np.asarray(learner.contracts(state.params, view, recs, 0.0))
-        np.testing.assert_allclose(b, [2.0, 2.0], atol=0.3)
+    for seed in range(3):
+        state, _ = learner.train_chunk(learner.init(jax.random.PRNGKey(seed)), 0, 8000)
+        recs = jnp.argmax(learner.q_values(state.params["principal"], obs), axis=-1)
+        assert list(np.asarray(recs)) == [C, C], seed
+        b = np.asarray(learner.contracts(state.params, obs, recs, 0.0))
+        np.testing.assert_allclose(b, [2.0, 2.0], atol=0.25, err_msg=f"seed {seed}")
 
 
 def test_train_entry_points_run_the_phases():
