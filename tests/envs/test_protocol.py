@@ -1,6 +1,8 @@
 """The multi-agent environment protocol: the base class's time limit and auto-reset, the
 iterated dilemma's rules, the registry's names and errors, the Coin Game as a protocol env."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,3 +177,55 @@ def test_a_parallel_env_without_an_episode_limit_gets_one_line():
         make("contractrl.envs.coin_game_pz:parallel_env")
     env = make("contractrl.envs.coin_game_pz:parallel_env", grid_size=3, horizon=20, max_steps=20)
     assert (env.num_agents, env.num_actions, env.observation_shape) == (2, 4, (3, 3, 4))
+
+
+class _WrongShape(_Counter):
+    observation_shape = (3,)  # reset returns [2, 1]
+
+
+class _ScalarRewards(_Counter):
+    def step_env(self, key, state, actions):
+        return jnp.full((2, 1), state + 1.0), state + 1, jnp.ones(()), jnp.zeros((), bool)
+
+
+class _PerAgentEnds(_Counter):
+    def step(self, key, state, actions):
+        obs, state, rewards, term, trunc, info = super().step(key, state, actions)
+        return obs, state, rewards, jnp.zeros(2, bool), trunc, info
+
+
+@pytest.mark.parametrize(
+    "env,match",
+    [
+        (_WrongShape(), r"reset: observations of shape \(2, 1\), expected \(2, 3\)"),
+        (_ScalarRewards(), "rewards"),
+        (_PerAgentEnds(), r"step: terminated of shape \(2,\), expected \(\)"),
+    ],
+)
+def test_validate_env_checks_what_reset_and_step_return(env, match):
+    with pytest.raises(ValueError, match=match):
+        validate_env(env)
+
+
+def _raising_factory():
+    raise RuntimeError("boom")
+
+
+def test_a_failing_factory_or_a_dropped_limit_gets_one_line(tmp_path):
+    with pytest.raises(EnvUnusableError, match="RuntimeError: boom"):
+        make("tests.envs.test_protocol:_raising_factory")
+    bad = tmp_path / "bad_env.py"
+    bad.write_text("def make(:\n")
+    with pytest.raises(EnvUnusableError, match="SyntaxError"):
+        make(f"{bad}:make")
+    # a sibling module of the env's file imports, as when the file runs as a script
+    (tmp_path / "helper_mod_xyz.py").write_text("HORIZON = 4\n")
+    (tmp_path / "uses_helper.py").write_text(
+        "from helper_mod_xyz import HORIZON\n"
+        "from contractrl.envs.dilemma import IteratedDilemma\n"
+        "def make():\n    return IteratedDilemma(horizon=HORIZON)\n"
+    )
+    assert make(f"{tmp_path / 'uses_helper.py'}:make").max_steps == 4
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    with pytest.raises(EnvUnusableError, match="max_steps: the factory takes no such keyword"):
+        make(f"{examples / 'public_goods.py'}:make", max_steps=3)

@@ -82,6 +82,8 @@ def _cli(*args):
         (["--env-kwargs", '{"horizon": 0}'], "horizon"),
         (["--env", "contractrl.envs.coin_game_pz:parallel_env"], "pass max_steps"),
         (["--env", "jaxmarl:no_such_env_xyz"], "jaxmarl"),
+        (["--env", "examples/pettingzoo_dilemma.py:make", "--backend", "vmap"], "host"),
+        (["--env-kwargs", '{"end_on_mutual_defection": "false"}'], "end_on_mutual_defection"),
     ],
 )
 def test_an_unusable_env_gets_one_line_and_exit_2(tmp_path, flags, needle):

@@ -10,7 +10,11 @@ The JAX-side state of an episode is a *handle* (which host instance plays it) an
 count; :class:`PettingZooEnv` keeps a pool of instances, one per episode played at once (one
 per learner in training, one per evaluation episode): ``reset`` takes a new one, an episode's
 end resets its instance in place, and the least recently used instances are closed beyond
-``capacity`` (1,024).
+``capacity`` (4,096); an episode whose instance was closed fails with a message (never a
+silent restart). Agents that leave an episode early get no action; the protocol has no
+per-agent end, so they count as present (rewards 0) until the episode ends. Under ``vmap``
+each element needs its own key (a shared key would share instances): the ``vmap`` experiment
+backend, which evaluates masks with one key, refuses host environments.
 Under ``vmap`` every element calls the host in turn (``jax.custom_batching.sequential_vmap``).
 Seeds: ``reset(key)`` seeds the instance from ``key``, so a seeded run repeats exactly.
 Checkpoints cannot hold a host environment's state: a run resumed from a checkpoint starts a
@@ -43,6 +47,9 @@ class HostState:
 class PettingZooEnv:
     """A PettingZoo ``ParallelEnv`` factory as a protocol environment (module docstring).
 
+    ``runs_on_host`` tells the experiment pipeline that this environment cannot be a lane of a
+    ``vmap``-ed program.
+
     Args:
         factory: ``factory(**kwargs)`` returns a fresh ``ParallelEnv``.
         kwargs: its keyword arguments.
@@ -50,6 +57,8 @@ class PettingZooEnv:
             environment's ``max_steps`` or ``max_cycles`` attribute).
         name: shown in messages.
     """
+
+    runs_on_host = True
 
     def __init__(
         self,
@@ -78,8 +87,9 @@ class PettingZooEnv:
         self.num_actions = sizes.pop()
         self.observation_shape = shapes.pop() or (1,)
         self.max_steps = int(limit)
-        self.capacity = 1024
+        self.capacity = 4096
         self._pool: OrderedDict[int, Any] = OrderedDict()
+        self._closed: set[int] = set()
         self._next = 0
         self._obs = jax.ShapeDtypeStruct((self.num_agents, *self.observation_shape), jnp.float32)
 
@@ -91,11 +101,17 @@ class PettingZooEnv:
     def _instance(self, handle: int):
         """The pool's instance ``handle``, most recently used now; a new one if unknown."""
         env = self._pool.pop(handle, None)
-        if env is None:  # new, or from before a restart: a fresh instance
-            env = self.factory(**self.kwargs)
+        if env is None:
+            if handle in self._closed:
+                raise RuntimeError(
+                    f"{self.name}: more than {self.capacity} episodes were played at once "
+                    "(instance pool exhausted); lower eval_episodes"
+                )
+            env = self.factory(**self.kwargs)  # new, or from before a restart: a fresh one
         self._pool[handle] = env
         while len(self._pool) > self.capacity:  # the least recently used episode goes
-            _, old = self._pool.popitem(last=False)
+            old_handle, old = self._pool.popitem(last=False)
+            self._closed.add(old_handle)
             old.close()
         return env
 
@@ -110,7 +126,8 @@ class PettingZooEnv:
         env = self._instance(int(handle))
         if fresh_instance:  # resumed from a checkpoint: the episode restarts
             env.reset(seed=_seed(key_data))
-        acts = {a: int(actions[i]) for i, a in enumerate(self.agents)}
+        live = set(env.agents)  # agents that left the episode get no action
+        acts = {a: int(actions[i]) for i, a in enumerate(self.agents) if a in live}
         obs, rewards, terms, truncs, _ = env.step(acts)
         final = self._stack({a: obs.get(a, np.zeros(self.observation_shape)) for a in self.agents})
         rewards = np.asarray([rewards.get(a, 0.0) for a in self.agents], np.float32)

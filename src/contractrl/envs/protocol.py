@@ -147,6 +147,45 @@ def validate_env(env: Any) -> None:
             raise ValueError(f"{name}: the environment has no {name}(...) method")
     if isinstance(env, SparseObservations) and len(shape) != 3:
         raise ValueError(f"observation_shape: sparse observations need [H, W, C], got {shape}")
+    check_outputs(env)
+
+
+def check_outputs(env: Any) -> None:
+    """Raise ``ValueError`` if ``reset``/``step`` return other shapes than the protocol's.
+
+    Traced abstractly (``jax.eval_shape``: nothing runs), so a wrong shape is named before any
+    training starts rather than deep inside a compiled program.
+    """
+    n, shape = env.num_agents, tuple(env.observation_shape)
+    try:
+        obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        actions = jax.ShapeDtypeStruct((n,), jnp.int32)
+        out = jax.eval_shape(env.step, jax.random.PRNGKey(0), state, actions)
+    except Exception as exc:  # noqa: BLE001 - the env's own code: report it in one line
+        raise ValueError(f"reset/step: tracing them failed: {type(exc).__name__}: {exc}") from None
+    if tuple(obs.shape) != (n, *shape):
+        raise ValueError(f"reset: observations of shape {tuple(obs.shape)}, expected {(n, *shape)}")
+    if not isinstance(out, tuple) or len(out) != 6:
+        raise ValueError(
+            "step: must return (obs, state, rewards, terminated, truncated, info), got "
+            f"{type(out).__name__} of {len(out) if isinstance(out, tuple) else '?'} items"
+        )
+    next_obs, _, rewards, terminated, truncated, info = out
+    checks = [
+        ("step: observations", tuple(next_obs.shape), (n, *shape)),
+        ("step: rewards", tuple(getattr(rewards, "shape", ())), (n,)),
+        ("step: terminated", tuple(getattr(terminated, "shape", (-1,))), ()),
+        ("step: truncated", tuple(getattr(truncated, "shape", (-1,))), ()),
+    ]
+    for what, got, want in checks:
+        if got != want:
+            raise ValueError(f"{what} of shape {got}, expected {want}")
+    final = info.get("final_obs") if isinstance(info, dict) else None
+    if final is None or tuple(final.shape) != (n, *shape):
+        raise ValueError(
+            f"step: info['final_obs'] of shape {(n, *shape)} needed (the observation "
+            "the step reached, before the auto-reset)"
+        )
 
 
 def has_sparse_observations(env: Any) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ def make(name: str, **kwargs) -> Any:
         raise
     except (TypeError, ValueError) as exc:  # a bad keyword or field of the env's own config
         raise EnvUnusableError(f"{name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's factory or module failed: one line
+        raise EnvUnusableError(f"{name}: {type(exc).__name__}: {exc}") from None
     try:
         validate_env(env)
     except ValueError as exc:
@@ -82,6 +85,9 @@ def _load_module(module_name: str):
         path = Path(module_name)
         if not path.is_file():
             raise EnvUnusableError(f"env: no file {module_name!r}")
+        # the file's folder is importable, as when the file is run as a script (siblings)
+        if str(path.resolve().parent) not in sys.path:
+            sys.path.insert(0, str(path.resolve().parent))
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -101,12 +107,14 @@ def _from_factory(name: str, kwargs: dict) -> Any:
     limit = kwargs.get("max_steps")
     try:
         env = factory(**kwargs)
+        limit_taken = limit is not None
     except TypeError:
         if limit is None:
             raise
         # max_steps is the adapters' episode limit, not necessarily the factory's keyword
         kwargs = {k: v for k, v in kwargs.items() if k != "max_steps"}
         env = factory(**kwargs)
+        limit_taken = False
     if _is_jaxmarl(env):
         return JaxMARLEnv(env, limit, name)
     if _is_parallel_env(env):
@@ -114,6 +122,11 @@ def _from_factory(name: str, kwargs: dict) -> Any:
 
         env.close()
         return PettingZooEnv(factory, kwargs, limit, name)
+    if limit is not None and not limit_taken:
+        raise EnvUnusableError(
+            f"{name}: max_steps: the factory takes no such keyword and the environment declares "
+            f"its own episode limit ({getattr(env, 'max_steps', '?')}); drop it from --env-kwargs"
+        )
     return env
 
 

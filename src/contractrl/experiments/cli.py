@@ -488,6 +488,17 @@ def _cmd_train_marl(args: argparse.Namespace) -> None:
     from contractrl.experiments.coin import MARL_PRESETS
     from contractrl.experiments.team import run_coin
 
+    # saved so that --resume, plot and render find the same env from any directory
+    if args.env and ".py:" in args.env:
+        file, _, factory = args.env.rpartition(":")
+        if Path(file).is_file():
+            args.env = f"{Path(file).resolve()}:{factory}"
+    if args.env_kwargs:
+        try:
+            args.env_kwargs = json.dumps(json.loads(args.env_kwargs), sort_keys=True)
+        except json.JSONDecodeError:
+            pass  # validation names the field
+
     _print_team_results(args, _run_experiment(args, MARL_PRESETS, run_coin))
 
 

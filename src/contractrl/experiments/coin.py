@@ -178,7 +178,16 @@ class TeamExperimentConfig:
                 "phase starts; the vmap backend trains them side by side (use same_evaluation)"
             )
         self.dqn.validate()
-        self.make_env()
+        env = self.make_env()
+        if self.backend == "vmap" and getattr(env, "runs_on_host", False):
+            raise ValueError(
+                "backend: 'vmap' cannot run an environment stepped on the host (PettingZoo); "
+                "use local or inline"
+            )
+        from contractrl.multiagent.torso import make_encoder
+
+        # the network this environment's observations get (e.g. a grid too small for 'valid')
+        make_encoder(env, self.dqn.conv_padding, self.dqn.conv_channels, self.dqn.hidden)
 
     def effective_nudge_base(self) -> str:
         """``nudge_base`` with ``auto`` resolved for the (resolved) backend."""
@@ -295,8 +304,9 @@ class MarlExperimentConfig(TeamExperimentConfig):
     """The multi-agent experiment in any environment (docs/your-environment.md).
 
     Attributes:
-        env: a built-in environment (``coin_game``, ``iterated_dilemma``), ``jaxmarl:<id>``
-            or ``<module>:<factory>`` (:mod:`contractrl.envs.registry`).
+        env: a built-in environment (``coin_game``, ``iterated_dilemma``), ``jaxmarl:<id>``,
+            ``<module>:<factory>`` or ``<file.py>:<factory>`` (a JAX env, a JaxMARL env or a
+            PettingZoo ParallelEnv; :mod:`contractrl.envs.registry`, docs/your-environment.md).
         env_kwargs: the environment's keyword arguments, a JSON object (e.g.
             ``{"horizon": 20}``).
     """
