@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -419,7 +420,7 @@ def _run_experiment(args: argparse.Namespace, presets: dict, runner) -> dict:
         return None
     if args.out is None:
         raise UsageError("--out: required to train (an experiment directory)")
-    command = "contractrl " + " ".join(sys.argv[1:])
+    command = "contractrl " + shlex.join(sys.argv[1:])
     try:
         return runner(
             config, args.out, resume=args.resume, progress=not args.no_progress, command=command

@@ -487,6 +487,7 @@ def evaluation_row(phase: Phase, metrics) -> dict[str, float]:
     base = metrics[0]
     row = {
         "welfare": base.welfare,
+        "episode_length": base.episode_length,
         "payments": base.payments,
         "payment_share": base.payment_share,
         # only a principal recommends: elsewhere the "recommendation" is a placeholder
@@ -611,6 +612,18 @@ def train_phase(
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
         ckpt.unlink()
     return summary
+
+
+def episode_length(summary: dict, env) -> float:
+    """Steps per evaluation episode of a phase's summary (``episode_length``).
+
+    The nudge is a share of welfare *per step and agent*: episodes that end early count only
+    their steps. Summaries from before the field: the environment's limit.
+    """
+    length = summary.get("episode_length")
+    if length is None or not np.isfinite(length) or length <= 0:
+        return env.max_steps
+    return length
 
 
 def _matched_step(config, phase: str, row: dict, match_log: Path, iteration: int) -> float:
@@ -742,15 +755,18 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
         if phase != "principal" and principal is None and task == "pipeline":
             principal = load_principal(exp, config, seed_index)
         env = experiment_env(config)
-        steps_n = env.max_steps * env.num_agents
         plan = results.get("principal")
         # the nudge: a share of welfare per step and agent, never negative
         extra = 0.0
         if config.effective_nudge_base() == "plan" and plan:
             # the lane backend's expression, so both backends compute the same float
-            extra = config.nudge_share * max(plan["welfare"], 0.0) / steps_n
+            steps = episode_length(plan, env) * env.num_agents
+            extra = config.nudge_share * max(plan["welfare"], 0.0) / steps
         elif results.get("validation"):
-            extra = config.nudge_share * (max(results["validation"]["welfare"], 0.0) / steps_n)
+            validation = results["validation"]
+            steps = episode_length(validation, env) * env.num_agents
+            per_step = max(validation["welfare"], 0.0) / steps
+            extra = config.nudge_share * per_step
         if phase == "validation_nudged":
             nudge = config.dqn.nudge + extra
         kind = config.phase(phase)
@@ -762,7 +778,8 @@ def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
             if config.effective_budget_match() == "final":
                 share = initial_share(target, matched["welfare"], env.num_agents, kind.scheme)
             else:  # from the plan's amount (the nudge on every step), then evaluation by evaluation
-                paid_extra = extra * env.max_steps * env.num_agents if kind.nudged else 0.0
+                length = episode_length(plan, env)
+                paid_extra = extra * length * env.num_agents if kind.nudged else 0.0
                 amount = plan["payments"] + paid_extra
                 welfare = max(plan["welfare"], 0.0)
                 share = initial_share(max(amount, 0.0), welfare, env.num_agents, kind.scheme)

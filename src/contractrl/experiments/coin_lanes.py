@@ -50,6 +50,7 @@ from contractrl.experiments.coin import (
     calibrated_share,
     constant_phase,
     discard_damaged_principal,
+    episode_length,
     evaluation_masks,
     evaluation_row,
     initial_share,
@@ -401,13 +402,14 @@ class _NoBar:
 def stage2_starts(config: CoinExperimentConfig, stage1: dict[Lane, dict]) -> dict[Lane, LaneStart]:
     """Stage 2's lane values from the principals' final evaluations (module docstring)."""
     env = config.make_env()
-    horizon, n = env.max_steps, env.num_agents
+    n = env.num_agents
     starts: dict[Lane, LaneStart] = {}
     for group in stage_groups(config, 2):
         for lane in group.lanes:
             plan = stage1[Lane(lane.seed_index, "principal")]
             welfare = max(float(plan["welfare"]), 0.0)
-            extra = config.nudge_share * welfare / (horizon * n)
+            length = episode_length(plan, env)
+            extra = config.nudge_share * welfare / (length * n)
             phase = config.phase(lane.phase)
             nudged = phase.nudged
             nudge = config.dqn.nudge + (extra if nudged else 0.0)
@@ -416,7 +418,7 @@ def stage2_starts(config: CoinExperimentConfig, stage1: dict[Lane, dict]) -> dic
                 continue
             scheme = phase.scheme
             # the plan's amount, with the nudge paid on every step of every agent
-            amount = float(plan["payments"]) + (extra * horizon * n if nudged else 0.0)
+            amount = float(plan["payments"]) + (extra * length * n if nudged else 0.0)
             share = initial_share(max(amount, 0.0), welfare, n, scheme)
             matched = "validation_nudged" if nudged else "validation"
             starts[lane] = LaneStart(share=share, nudge=config.dqn.nudge, matched=matched)

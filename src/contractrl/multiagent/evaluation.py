@@ -99,13 +99,14 @@ def mix(own: Policy, play_own: np.ndarray) -> Policy:
 
 @dataclass(frozen=True)
 class TeamMetrics:
-    """Means over evaluation episodes (see the module docstring)."""
+    """Means over evaluation episodes (see the module docstring); ``episode_length`` in steps."""
 
     welfare: float
     payments: float
     payment_share: float
     follow_rate: float
     agent_utility: tuple[float, ...]
+    episode_length: float = float("nan")
 
 
 def summarise(totals: EpisodeTotals) -> TeamMetrics:
@@ -118,10 +119,11 @@ def summarise(totals: EpisodeTotals) -> TeamMetrics:
     payments = np.asarray(totals.payments)
     welfare = float(rewards.sum(axis=1).mean())
     paid = float(payments.sum(axis=1).mean())
-    follow = float(np.asarray(totals.follows).mean() / np.asarray(totals.steps).mean())
+    steps = np.asarray(totals.steps)
+    follow = float(np.asarray(totals.follows).mean() / steps.mean())
     utility = tuple(float(x) for x in (rewards + payments).mean(axis=0))
     share = paid / welfare if welfare > 0 else float("nan")
-    return TeamMetrics(welfare, paid, share, follow, utility)
+    return TeamMetrics(welfare, paid, share, follow, utility, float(steps.mean()))
 
 
 def ratio(numerator: float, denominator: float) -> float:
