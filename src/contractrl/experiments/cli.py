@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import math
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path

@@ -200,7 +200,8 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
         ax.set_xlabel("iteration (of each phase)")
         if key in ("spe_ratio", "ic_ratio"):
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run in progress may have no curve here yet
+            ax.legend(fontsize=8)
     game = config.get("game")
     m = results["mean"]
     if game is not None:
