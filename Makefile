@@ -37,6 +37,11 @@ demo: install
 	rm -rf runs/demo-coin
 	$(BIN)/contractrl train coin --preset smoke --out runs/demo-coin
 	$(BIN)/contractrl plot runs/demo-coin
+	@echo
+	@echo "== Any multi-agent environment (docs/your-environment.md): the iterated dilemma, smoke preset"
+	rm -rf runs/demo-marl
+	$(BIN)/contractrl train marl --env iterated_dilemma --preset smoke --out runs/demo-marl
+	$(BIN)/contractrl plot runs/demo-marl
 
 bench: install
 	$(BIN)/python benchmarks/bench_exact.py

@@ -229,3 +229,21 @@ def test_a_failing_factory_or_a_dropped_limit_gets_one_line(tmp_path):
     examples = Path(__file__).resolve().parents[2] / "examples"
     with pytest.raises(EnvUnusableError, match="max_steps: the factory takes no such keyword"):
         make(f"{examples / 'public_goods.py'}:make", max_steps=3)
+
+
+class _NumpySizes(_Counter):
+    """Sizes given as NumPy integers and a list, as envs built from arrays often declare them."""
+
+    num_agents, num_actions, max_steps = np.int64(2), np.int64(2), np.int32(3)
+    observation_shape = [1]
+
+
+def test_numpy_integer_sizes_and_list_shapes_are_accepted():
+    from contractrl.multiagent.algorithm3 import PrincipalLearner
+    from contractrl.multiagent.common import DQNConfig
+
+    env = _NumpySizes()
+    validate_env(env)
+    learner = PrincipalLearner(env, DQNConfig(iterations=20, learning_starts=5, hidden=(8,)))
+    state, stats = learner.train_chunk(learner.init(jax.random.PRNGKey(0)), 0, 20)
+    assert np.isfinite(np.asarray(stats.agent_loss)).all()

@@ -33,6 +33,7 @@ protocol's ``reset``/``step``. An environment may also implement ``reset``/``ste
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
@@ -125,7 +126,7 @@ def validate_env(env: Any) -> None:
     """Raise ``ValueError`` naming what a protocol environment lacks (before any work)."""
     for name in ("num_agents", "num_actions", "max_steps"):
         value = getattr(env, name, None)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(
                 f"{name}: the environment must declare a positive integer, got {value!r}"
             )
@@ -137,9 +138,9 @@ def validate_env(env: Any) -> None:
         raise ValueError(f"num_actions: at least 2 discrete actions needed, got {env.num_actions}")
     shape = getattr(env, "observation_shape", None)
     if (
-        not isinstance(shape, tuple)
+        not isinstance(shape, tuple | list)
         or not shape
-        or not all(isinstance(d, int) and d >= 1 for d in shape)
+        or not all(isinstance(d, numbers.Integral) and d >= 1 for d in shape)
     ):
         raise ValueError(f"observation_shape: a tuple of positive integers needed, got {shape!r}")
     for name in ("reset", "step"):

@@ -51,7 +51,7 @@ class SparseGridEncoder:
 
     def __init__(self, env, padding: str, conv_channels: int, hidden: tuple[int, ...]):
         self.env = env
-        height, width, self.channels = env.observation_shape
+        height, width, self.channels = (int(d) for d in env.observation_shape)
         self.grid = (height, width) if height != width else height
         self.padding = resolve_padding(self.grid, padding)
         self.counts = window_counts(self.grid, self.padding)
@@ -121,8 +121,8 @@ class DenseEncoder:
     """
 
     def __init__(self, env, padding: str, conv_channels: int, hidden: tuple[int, ...]):
-        self.shape = tuple(env.observation_shape)
-        self.n = env.num_agents
+        self.shape = tuple(int(d) for d in env.observation_shape)
+        self.n = int(env.num_agents)
         self.conv_channels, self.hidden = conv_channels, hidden
         self.is_grid = len(self.shape) == 3
         if self.is_grid:
