@@ -38,9 +38,10 @@ demo: install
 	$(BIN)/contractrl train coin --preset smoke --out runs/demo-coin
 	$(BIN)/contractrl plot runs/demo-coin
 	@echo
-	@echo "== Any multi-agent environment (docs/your-environment.md): the iterated dilemma, smoke preset"
+	@echo "== Your own environment (docs/your-environment.md): a 3-agent public-goods game, smoke preset"
 	rm -rf runs/demo-marl
-	$(BIN)/contractrl train marl --env iterated_dilemma --preset smoke --out runs/demo-marl
+	$(BIN)/contractrl train marl --env examples/public_goods.py:make --env-kwargs '{"num_agents": 3}' \
+		--preset smoke --out runs/demo-marl
 	$(BIN)/contractrl plot runs/demo-marl
 
 bench: install
