@@ -218,83 +218,27 @@ def _experiment_parser(
 
 
 def _add_train_parser(train_sub) -> None:
-    from contractrl.experiments.coin import (
-        COIN_PRESETS,
-        MARL_PRESETS,
-        CoinExperimentConfig,
-        MarlExperimentConfig,
-    )
-    from contractrl.experiments.frontier import FRONTIER_PRESETS, FrontierConfig
-    from contractrl.experiments.game import GAME_PRESETS, GameExperimentConfig
-    from contractrl.experiments.tree import TREE_PRESETS, TreeExperimentConfig
+    from contractrl.experiments.registry import experiments
 
-    _experiment_parser(
-        train_sub,
-        "tree",
-        "Algorithm 2 on random Tree MDPs (paper Figure 3)",
-        "Train Algorithm 2 on random binary Tree MDPs. Every config field is a flag; a preset "
-        "fills the defaults.",
-        TREE_PRESETS,
-        "paper",
-        TreeExperimentConfig,
-        _cmd_train_tree,
-    )
-    _experiment_parser(
-        train_sub,
-        "coin",
-        "Algorithm 3 in the Coin Game, validation and baselines (Figures 2, 4)",
-        "Train the principal (Algorithm 3), validate it with fresh black-box agents and train "
-        "the selfish, cooperative and budget-matched constant baselines. Every config field "
-        "is a flag; a preset fills the defaults.",
-        COIN_PRESETS,
-        "budget-3x3",
-        CoinExperimentConfig,
-        _cmd_train_coin,
-    )
-    _experiment_parser(
-        train_sub,
-        "marl",
-        "Algorithm 3 in any multi-agent environment (--env), validation and baselines",
-        "Train the principal (Algorithm 3) in any environment of the protocol "
-        "(docs/your-environment.md): a built-in one (coin_game, iterated_dilemma), "
-        "jaxmarl:<id>, or <module>:<factory>; then validate it with fresh black-box agents "
-        "and train the selfish, cooperative and budget-matched constant baselines. Every "
-        "config field is a flag; a preset fills the defaults.",
-        MARL_PRESETS,
-        "smoke",
-        MarlExperimentConfig,
-        _cmd_train_marl,
-    )
-    _experiment_parser(
-        train_sub,
-        "game",
-        "Algorithm 2 on your own game (an instance file)",
-        "Learn contracts for the game in FILE (the instance format: docs/instance-format.md) "
-        "with Algorithm 2: seeds, checkpoints, resume, and at every evaluation the learned "
-        "principal against the exact SPE. Every config field is a flag; a preset fills the "
-        "defaults.",
-        GAME_PRESETS,
-        "smoke",
-        GameExperimentConfig,
-        _cmd_train_game,
-        positional=(
-            ("file",),
-            {"type": Path, "metavar": "FILE", "help": "the game (.json or .yaml)"},
-        ),
-    )
-    _experiment_parser(
-        train_sub,
-        "frontier",
-        "Coin Game budget frontier: welfare against the amount paid (contracts vs sharing)",
-        "Trace welfare against the amount paid per episode for contracts (several payment "
-        "weights alpha and nudges) and for constant-proportion sharing (a grid of shares, both "
-        "schemes) in the Coin Game. Every config field is a flag (tuples: comma-separated); a "
-        "preset fills the defaults.",
-        FRONTIER_PRESETS,
-        "budget-3x3",
-        FrontierConfig,
-        _cmd_train_frontier,
-    )
+    handlers = {
+        "tree": _cmd_train_tree,
+        "coin": _cmd_train_coin,
+        "marl": _cmd_train_marl,
+        "game": _cmd_train_game,
+        "frontier": _cmd_train_frontier,
+    }
+    for spec in experiments().values():
+        _experiment_parser(
+            train_sub,
+            spec.name,
+            spec.summary,
+            spec.description,
+            spec.presets,
+            spec.default_preset,
+            spec.config_class,
+            handlers[spec.name],
+            spec.positional,
+        )
 
 
 def _add_generate_options(parser: argparse.ArgumentParser) -> None:
@@ -540,8 +484,11 @@ def _cmd_plot(args: argparse.Namespace) -> None:
     manifest_path = args.run_dir / "config.json"
     in_progress = None
     if not results_path.exists():
+        from contractrl.experiments.registry import experiments
+
         manifest = read_json(manifest_path) if manifest_path.exists() else {}
-        if manifest.get("experiment") not in ("coin", "marl"):
+        spec = experiments().get(manifest.get("experiment"))
+        if spec is None or spec.figures != "team":
             raise UsageError(f"{results_path} not found: is {args.run_dir} a finished experiment?")
         from contractrl.plotting.figures import in_progress_results
 

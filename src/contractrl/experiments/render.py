@@ -121,23 +121,28 @@ def team_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
 
 def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
     """Draw ``run_dir``'s picture (module docstring); returns the file written."""
+    from contractrl.experiments.registry import experiments
+
     manifest = read_json(run_dir / "config.json")
     kind = manifest.get("experiment")
-    if kind == "coin":
+    spec = experiments().get(kind)
+    picture = spec.picture if spec is not None else None
+    if picture == "coin_episode":
         from contractrl.plotting.animation import coin_gif
 
         episode = coin_episode(run_dir, seed_index)
         return coin_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
-    if kind == "marl":
+    if picture == "team_episode":
         from contractrl.plotting.animation import frames_gif
 
         episode = team_episode(run_dir, seed_index)
         return frames_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
-    if kind in ("tree", "game"):
+    if picture == "policy_tree":
         from contractrl.core.instance import load_instance
         from contractrl.core.solver import solve_spe
         from contractrl.plotting.animation import policy_tree
 
         game = load_instance(run_dir / manifest["instances"][0]["path"])
         return policy_tree(game, solve_spe(game), out or run_dir / "policy-tree.png")
-    raise ValueError(f"{run_dir}: cannot render a {kind!r} experiment (coin, marl, tree, game)")
+    drawable = [name for name, s in experiments().items() if s.picture]
+    raise ValueError(f"{run_dir}: cannot render a {kind!r} experiment ({', '.join(drawable)})")

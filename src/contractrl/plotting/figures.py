@@ -312,18 +312,15 @@ def in_progress_results(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-PLOTTERS = {
-    "tree": plot_tree,
-    "game": plot_tree,
-    "coin": plot_coin,
-    "marl": plot_coin,
-    "frontier": plot_frontier,
-}
+#: The figures of each kind an experiment names (:mod:`contractrl.experiments.registry`).
+PLOTTERS = {"tree": plot_tree, "team": plot_coin, "frontier": plot_frontier}
 
 
 def plot_experiment(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> list[Path]:
     """Draw every figure of an experiment; returns the written paths."""
-    kind = results.get("experiment")
-    if kind not in PLOTTERS:
-        raise ValueError(f"results.json: unknown experiment {kind!r}")
-    return [PLOTTERS[kind](Path(exp_dir), results, out)]
+    from contractrl.experiments.registry import experiments
+
+    spec = experiments().get(results.get("experiment"))
+    if spec is None:
+        raise ValueError(f"results.json: unknown experiment {results.get('experiment')!r}")
+    return [PLOTTERS[spec.figures](Path(exp_dir), results, out)]
