@@ -16,6 +16,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ab import alternate  # noqa: E402
 
 #: Runs in a fresh process: times ``iterations`` iterations after compilation and warm-up.
 CODE = r"""
@@ -77,20 +81,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=1000)
     args = parser.parse_args()
-    rates: dict[tuple[str, str], list[float]] = {}
-    for round_ in range(args.rounds):
-        for which in args.configs:
-            for side, src in (("before", args.before), ("after", args.after)):
-                value = rate(src, which, args.iterations)
-                rates.setdefault((which, side), []).append(value)
-                print(f"round {round_}: {which} {side} {value:.0f} it/s", flush=True)
-    print("| configuration | before, it/s | after, it/s | after / before (means) |")
-    print("|---|---|---|---|")
-    for which in args.configs:
-        before, after = rates[(which, "before")], rates[(which, "after")]
-        ratio = (sum(after) / len(after)) / (sum(before) / len(before))
-        shown = [", ".join(f"{v:.0f}" for v in xs) for xs in (before, after)]
-        print(f"| {which} | {shown[0]} | {shown[1]} | {ratio:.2f} |")
+    alternate(
+        lambda src, which: rate(src, which, args.iterations),
+        args.before,
+        args.after,
+        args.configs,
+        args.rounds,
+    )
 
 
 if __name__ == "__main__":
