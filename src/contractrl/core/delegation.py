@@ -1,0 +1,236 @@
+"""Delegating a multi-stage task to an AI agent who privately picks a model tier.
+
+The principal hands a task (by default ``draft -> test -> revise -> accept``) to an AI provider,
+the agent. At every stage the agent privately chooses a *tier* (a small, medium or large model;
+equally: more samples, more reasoning) at a cost to itself; the principal observes only an
+evaluation *outcome* (``fail``, ``pass``, ``excellent``, e.g. from a test suite or a grader)
+whose distribution depends on the tier, and pays by outcome (the paper's hidden-action model,
+Section 2; docs/model.md §1). Outcomes move the task on, send it back or end it; the principal
+values the accepted result.
+
+Two variants:
+
+* **finite** (``deadline = H``): at most ``H`` attempts; the state is ``(stage, attempt)``, so
+  states are tied to time steps and the exact solver needs one backward sweep. A task not
+  accepted by the deadline is worth nothing.
+* **infinite** (``deadline = None``): retry until accepted; the state is the stage and every
+  attempt is discounted by ``γ < 1`` (the cost of delay).
+
+Default numbers (**assumptions**, chosen to be plausible, not measured; every one is a
+parameter):
+
+* tier costs per attempt ``(0, 0.01, 0.03)`` in units of the accepted task's value: a provider's
+  list prices for small, medium and large models differ by roughly 3x per step, and one attempt
+  of a large model costs a few per cent of a task's value. Costs count *above* the
+  cheapest tier, whose price is a base fee outside the contract; with a zero cheapest cost the
+  agent's utility is never negative, so first-best bounds every contract (see
+  :mod:`contractrl.core.simple_contracts`).
+* outcome probabilities ``(fail, pass, excellent)``: small ``(0.5, 0.4, 0.1)``, medium
+  ``(0.3, 0.5, 0.2)``, large ``(0.15, 0.5, 0.35)`` at every stage: a pass rate (pass or better)
+  rising from 50% to 85% with the tier, the spread between small and frontier models that code
+  and grading benchmarks commonly show.
+* outcome effects ``advance = (0, 1, 1)``: a fail retries the stage, a pass or an excellent
+  moves on one stage; a negative number sends the task back.
+* the principal's value of the accepted task ``accept_value = (0, 1, 1.25)``: 1 when accepted
+  on a pass, 1.25 on an excellent (better quality), earned when an outcome of the last stage
+  moves the task past it. Nothing is earned at earlier stages.
+* ``deadline = 6`` attempts for 4 stages with ``γ = 1`` (finite: two retries to spare);
+  ``γ = 0.9`` per attempt (infinite: delay is costly).
+
+Example:
+    >>> game = delegation_game()
+    >>> game.num_actions, game.num_outcomes, game.horizon, game.num_states
+    (3, 3, 6, 24)
+    >>> delegation_game(deadline=None).state_names
+    ('draft', 'test', 'revise', 'accept')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
+
+#: Default stage names (the number of stages is their count).
+DEFAULT_STAGES = ("draft", "test", "revise", "accept")
+#: Default tier names.
+DEFAULT_TIERS = ("small", "medium", "large")
+#: Default outcome names, worst first.
+DEFAULT_OUTCOMES = ("fail", "pass", "excellent")
+#: Default extra cost per attempt of each tier, in units of the task's value (assumption).
+DEFAULT_TIER_COSTS = (0.0, 0.01, 0.03)
+#: Default ``[tier, outcome]`` probabilities, the same at every stage (assumption).
+DEFAULT_OUTCOME_PROBS = ((0.5, 0.4, 0.1), (0.3, 0.5, 0.2), (0.15, 0.5, 0.35))
+#: Default stages each outcome moves the task (0: retry; negative: sent back).
+DEFAULT_ADVANCE = (0, 1, 1)
+#: Default value to the principal of a task accepted with each outcome.
+DEFAULT_ACCEPT_VALUE = (0.0, 1.0, 1.25)
+#: Default attempts in the finite variant.
+DEFAULT_DEADLINE = 6
+#: Default discount per attempt of the infinite variant.
+DEFAULT_RETRY_DISCOUNT = 0.9
+
+
+def _fail(message: str) -> None:
+    raise InvalidGameError(f"delegation_game: {message}")
+
+
+def _names(field: str, value: int | Sequence[str], prefix: str) -> tuple[str, ...]:
+    if isinstance(value, bool):
+        _fail(f"{field}: expected a count or a list of names, got {value!r}")
+    if isinstance(value, int | np.integer):
+        if value < 1:
+            _fail(f"{field}: expected at least 1, got {value}")
+        return tuple(f"{prefix}{i + 1}" for i in range(int(value)))
+    if isinstance(value, str):
+        _fail(f"{field}: expected a count or a list of names, got the string {value!r}")
+    names = tuple(value)
+    if not names:
+        _fail(f"{field}: expected at least one name")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            _fail(f"{field}[{i}]: expected a non-empty string, got {name!r}")
+    if len(set(names)) != len(names):
+        _fail(f"{field}: names must be distinct, got {list(names)}")
+    return names
+
+
+def _per_stage(field: str, value, shape: tuple[int, ...], num_stages: int) -> np.ndarray:
+    """``value`` as a ``[stages, *shape]`` array (one table for all stages or one per stage)."""
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidGameError(f"delegation_game: {field}: expected numbers ({exc})") from None
+    if array.shape == shape:
+        array = np.broadcast_to(array, (num_stages, *shape))
+    elif array.shape != (num_stages, *shape):
+        _fail(
+            f"{field}: expected shape {list(shape)} (every stage) or {[num_stages, *shape]} "
+            f"(per stage), got {list(array.shape)}"
+        )
+    bad = ~np.isfinite(array)
+    if bad.any():
+        _fail(f"{field}{list(np.argwhere(bad)[0])}: must be finite")
+    return array
+
+
+def delegation_game(
+    stages: int | Sequence[str] = DEFAULT_STAGES,
+    tiers: int | Sequence[str] = DEFAULT_TIERS,
+    outcomes: Sequence[str] = DEFAULT_OUTCOMES,
+    tier_costs=DEFAULT_TIER_COSTS,
+    outcome_probs=DEFAULT_OUTCOME_PROBS,
+    advance: Sequence[int] = DEFAULT_ADVANCE,
+    accept_value: Sequence[float] = DEFAULT_ACCEPT_VALUE,
+    deadline: int | None = DEFAULT_DEADLINE,
+    discount: float | None = None,
+) -> PrincipalAgentMDP:
+    """The delegation game: a multi-stage task, a hidden model tier, observed evaluations.
+
+    State, action and outcome: the stage (and, with a deadline, the attempt); the tier; the
+    evaluation. Agent reward ``r(s, tier) = -tier_costs[stage, tier]``; principal reward
+    ``r^p(s, o) = accept_value[o]`` when outcome ``o`` at stage ``k`` accepts the task
+    (``k + advance[o] >= stages``), else 0. Next stage ``clip(k + advance[o], 0)``; acceptance
+    and the deadline end the episode. Defaults and where they come from: the module docstring.
+
+    Args:
+        stages: stage names, or their number ``K`` (then named ``stage1 ...``).
+        tiers: tier names, or their number ``A`` (then named ``tier1 ...``).
+        outcomes: outcome names ``O``, worst first.
+        tier_costs: ``[A]`` or ``[K, A]`` cost per attempt, ``>= 0``, in units of value.
+        outcome_probs: ``[A, O]`` or ``[K, A, O]`` outcome distribution of each tier.
+        advance: ``[O]`` integer number of stages each outcome moves the task.
+        accept_value: ``[O]`` the principal's value of a task accepted with each outcome.
+        deadline: number of attempts ``H >= 1`` (finite variant, states ``(stage, attempt)``),
+            or ``None`` (retry until accepted; infinite horizon).
+        discount: ``γ``; default 1 with a deadline, 0.9 without (must then be < 1).
+
+    Returns:
+        A :class:`PrincipalAgentMDP` named ``delegation-K<stages>-H<deadline>`` (or ``-retry``).
+        Finite variant: state ``t*K + k`` is stage ``k`` at attempt ``t``, named
+        ``<stage>@<t>``; infinite: state ``k`` is stage ``k``.
+
+    Raises:
+        InvalidGameError: a malformed parameter; the message names it and the index.
+    """
+    stage_names = _names("stages", stages, "stage")
+    tier_names = _names("tiers", tiers, "tier")
+    outcome_names = _names("outcomes", outcomes, "outcome")
+    num_k, num_a, num_o = len(stage_names), len(tier_names), len(outcome_names)
+    costs = _per_stage("tier_costs", tier_costs, (num_a,), num_k)
+    if (costs < 0).any():
+        idx = list(np.argwhere(costs < 0)[0])
+        _fail(f"tier_costs{idx}: must be >= 0 (a cost), got {costs[tuple(idx)]}")
+    probs = _per_stage("outcome_probs", outcome_probs, (num_a, num_o), num_k)
+    adv = np.array(advance)
+    if adv.shape != (num_o,) or not all(
+        isinstance(x, int | np.integer) and not isinstance(x, bool) for x in advance
+    ):
+        _fail(f"advance: expected {num_o} integers (one per outcome), got {list(advance)!r}")
+    value = _per_stage("accept_value", accept_value, (num_o,), 1)[0]
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | np.integer) or deadline < 1
+    ):
+        _fail(f"deadline: expected a positive integer or None, got {deadline!r}")
+    if discount is None:
+        discount = 1.0 if deadline is not None else DEFAULT_RETRY_DISCOUNT
+    if deadline is None and not (isinstance(discount, int | float) and 0 < discount < 1):
+        _fail(
+            f"discount: retry until accepted (deadline None) needs 0 < discount < 1, got "
+            f"{discount!r}"
+        )
+    next_stage = np.maximum(np.arange(num_k)[:, None] + adv[None, :], 0)  # [K, O]
+    accepts = next_stage >= num_k
+    rp_stage = np.where(accepts, value[None, :], 0.0)  # [K, O]
+    attempts = 1 if deadline is None else int(deadline)
+    num_s = num_k * attempts
+    transitions = np.zeros((num_s, num_o, num_s))
+    for t in range(attempts):
+        for k in range(num_k):
+            for o in range(num_o):
+                if accepts[k, o]:
+                    continue
+                if deadline is None:
+                    transitions[k, o, next_stage[k, o]] = 1.0
+                elif t + 1 < attempts:
+                    transitions[t * num_k + k, o, (t + 1) * num_k + next_stage[k, o]] = 1.0
+    reps = (attempts, 1, 1)
+    if deadline is None:
+        names, label = stage_names, f"delegation-K{num_k}-retry"
+    else:
+        names = tuple(f"{n}@{t}" for t in range(attempts) for n in stage_names)
+        label = f"delegation-K{num_k}-H{attempts}"
+    try:
+        return PrincipalAgentMDP(
+            outcome_probs=np.tile(probs, reps),
+            agent_reward=np.tile(-costs, (attempts, 1)),
+            principal_reward=np.tile(rp_stage, (attempts, 1)),
+            transitions=transitions,
+            initial_state=0,
+            horizon=None if deadline is None else attempts,
+            discount=discount,
+            state_names=names,
+            action_names=tier_names,
+            outcome_names=outcome_names,
+            name=label,
+        )
+    except InvalidGameError as exc:  # e.g. outcome_probs rows: name the parameter
+        raise InvalidGameError(f"delegation_game: {exc}") from None
+
+
+def stage_of_state(game: PrincipalAgentMDP, num_stages: int) -> np.ndarray:
+    """``[S]`` the stage of each state of a :func:`delegation_game` with ``num_stages`` stages."""
+    return np.arange(game.num_states) % num_stages
+
+
+def on_time_states(game: PrincipalAgentMDP, num_stages: int) -> np.ndarray:
+    """``[K']`` the state of stage ``k`` reached without a retry: ``(k, attempt k)``.
+
+    ``K' = min(K, H)`` with a deadline; all ``K`` stages in the retry variant.
+    """
+    if game.horizon is None:
+        return np.arange(num_stages)
+    ks = np.arange(min(num_stages, game.horizon))
+    return ks * num_stages + ks
