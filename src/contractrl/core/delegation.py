@@ -35,7 +35,8 @@ parameter):
   on a pass, 1.25 on an excellent (better quality), earned when an outcome of the last stage
   moves the task past it. Nothing is earned at earlier stages.
 * ``deadline = 6`` attempts for 4 stages with ``γ = 1`` (finite: two retries to spare);
-  ``γ = 0.9`` per attempt (infinite: delay is costly).
+  ``γ = 0.85`` per attempt (infinite: delay is costly). With ``γ = 0.9`` the retry variant
+  has no stationary SPE (the exact iteration cycles; docs/delegation.md).
 
 Example:
     >>> game = delegation_game()
@@ -70,7 +71,7 @@ DEFAULT_ACCEPT_VALUE = (0.0, 1.0, 1.25)
 #: Default attempts in the finite variant.
 DEFAULT_DEADLINE = 6
 #: Default discount per attempt of the infinite variant.
-DEFAULT_RETRY_DISCOUNT = 0.9
+DEFAULT_RETRY_DISCOUNT = 0.85
 
 
 def _fail(message: str) -> None:
@@ -97,23 +98,28 @@ def _names(field: str, value: int | Sequence[str], prefix: str) -> tuple[str, ..
     return names
 
 
-def _per_stage(field: str, value, shape: tuple[int, ...], num_stages: int) -> np.ndarray:
+def _where(mask: np.ndarray) -> str:
+    return "".join(f"[{int(i)}]" for i in np.argwhere(mask)[0])
+
+
+def _per_stage(
+    field: str, value, shape: tuple[int, ...], num_stages: int, non_negative: bool = False
+) -> np.ndarray:
     """``value`` as a ``[stages, *shape]`` array (one table for all stages or one per stage)."""
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidGameError(f"delegation_game: {field}: expected numbers ({exc})") from None
-    if array.shape == shape:
-        array = np.broadcast_to(array, (num_stages, *shape))
-    elif array.shape != (num_stages, *shape):
+    if array.shape not in (shape, (num_stages, *shape)):
         _fail(
             f"{field}: expected shape {list(shape)} (every stage) or {[num_stages, *shape]} "
             f"(per stage), got {list(array.shape)}"
         )
-    bad = ~np.isfinite(array)
-    if bad.any():
-        _fail(f"{field}{list(np.argwhere(bad)[0])}: must be finite")
-    return array
+    if not np.isfinite(array).all():
+        _fail(f"{field}{_where(~np.isfinite(array))}: must be finite")
+    if non_negative and (array < 0).any():
+        _fail(f"{field}{_where(array < 0)}: must be >= 0 (a cost), got {array[array < 0][0]}")
+    return np.broadcast_to(array, (num_stages, *shape))
 
 
 def delegation_game(
@@ -145,7 +151,7 @@ def delegation_game(
         accept_value: ``[O]`` the principal's value of a task accepted with each outcome.
         deadline: number of attempts ``H >= 1`` (finite variant, states ``(stage, attempt)``),
             or ``None`` (retry until accepted; infinite horizon).
-        discount: ``γ``; default 1 with a deadline, 0.9 without (must then be < 1).
+        discount: ``γ``; default 1 with a deadline, 0.85 without (must then be < 1).
 
     Returns:
         A :class:`PrincipalAgentMDP` named ``delegation-K<stages>-H<deadline>`` (or ``-retry``).
@@ -159,10 +165,7 @@ def delegation_game(
     tier_names = _names("tiers", tiers, "tier")
     outcome_names = _names("outcomes", outcomes, "outcome")
     num_k, num_a, num_o = len(stage_names), len(tier_names), len(outcome_names)
-    costs = _per_stage("tier_costs", tier_costs, (num_a,), num_k)
-    if (costs < 0).any():
-        idx = list(np.argwhere(costs < 0)[0])
-        _fail(f"tier_costs{idx}: must be >= 0 (a cost), got {costs[tuple(idx)]}")
+    costs = _per_stage("tier_costs", tier_costs, (num_a,), num_k, non_negative=True)
     probs = _per_stage("outcome_probs", outcome_probs, (num_a, num_o), num_k)
     adv = np.array(advance)
     if adv.shape != (num_o,) or not all(

@@ -339,7 +339,9 @@ class ContractComparison:
         raise KeyError(f"no contract class {name!r}; have {[r.name for r in self.rows]}")
 
     def share_of_spe(self, name: str) -> float:
-        """The class's principal utility over the SPE's."""
+        """The class's principal utility over the SPE's (NaN without an SPE row)."""
+        if not any(r.name == "spe" for r in self.rows):
+            return float("nan")
         return self.row(name).principal_utility / self.row("spe").principal_utility
 
     def markdown(self, states: Sequence[int] | None = None) -> str:
@@ -411,6 +413,7 @@ def compare_contracts(
     top_outcome: int = -1,
     max_enumeration: int = 729,
     stationary_starts: Sequence[np.ndarray] = (),
+    require_spe: bool = True,
 ) -> ContractComparison:
     """Every contract class of the module docstring, optimised and evaluated on ``game``.
 
@@ -421,6 +424,11 @@ def compare_contracts(
             has at most this many stationary policies (``A^S``), else by coordinate ascent.
         stationary_starts: extra ``[O]`` starting contracts for the coordinate ascent (it
             always starts from zero, the best bonus and every SPE contract).
+        require_spe: if the exact solver finds no SPE (an infinite-horizon game may have no
+            stationary SPE), raise; with ``False`` leave the ``spe`` row out instead.
+
+    Raises:
+        ValueError: the game does not fit (module docstring), or no SPE with ``require_spe``.
 
     Returns:
         A :class:`ContractComparison`; every value is an exact evaluation
@@ -444,6 +452,11 @@ def compare_contracts(
         contract = lam * direction
         rows.append(_row(game, name, respond(d, contract), contract, lam))
     spe = solve_spe(game)
+    if not spe.ok and require_spe:
+        raise ValueError(
+            f"{game.name}: the exact solver finds no SPE to compare with (status {spe.status}; "
+            "an infinite-horizon game may have no stationary SPE)"
+        )
     if game.num_actions**num_s <= max_enumeration:
         b, _ = best_stationary_enumerated(d)
         method = "exact"
@@ -453,7 +466,8 @@ def compare_contracts(
         method = "coordinate ascent"
     contract = np.tile(b, (num_s, 1))
     rows.append(_row(game, "stationary", respond(d, contract), contract, None, method))
-    rows.append(_row(game, "spe", spe.action[0].copy(), spe.contract[0].copy()))
+    if spe.ok:
+        rows.append(_row(game, "spe", spe.action[0].copy(), spe.contract[0].copy()))
     rows.append(first_best(game))
     return ContractComparison(
         game.name,
