@@ -2,7 +2,7 @@
 
 Commands:
     ``solve FILE``: solve an instance file (docs/instance-format.md) for its SPE.
-    ``example figure1``: write (or solve) the paper's Figure 1 game.
+    ``example figure1|delegation|delegation-retry``: write (or solve) a built-in game.
     ``tree --depth D --seed S``: write (or solve) a random binary Tree MDP.
 
 Exit codes: 0 success; 2 bad input (usage, malformed file); 3 no equilibrium computed (an
@@ -147,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     solve.set_defaults(handler=_cmd_solve)
 
     example = sub.add_parser("example", help="write or solve a built-in example game")
-    example.add_argument("name", choices=("figure1",), help="which example")
+    example.add_argument(
+        "name",
+        choices=("figure1", "delegation", "delegation-retry"),
+        help="which example (delegation: docs/delegation.md; -retry: retry until accepted)",
+    )
     _add_generate_options(example)
     example.set_defaults(handler=_cmd_example)
 
@@ -332,9 +336,15 @@ def _cmd_solve(args: argparse.Namespace) -> None:
 
 
 def _cmd_example(args: argparse.Namespace) -> None:
+    from contractrl.core.delegation import delegation_game
     from contractrl.core.games import figure1
 
-    _emit({"figure1": figure1}[args.name](), args)
+    examples = {
+        "figure1": figure1,
+        "delegation": delegation_game,
+        "delegation-retry": lambda: delegation_game(deadline=None),
+    }
+    _emit(examples[args.name](), args)
 
 
 def _cmd_tree(args: argparse.Namespace) -> None:
