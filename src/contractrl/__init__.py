@@ -6,7 +6,9 @@ tools. Learners live in ``contractrl.learning`` and
 ``contractrl.multiagent`` (JAX), plots in ``contractrl.plotting`` (matplotlib).
 """
 
+from contractrl.core import delegation
 from contractrl.core.contracts import ContractTable, min_pay_contracts
+from contractrl.core.delegation import delegation_game
 from contractrl.core.evaluate import (
     AgentResponse,
     AuditReport,
@@ -20,6 +22,7 @@ from contractrl.core.instance import load_instance, parse_instance, save_instanc
 from contractrl.core.lp import ContractResult, ContractSolverError, ContractStatus, min_pay_contract
 from contractrl.core.meta import meta_algorithm
 from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.core.simple_contracts import ContractComparison, ContractRow, compare_contracts
 from contractrl.core.solution import IterationRecord, PrincipalPolicy, SPESolution
 from contractrl.core.solver import backward_induction, solve_spe
 
@@ -28,7 +31,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentResponse",
     "AuditReport",
+    "ContractComparison",
     "ContractResult",
+    "ContractRow",
     "ContractSolverError",
     "ContractStatus",
     "ContractTable",
@@ -42,6 +47,9 @@ __all__ = [
     "agent_best_response",
     "audit",
     "backward_induction",
+    "compare_contracts",
+    "delegation",
+    "delegation_game",
     "evaluate_policies",
     "figure1",
     "load_instance",
