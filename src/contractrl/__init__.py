@@ -20,6 +20,24 @@ from contractrl.core.evaluate import (
 from contractrl.core.games import figure1, random_game, tree_mdp
 from contractrl.core.instance import load_instance, parse_instance, save_instance
 from contractrl.core.lp import ContractResult, ContractSolverError, ContractStatus, min_pay_contract
+from contractrl.core.markov_eval import (
+    BestResponse,
+    DeviationReport,
+    ProfileTotals,
+    best_response,
+    deviation_report,
+    evaluate_profile,
+    follow_policy,
+)
+from contractrl.core.markov_game import MarkovGame
+from contractrl.core.markov_solver import (
+    PrincipalSolution,
+    SelfishQ,
+    TeamSolution,
+    principal_optimum,
+    selfish_q,
+    team_optimum,
+)
 from contractrl.core.meta import meta_algorithm
 from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
 from contractrl.core.simple_contracts import ContractComparison, ContractRow, compare_contracts
@@ -31,34 +49,48 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentResponse",
     "AuditReport",
+    "BestResponse",
     "ContractComparison",
     "ContractResult",
     "ContractRow",
     "ContractSolverError",
     "ContractStatus",
     "ContractTable",
+    "DeviationReport",
     "InvalidGameError",
     "IterationRecord",
+    "MarkovGame",
     "PolicyValues",
     "PrincipalAgentMDP",
     "PrincipalPolicy",
+    "PrincipalSolution",
+    "ProfileTotals",
     "SPESolution",
+    "SelfishQ",
+    "TeamSolution",
     "__version__",
     "agent_best_response",
     "audit",
     "backward_induction",
+    "best_response",
     "compare_contracts",
     "delegation",
     "delegation_game",
+    "deviation_report",
     "evaluate_policies",
+    "evaluate_profile",
     "figure1",
+    "follow_policy",
     "load_instance",
     "meta_algorithm",
     "min_pay_contract",
     "min_pay_contracts",
     "parse_instance",
+    "principal_optimum",
     "random_game",
     "save_instance",
+    "selfish_q",
     "solve_spe",
+    "team_optimum",
     "tree_mdp",
 ]

@@ -2,6 +2,7 @@
 
 Commands:
     ``solve FILE``: solve an instance file (docs/instance-format.md) for its SPE.
+    ``solve coin --grid G``: the Coin Game's exact references (docs/exact-multiagent.md).
     ``example figure1|delegation|delegation-retry``: write (or solve) a built-in game.
     ``tree --depth D --seed S``: write (or solve) a random binary Tree MDP.
 
@@ -139,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "solve",
         help="solve an instance file for its subgame-perfect equilibrium",
         description="Solve a JSON/YAML instance file (format: docs/instance-format.md in the "
-        "repository; examples in examples/games/).",
+        "repository; examples in examples/games/). `contractrl solve coin --help`: the Coin "
+        "Game's exact solution (a file named coin: ./coin).",
         epilog=EXIT_CODES_HELP,
     )
     solve.add_argument("file", type=Path, help="instance file (.json, .yaml, .yml)")
@@ -534,6 +536,11 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``contractrl`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["solve", "coin"]:
+        from contractrl.experiments.solve_coin import main as solve_coin
+
+        return solve_coin(argv[2:])
     parser = build_parser()
     _no_abbreviations(parser)
     args, extras = parser.parse_known_args(argv)
