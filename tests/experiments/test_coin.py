@@ -131,9 +131,6 @@ def test_phase_names_parse_into_kinds_schemes_and_nudges():
     assert phases["constant_top_up_nudged"].nudged
     assert phases["constant"].scheme == "redistribute" and not phases["constant"].nudged
     assert [p.has_principal for p in phases.values()] == [True, True, True] + [False] * 6
-    frontier = config.phase("validation_nudge0.1")  # the budget frontier's phases
-    assert frontier.kind == "validation" and frontier.nudged
-    assert config.phase("validation_nudge1e-05").nudged
-    for bad in ("constant_bogus", "validation_nudge", "validation_nudgedX"):
+    for bad in ("constant_bogus", "validation_nudge", "validation_nudgedX", "validation_nudge0.1"):
         with pytest.raises(ValueError, match="phase"):
             config.phase(bad)

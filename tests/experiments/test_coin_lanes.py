@@ -129,7 +129,7 @@ def _tiny(seeds=1, **kw):
 @pytest.mark.slow  # ~2-3 min on 2 cores (three compiled programs); `make test-all`
 def test_vmap_backend_runs_the_experiment_and_resumes_exactly(tmp_path, monkeypatch):
     """End to end on CPU; an interrupted stage 2 resumes to bit-identical results."""
-    config = _tiny(seeds=2)
+    config = _tiny(seeds=2, nudge_base="plan", budget_match="same_evaluation")  # two stages
     full = run_coin(config, tmp_path / "full", progress=False)
     assert full["backend"] == "vmap"
     for key in ("welfare", "welfare_selfish", "welfare_cooperative", "welfare_constant"):
@@ -178,15 +178,27 @@ def test_a_constant_lane_at_share_zero_restarts_from_the_amount_paid():
     """The plan paid nothing (share 0): the first calibration starts from initial_share."""
     import flax.struct
 
-    from contractrl.experiments.coin import initial_share
-    from contractrl.experiments.coin_lanes import Lane, LaneStart, _calibrate, stage_groups
+    from contractrl.experiments.coin_lanes import _calibrate
+    from contractrl.experiments.pipeline import (
+        Lane,
+        LaneStart,
+        initial_share,
+        stage_groups,
+        stages,
+    )
 
     @flax.struct.dataclass
     class Shares:
         share: np.ndarray
 
-    config = dataclasses.replace(COIN_PRESETS["smoke"], seeds=1, nudge_share=0.0)
-    groups = stage_groups(config, 2)
+    config = dataclasses.replace(
+        COIN_PRESETS["smoke"],
+        seeds=1,
+        nudge_share=0.0,
+        nudge_base="plan",
+        budget_match="same_evaluation",
+    )
+    groups = stage_groups(config, stages(config)[1])
     assert [g.name for g in groups] == ["validation", "constant"]
     starts = {Lane(0, "constant"): LaneStart(share=0.0, matched="validation")}
     rows = {
@@ -239,10 +251,28 @@ def test_local_and_vmap_train_the_same_runs_with_the_same_protocol(tmp_path):
             assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-5, nan_ok=True), (phase, key)
 
 
-def test_vmap_refuses_a_protocol_it_cannot_run():
-    with pytest.raises(ValueError, match="nudge_base: 'validation'"):
-        _tiny(nudge_base="validation").validate()
-    with pytest.raises(ValueError, match="budget_match: 'final'"):
-        _tiny(budget_match="final").validate()
-    _tiny().validate()  # auto: plan and same_evaluation on vmap
-    assert dataclasses.replace(_tiny(), backend="local").effective_nudge_base() == "validation"
+@pytest.mark.parametrize(
+    ("nudge_base", "budget_match"),
+    [("validation", "final"), pytest.param("plan", "final", marks=pytest.mark.slow)],
+)
+def test_vmap_runs_every_protocol_as_the_processes_do(tmp_path, nudge_base, budget_match):
+    """A protocol whose phases need another's final evaluation: the lane backend cuts the
+    graph into more stages and still trains the process backend's runs."""
+    from contractrl.experiments.pipeline import stages
+
+    vmap = _tiny(baselines=("constant",), nudge_base=nudge_base, budget_match=budget_match)
+    vmap.validate()
+    assert len(stages(vmap)) == (4 if nudge_base == "validation" else 3)
+    inline = dataclasses.replace(vmap, backend="inline")
+    run_coin(inline, tmp_path / "inline", progress=False)
+    b = run_coin(vmap, tmp_path / "vmap", progress=False)
+    assert b["nudge_base"] == nudge_base and b["budget_match"] == budget_match
+    for phase in ("validation_nudged", "constant", "constant_nudged"):
+        x = json.loads((tmp_path / f"inline/runs/seed0/{phase}.json").read_text())
+        y = json.loads((tmp_path / f"vmap/runs/seed0/{phase}.json").read_text())
+        for key in ("welfare", "payments", "share", "share_initial", "nudge", "target_payments"):
+            if x.get(key) is None:
+                assert y.get(key) is None, (phase, key)
+                continue
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-5, nan_ok=True), (phase, key)
+    assert not list((tmp_path / "vmap/stages").iterdir())

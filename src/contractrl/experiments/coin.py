@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
-import re
 import time
 import zlib
 from pathlib import Path
@@ -50,6 +48,17 @@ from contractrl.experiments.executor import (
     run_tasks,
 )
 from contractrl.experiments.loop import checkpointed_loop
+from contractrl.experiments.pipeline import (
+    LaneStart,
+    Node,
+    Phase,
+    calibrated_share,
+    episode_length,  # noqa: F401  (re-exported: the phase helpers' old home)
+    initial_share,  # noqa: F401
+    lane_start,
+    matched_share,
+    phase_graph,
+)
 from contractrl.experiments.store import (
     DamagedCheckpointError,
     MetricsLog,
@@ -109,14 +118,18 @@ class TeamExperimentConfig:
         ray_address: Ray cluster address.
         scan_unroll: ``vmap`` backend: iterations unrolled per step of the compiled loop.
         nudge_base: the welfare the nudged validation's nudge is a share of: ``validation``
-            (the validation agents' final evaluation), ``plan`` (the principal's plan at the
-            end of training) or ``auto`` (``plan`` on the ``vmap`` backend, whose stage 2
-            trains validation beside the nudged phase, else ``validation``).
+            (the validation agents' final evaluation; the nudged phase starts after it) or
+            ``plan`` (the principal's plan at the end of training; both validation phases
+            start together). ``auto``: what configs written before the field meant (``plan``
+            on ``vmap``, else ``validation``).
         budget_match: what a constant phase's transfers are matched to: ``final`` (the matched
-            validation phase's final payments), ``same_evaluation`` (starting from the plan's
-            payments, after each evaluation the amount the matched validation phase paid at
-            the same iteration) or ``auto`` (``same_evaluation`` on ``vmap``, else ``final``).
-            With ``plan`` and ``same_evaluation`` every backend trains the same runs.
+            validation phase's final payments; it starts after that phase) or
+            ``same_evaluation`` (starting from the plan's payments, after each evaluation the
+            amount the matched validation phase paid at the same iteration; on ``vmap`` the
+            two train side by side). ``auto``: as for ``nudge_base`` (``same_evaluation`` on
+            ``vmap``, else ``final``). Every backend runs every combination, with the same
+            numbers (:mod:`.pipeline`); ``plan`` with ``same_evaluation`` needs the fewest
+            ``vmap`` stages (two).
         dqn: the learners' hyper-parameters (every phase uses the same).
     """
 
@@ -136,8 +149,8 @@ class TeamExperimentConfig:
     workers: int = 0
     ray_address: str | None = None
     scan_unroll: int = 1
-    nudge_base: str = "auto"
-    budget_match: str = "auto"
+    nudge_base: str = "validation"
+    budget_match: str = "final"
     dqn: DQNConfig = dataclasses.field(default_factory=DQNConfig)
 
     def validate(self) -> None:
@@ -167,16 +180,6 @@ class TeamExperimentConfig:
             raise ValueError(
                 f"budget_match: must be one of {BUDGET_MATCHES}, got {self.budget_match!r}"
             )
-        if self.backend == "vmap" and self.effective_nudge_base() == "validation":
-            raise ValueError(
-                "nudge_base: 'validation' needs the validation phase's end before the nudged "
-                "phase starts; the vmap backend trains them side by side (use plan)"
-            )
-        if self.backend == "vmap" and self.effective_budget_match() == "final":
-            raise ValueError(
-                "budget_match: 'final' needs the validation phase's end before the constant "
-                "phase starts; the vmap backend trains them side by side (use same_evaluation)"
-            )
         self.dqn.validate()
         env = self.make_env()
         if self.backend == "vmap" and getattr(env, "runs_on_host", False):
@@ -190,13 +193,13 @@ class TeamExperimentConfig:
         make_encoder(env, self.dqn.conv_padding, self.dqn.conv_channels, self.dqn.hidden)
 
     def effective_nudge_base(self) -> str:
-        """``nudge_base`` with ``auto`` resolved for the (resolved) backend."""
+        """``nudge_base`` with (legacy) ``auto`` resolved for the (resolved) backend."""
         if self.nudge_base != "auto":
             return self.nudge_base
         return "plan" if self.backend == "vmap" else "validation"
 
     def effective_budget_match(self) -> str:
-        """``budget_match`` with ``auto`` resolved for the (resolved) backend."""
+        """``budget_match`` with (legacy) ``auto`` resolved for the (resolved) backend."""
         if self.budget_match != "auto":
             return self.budget_match
         return "same_evaluation" if self.backend == "vmap" else "final"
@@ -230,48 +233,20 @@ class TeamExperimentConfig:
         return None
 
     def phase(self, name: str) -> Phase:
-        """The :class:`Phase` called ``name`` (this is the one place names are parsed).
+        """The :class:`~.pipeline.Phase` called ``name`` (the one place names are parsed).
 
         Raises:
             ValueError: ``name`` is no phase of this experiment.
         """
         if name in ("principal", "selfish", "cooperative"):
             return Phase(name, name)
-        # validation, validation_nudged, and the frontier's validation_nudge<share> (``:g``)
-        if re.fullmatch(r"validation(_nudged|_nudge[0-9.e+-]+)?", name):
+        if name in ("validation", "validation_nudged"):
             return Phase(name, "validation", nudged=name != "validation")
         nudged = name.endswith("_nudged")
         scheme = self.scheme_of(name)
         if scheme is None:
             raise ValueError(f"phase: unknown {name!r}")
         return Phase(name, "constant", scheme, nudged)
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    """One phase of the Coin protocol.
-
-    Attributes:
-        name: its name, the stem of its files (``principal``, ``validation_nudged``,
-            ``constant_top_up``, ``selfish``…; the budget frontier's validation phases are
-            ``validation_nudge<share>``).
-        kind: ``principal`` (Algorithm 3's training phase), ``validation`` (fresh agents
-            facing the trained principal), ``constant`` (constant-proportion sharing),
-            ``selfish`` or ``cooperative``.
-        scheme: the constant-proportion scheme (``constant`` phases only).
-        nudged: the phase adds the welfare-proportional nudge (or is matched to a phase that
-            does).
-    """
-
-    name: str
-    kind: str
-    scheme: str | None = None
-    nudged: bool = False
-
-    @property
-    def has_principal(self) -> bool:
-        """Whether the phase's agents face the principal's recommendations."""
-        return self.kind in ("principal", "validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,11 +398,10 @@ def run_name(seed_index: int) -> str:
 
 
 # ------------------------------------------------------------------------------ one phase
-def _phase_learner(config: CoinExperimentConfig, phase: str):
+def _phase_learner(config: TeamExperimentConfig, kind: Phase):
     from contractrl.multiagent.agents import agents_learner
     from contractrl.multiagent.algorithm3 import principal_learner
 
-    kind = config.phase(phase)
     env = experiment_env(config)
     if kind.kind == "principal":
         return principal_learner(env, config.dqn)
@@ -510,57 +484,61 @@ def evaluation_row(phase: Phase, metrics) -> dict[str, float]:
     return row
 
 
-def _evaluate(config, phase, learner, state, principal, key) -> dict[str, float]:
+def _evaluate(config, kind: Phase, learner, state, principal, key) -> dict[str, float]:
     """One evaluation row: metrics (a), (c), (d) and, for validation, (e) and (f)."""
     from contractrl.multiagent.evaluation import summarise
 
     fn = _rollout_fn(learner, config.eval_episodes)
-    kind = config.phase(phase)
     masks = evaluation_masks(kind, experiment_env(config).num_agents)
     return evaluation_row(kind, [summarise(fn(state, principal, mask, key)) for mask in masks])
 
 
 def train_phase(
     exp: Path,
-    config: CoinExperimentConfig,
+    config: TeamExperimentConfig,
     seed_index: int,
-    phase: str,
+    kind: Phase,
     principal,
-    share: float,
-    nudge: float,
+    start: LaneStart,
     progress,
-    target: float | None = None,
-    match_log: Path | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one phase; returns its summary (the final evaluation).
+    """Train (or resume) one phase of a seed; returns its summary (the final evaluation).
 
-    ``target``: for a constant phase, the amount per episode its transfers are matched to
-    (``share`` is then the starting ``p``; module docstring). ``match_log``
-    (``budget_match = "same_evaluation"``): the matched validation phase's metrics, whose
-    payments at each evaluation are the target of the calibration step after it.
+    ``start`` (:func:`.pipeline.lane_start`): the share ``p`` and nudge it starts from and,
+    for a constant phase, what its transfers are matched to: a final amount per episode
+    (``target``) or the matched phase's evaluation at each iteration (``matched``, read from
+    its finished log ``runs/seed<k>/<matched>.csv``; module docstring).
     """
     import jax
     from flax import serialization
 
+    phase = kind.name
     run_dir = exp / "runs" / run_name(seed_index)
     done_path = run_dir / f"{phase}.json"
     if done_path.exists():
         return read_json(done_path)
-    learner = _phase_learner(config, phase)
+    learner = _phase_learner(config, kind)
     seed = config.seed + seed_index
     key = jax.random.fold_in(jax.random.PRNGKey(seed), phase_stream(config, phase))
-    state = learner.init(key) if phase == "principal" else learner.init(key, share, nudge)
+    if kind.kind == "principal":
+        state = learner.init(key)
+    else:
+        state = learner.init(key, start.share, start.nudge)
     total = config.dqn.iterations
     cal_until = config.budget_calibration * total
+    matched_log = (
+        MetricsLog(run_dir / f"{start.matched}.csv", PHASE_COLUMNS) if start.matched else None
+    )
+    num_agents = experiment_env(config).num_agents
 
-    def train_chunk(state, start, steps):
-        if phase == "principal":
-            return learner.train_chunk(state, start, steps)
-        return learner.train_chunk(state, principal, start, steps)
+    def train_chunk(state, begin, steps):
+        if kind.kind == "principal":
+            return learner.train_chunk(state, begin, steps)
+        return learner.train_chunk(state, principal, begin, steps)
 
     def evaluate(state, stats, iteration, seconds):
         eval_key = jax.random.fold_in(jax.random.PRNGKey(seed + 10_000), iteration)
-        row = _evaluate(config, phase, learner, state, principal, eval_key)
+        row = _evaluate(config, kind, learner, state, principal, eval_key)
         episodes = max(float(np.asarray(stats.done).sum()), 1.0)
         loss = getattr(stats, "loss", None)
         loss = loss if loss is not None else stats.agent_loss + stats.principal_loss
@@ -573,11 +551,13 @@ def train_phase(
         )
         row["share"] = float(np.asarray(getattr(state, "share", 0.0)))
         # adjust p after every evaluation in the calibration window, never after the last one
-        if target is not None and iteration < total and iteration <= cal_until:
-            if match_log is None:
-                share = calibrated_share(row["share"], row["payments"], target)
+        matched = start.target is not None or matched_log is not None
+        if matched and iteration < total and iteration <= cal_until:
+            if matched_log is None:
+                share = calibrated_share(row["share"], row["payments"], start.target)
             else:
-                share = _matched_step(config, phase, row, match_log, iteration)
+                at = _row_at(matched_log, iteration)
+                share = matched_share(row["share"], row["payments"], at, num_agents, kind.scheme)
             state = state.replace(share=np.float32(share))
         return state, {phase: row}
 
@@ -595,18 +575,21 @@ def train_phase(
     )
     state, iteration, seconds = result.state, result.iteration, result.train_seconds
     row = result.rows[phase]
+    target = start.target
+    if start.matched:  # the matched phase's final amount, as for ``final``
+        target = read_json(run_dir / f"{start.matched}.json")["payments"]
     summary = dict(
         row,
         phase=phase,
         seed=seed_index,
-        nudge=nudge,
-        share=float(np.asarray(getattr(state, "share", share))),
-        share_initial=share,
+        nudge=start.nudge,
+        share=float(np.asarray(getattr(state, "share", start.share))),
+        share_initial=start.share,
         target_payments=target,
         iterations=iteration,
         iterations_per_second=iteration / max(seconds, 1e-9),
     )
-    if phase == "principal":
+    if kind.kind == "principal":
         save_state(run_dir / "principal.params.msgpack", serialization.to_state_dict(state.params))
     write_json(done_path, summary)
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
@@ -614,35 +597,12 @@ def train_phase(
     return summary
 
 
-def episode_length(summary: dict, env) -> float:
-    """Steps per evaluation episode of a phase's summary (``episode_length``).
-
-    The nudge is a share of welfare *per step and agent*: episodes that end early count only
-    their steps. Summaries from before the field: the environment's limit.
-    """
-    length = summary.get("episode_length")
-    if length is None or not np.isfinite(length) or length <= 0:
-        return env.max_steps
-    return length
-
-
-def _matched_step(config, phase: str, row: dict, match_log: Path, iteration: int) -> float:
-    """One ``same_evaluation`` calibration step: towards what the matched phase paid now.
-
-    A share of 0 (the plan paid nothing) cannot move geometrically: it restarts from
-    :func:`initial_share` of the matched phase's amount and welfare at this evaluation.
-    """
-    rows = [
-        r for r in MetricsLog(match_log, PHASE_COLUMNS).read() if int(r["iteration"]) == iteration
-    ]
+def _row_at(log: MetricsLog, iteration: int) -> dict:
+    """The row of ``log`` at ``iteration`` (``ValueError`` if the matched phase has none)."""
+    rows = [r for r in log.read() if int(r["iteration"]) == iteration]
     if not rows:
-        raise ValueError(f"{match_log}: no evaluation at iteration {iteration} to match")
-    paid, welfare = float(rows[0]["payments"]), float(rows[0]["welfare"])
-    target = max(paid, 0.0)
-    if row["share"] <= 0 and target > 0:
-        scheme = config.phase(phase).scheme
-        return initial_share(target, welfare, experiment_env(config).num_agents, scheme)
-    return calibrated_share(row["share"], row["payments"], target)
+        raise ValueError(f"{log.path}: no evaluation at iteration {iteration} to match")
+    return rows[0]
 
 
 def phase_stream(config: CoinExperimentConfig, phase: str) -> int:
@@ -697,107 +657,34 @@ def discard_damaged_principal(exp: Path, seed_index: int) -> bool:
         return True
 
 
-def initial_share(target: float, welfare: float, num_agents: int, scheme: str) -> float:
-    """The starting share ``p_0 = T / (k W)``, clipped to [0, 1].
+def run_lane_task(exp_dir: str, seed_index: int, phase: str) -> dict[str, Any]:
+    """Train one lane (a seed's phase) from its dependencies' final summaries.
 
-    The share whose transfers at welfare ``W`` would amount to ``T`` per episode: ``k = n - 1``
-    for ``top_up``; ``1 - 1/n`` for ``redistribute`` (exact when one agent collects per step).
-    1 (or 0 when ``T = 0``) if ``W <= 0``.
-    """
-    if not (np.isfinite(target) and target >= 0):
-        raise ValueError(f"budget matching needs a finite amount >= 0, got {target}")
-    if not welfare > 0:  # nothing collected yet: start high, the calibration brings it down
-        return 1.0 if target > 0 else 0.0
-    per_unit = (num_agents - 1) if scheme == "top_up" else 1.0 - 1.0 / num_agents
-    return float(min(1.0, target / (per_unit * welfare)))
-
-
-def calibrated_share(share: float, amount: float, target: float) -> float:
-    """One calibration step of the constant baseline's share.
-
-    Halfway (geometrically) from ``share`` to the share that would transfer ``target`` if the
-    amount stayed proportional to ``p`` (``amount`` was measured at ``share``); clipped to
-    [0, 1]. Unchanged when nothing was transferred or ``share`` is 0.
-    """
-    if share <= 0 or amount <= 0 or not np.isfinite(amount):
-        return share if target > 0 else 0.0
-    wanted = min(1.0, share * target / amount)
-    return float(min(1.0, math.sqrt(share * wanted)))
-
-
-def run_seed_task(exp_dir: str, seed_index: int, task: str) -> dict[str, Any]:
-    """One task of a seed.
-
-    ``pipeline``: principal, validation, constant baseline and the nudged variants; or one
-    independent baseline (``selfish``, ``cooperative``).
+    Returns ``{"seed": k, "phases": {phase: summary}}``. The phases of :attr:`Node.needs`
+    have finished (the driver orders the tasks by the graph).
     """
     exp = Path(exp_dir)
     config = _config(exp)
-    phases = config.phases() if task == "pipeline" else (task,)
+    node = _node(config, phase)
     run_dir = exp / "runs" / run_name(seed_index)
-    per_phase = config.dqn.iterations
+    finished = {name: read_json(run_dir / f"{name}.json") for name in node.after}
+    start = lane_start(config, node, finished, experiment_env(config))
+    principal = load_principal(exp, config, seed_index) if node.phase.kind == "validation" else {}
+    total = config.dqn.iterations
 
-    def progress_for(k):
-        def report(i):
-            write_json(
-                run_dir / f"progress-{task}.json",
-                {"iteration": k * per_phase + i, "total": len(phases) * per_phase},
-            )
+    def progress(i):
+        write_json(run_dir / f"progress-{phase}.json", {"iteration": i, "total": total})
 
-        return report
+    summary = train_phase(exp, config, seed_index, node.phase, principal, start, progress)
+    progress(total)
+    return {"seed": seed_index, "phases": {phase: summary}}
 
-    results: dict[str, Any] = {}
-    principal = None
-    if task == "pipeline":
-        discard_damaged_principal(exp, seed_index)
-    for k, phase in enumerate(phases):
-        share, nudge, target = 0.0, config.dqn.nudge, None
-        if phase != "principal" and principal is None and task == "pipeline":
-            principal = load_principal(exp, config, seed_index)
-        env = experiment_env(config)
-        plan = results.get("principal")
-        # the nudge: a share of welfare per step and agent, never negative
-        extra = 0.0
-        if config.effective_nudge_base() == "plan" and plan:
-            # the lane backend's expression, so both backends compute the same float
-            steps = episode_length(plan, env) * env.num_agents
-            extra = config.nudge_share * max(plan["welfare"], 0.0) / steps
-        elif results.get("validation"):
-            validation = results["validation"]
-            steps = episode_length(validation, env) * env.num_agents
-            per_step = max(validation["welfare"], 0.0) / steps
-            extra = config.nudge_share * per_step
-        if phase == "validation_nudged":
-            nudge = config.dqn.nudge + extra
-        kind = config.phase(phase)
-        match_log = None
-        if kind.kind == "constant":
-            matched_name = "validation_nudged" if kind.nudged else "validation"
-            matched = results[matched_name]
-            target = matched["payments"]
-            if config.effective_budget_match() == "final":
-                share = initial_share(target, matched["welfare"], env.num_agents, kind.scheme)
-            else:  # from the plan's amount (the nudge on every step), then evaluation by evaluation
-                length = episode_length(plan, env)
-                paid_extra = extra * length * env.num_agents if kind.nudged else 0.0
-                amount = plan["payments"] + paid_extra
-                welfare = max(plan["welfare"], 0.0)
-                share = initial_share(max(amount, 0.0), welfare, env.num_agents, kind.scheme)
-                match_log = run_dir / f"{matched_name}.csv"
-        results[phase] = train_phase(
-            exp,
-            config,
-            seed_index,
-            phase,
-            principal or {},
-            share,
-            nudge,
-            progress_for(k),
-            target,
-            match_log,
-        )
-        progress_for(k)(per_phase)
-    return {"seed": seed_index, "task": task, "phases": results}
+
+def _node(config: TeamExperimentConfig, phase: str) -> Node:
+    for node in phase_graph(config):
+        if node.phase.name == phase:
+            return node
+    raise ValueError(f"phase: unknown {phase!r}")
 
 
 # ------------------------------------------------------------------------------ experiment
@@ -828,40 +715,35 @@ def run_processes(
     progress: bool = True,
     command: str = "",
 ) -> dict[str, Any]:
-    """Run the experiment with one task per process (``local``, ``ray``, ``inline``).
+    """Run the experiment with one process per lane (``local``, ``ray``, ``inline``).
 
-    ``config`` is validated and its backend resolved (:func:`.team.run_team` does both).
+    Every (seed, phase) is a task that starts once the lanes it needs have finished
+    (:func:`.pipeline.phase_graph`). ``config`` is validated and its backend resolved
+    (:func:`.team.run_team` does both).
     Returns (and writes) ``results.json``.
     """
     out = Path(out)
     start = time.perf_counter()
     manifest = prepare(config, out, resume, command)
     check_resume_backend(manifest, config.backend, out)
-    per_phase = config.dqn.iterations
+    for k in range(config.seeds):  # a damaged principal (and its summary): trained again
+        discard_damaged_principal(out, k)
     tasks = []
-    for k in range(config.seeds):
-        run_dir = out / "runs" / run_name(k)
-        tasks.append(
-            Task(
-                run_seed_task,
-                {"exp_dir": str(out), "seed_index": k, "task": "pipeline"},
-                run_dir,
-                len(config.phases()) * per_phase,
-                "progress-pipeline.json",
-            )
-        )
-    for k in range(config.seeds):
-        for base in ("selfish", "cooperative"):
-            if base in config.baselines:
-                tasks.append(
-                    Task(
-                        run_seed_task,
-                        {"exp_dir": str(out), "seed_index": k, "task": base},
-                        out / "runs" / run_name(k),
-                        per_phase,
-                        f"progress-{base}.json",
-                    )
+    position: dict[tuple[int, str], int] = {}
+    for node in phase_graph(config):  # a topological order: every lane after its needs
+        for k in range(config.seeds):
+            name = node.phase.name
+            position[k, name] = len(tasks)
+            tasks.append(
+                Task(
+                    run_lane_task,
+                    {"exp_dir": str(out), "seed_index": k, "phase": name},
+                    out / "runs" / run_name(k),
+                    config.dqn.iterations,
+                    f"progress-{name}.json",
+                    after=tuple(position[k, need] for need in node.needs),
                 )
+            )
     outputs = run_tasks(
         tasks,
         config.backend,

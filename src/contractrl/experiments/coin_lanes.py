@@ -1,41 +1,33 @@
-"""The Coin Game experiment with every run a lane of one compiled program (``backend = "vmap"``).
+"""The team experiment with every run a lane of one compiled program (``backend = "vmap"``).
 
-On an accelerator a Coin Game iteration is a few hundred tiny kernels, bound by their launches,
-so running one process per seed leaves the device mostly idle. This backend runs the experiment
-in two *stages*, each one compiled program in one process; within a stage every (seed, phase)
-run is a *lane*: runs that share a learner are ``vmap``-ed together and every learner of the
-stage advances in the same ``lax.scan`` (one environment step and one gradient step per lane per
-iteration).
+On an accelerator an iteration is a few hundred tiny kernels, bound by their launches, so
+running one process per seed leaves the device mostly idle. This backend runs the experiment's
+phase graph (:mod:`.pipeline`) in *stages*, each one compiled program in one process; within a
+stage every (seed, phase) run is a *lane*: lanes that share a learner are ``vmap``-ed together
+(a *group*) and every group of the stage advances in the same ``lax.scan`` (one environment step
+and one gradient step per lane per iteration). With ``nudge_base = "plan"`` and
+``budget_match = "same_evaluation"`` there are two stages:
 
-* Stage 1: ``principal``, ``selfish`` and ``cooperative`` for every seed.
-* Stage 2: ``validation`` and ``validation_nudged`` (one learner, the nudge a lane value), and
+* stage 1: ``principal``, ``selfish`` and ``cooperative`` for every seed;
+* stage 2: ``validation`` and ``validation_nudged`` (one learner, the nudge a lane value), and
   each constant-proportion scheme's ``constant`` and ``constant_nudged`` lanes (the share a
-  lane value), for every seed, against the seed's stage-1 principal.
+  lane value), for every seed, against the seed's stage-1 principal; a constant lane is
+  calibrated after every evaluation to what its validation lane paid at the same evaluation.
 
-Every lane starts from the key the process backend gives the same (seed, phase) and evaluates
-with the same keys, so stage-1 lanes and the ``validation`` lane are the same runs as the
-process backend's (up to float rounding of batched operations; ``tests/experiments``). Two
-quantities the process backend takes from the *final* ``validation`` evaluation are not known
-when stage 2 starts, because validation runs beside the phases that need them:
-
-* the nudged lanes' nudge is worth ``nudge_share`` of the welfare of the **principal's plan**
-  (stage 1's final evaluation of ``principal``) instead of the validation agents' welfare;
-* a constant lane's budget target is the amount the matched validation lane paid at the **same
-  evaluation**: ``p`` starts from the plan's amount (:func:`.coin.initial_share`) and after every
-  evaluation of the calibration window moves halfway to the share that would transfer what the
-  validation lane just paid (:func:`.coin.calibrated_share`; from 0, where the plan paid
-  nothing, it restarts from :func:`.coin.initial_share` of that amount). ``target_payments`` and the
-  budget ratio in ``results.json`` are still against the validation lane's final amount.
+``nudge_base = "validation"`` or ``budget_match = "final"`` add stages (a phase after the one
+whose final evaluation it needs). Every lane starts from the key and the values
+(:func:`.pipeline.lane_start`) the process backend gives the same (seed, phase) and evaluates
+with the same keys, so the lanes are the same runs as the process backend's, up to float
+rounding of batched operations (``tests/experiments``).
 
 Output: the process backend's layout and ``results.json`` (per lane
 ``runs/seed<k>/<phase>.csv`` and ``.json``, ``principal.params.msgpack``); checkpoints per
-stage (``stages/stage<k>.checkpoint.msgpack``) so ``--resume`` continues a stage from its last
-checkpoint.
+stage (``stages/stage<k>.checkpoint.msgpack``, ``k`` from 1) so ``--resume`` continues a stage
+from its last checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -45,15 +37,11 @@ import numpy as np
 
 from contractrl.experiments.coin import (
     PHASE_COLUMNS,
-    CoinExperimentConfig,
+    TeamExperimentConfig,
     aggregate,
-    calibrated_share,
-    constant_phase,
     discard_damaged_principal,
-    episode_length,
     evaluation_masks,
     evaluation_row,
-    initial_share,
     load_principal,
     phase_stream,
     prepare,
@@ -61,6 +49,16 @@ from contractrl.experiments.coin import (
 )
 from contractrl.experiments.executor import advance
 from contractrl.experiments.loop import checkpointed_loop
+from contractrl.experiments.pipeline import (
+    Group,
+    Lane,
+    LaneStart,
+    Node,
+    lane_start,
+    matched_share,
+    stage_groups,
+    stages,
+)
 from contractrl.experiments.store import (
     MetricsLog,
     add_wall_time,
@@ -70,60 +68,16 @@ from contractrl.experiments.store import (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Lane:
-    """One run: a seed's phase."""
-
-    seed_index: int
-    phase: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-    """Lanes that share a learner: one ``vmap``-ed learner inside the stage's program.
-
-    Attributes:
-        name: the learner's role (``principal``, ``selfish``, ``cooperative``, ``validation``,
-            or a constant phase's name).
-        lanes: the runs, in lane order.
-    """
-
-    name: str
-    lanes: tuple[Lane, ...]
-
-    @property
-    def uses_principal(self) -> bool:
-        """Whether the lanes face a trained principal (each lane its seed's)."""
-        return self.name == "validation"
-
-
-def stage_groups(config: CoinExperimentConfig, stage: int) -> tuple[Group, ...]:
-    """The groups of stage 1 or 2 (module docstring)."""
-    seeds = range(config.seeds)
-    if stage == 1:
-        names = ["principal"] + [b for b in ("selfish", "cooperative") if b in config.baselines]
-        return tuple(Group(b, tuple(Lane(k, b) for k in seeds)) for b in names)
-    suffixes = ("", "_nudged") if config.nudge_share > 0 else ("",)
-    groups = [
-        Group("validation", tuple(Lane(k, "validation" + s) for k in seeds for s in suffixes))
-    ]
-    if "constant" in config.baselines:
-        for scheme in config.constant_schemes:
-            name = constant_phase(config, scheme)
-            groups.append(Group(name, tuple(Lane(k, name + s) for k in seeds for s in suffixes)))
-    return tuple(groups)
-
-
-def group_learner(config: CoinExperimentConfig, group: Group):
+def group_learner(config: TeamExperimentConfig, group: Group):
     """The learner of a group (cached per process, like the process backend's)."""
     from contractrl.experiments.coin import _phase_learner
 
-    return _phase_learner(config, group.lanes[0].phase)
+    return _phase_learner(config, config.phase(group.lanes[0].phase))
 
 
 # ------------------------------------------------------------------------ compiled programs
 @functools.cache
-def stage_program(config: CoinExperimentConfig, stage: int, length: int):
+def stage_program(config: TeamExperimentConfig, stage: int, length: int):
     """``run(states, principals, start) -> (states, totals)``: ``length`` iterations of a stage.
 
     ``states`` and ``principals`` are tuples with one entry per group (lanes on the leading
@@ -133,7 +87,7 @@ def stage_program(config: CoinExperimentConfig, stage: int, length: int):
     import jax
     import jax.numpy as jnp
 
-    groups = stage_groups(config, stage)
+    groups = stage_groups(config, stages(config)[stage - 1])
     steps = []
     for group in groups:
         learner = group_learner(config, group)
@@ -168,7 +122,7 @@ def stage_program(config: CoinExperimentConfig, stage: int, length: int):
 
 
 @functools.cache
-def group_evaluator(config: CoinExperimentConfig, group: Group):
+def group_evaluator(config: TeamExperimentConfig, group: Group):
     """``evaluate(states, principal, masks [M, n], keys [L]) -> EpisodeTotals [L, M, E, n]``."""
     import jax
 
@@ -211,15 +165,6 @@ def evaluate_group(config, group: Group, states, principal, iteration: int) -> l
 
 
 # ------------------------------------------------------------------------ one stage
-@dataclasses.dataclass(frozen=True)
-class LaneStart:
-    """What a lane starts from: its share ``p`` and nudge, and its budget-matching partner."""
-
-    share: float = 0.0
-    nudge: float = 0.0
-    matched: str | None = None
-
-
 def _init_states(config, groups, starts: dict[Lane, LaneStart]):
     import jax
     import jax.numpy as jnp
@@ -253,16 +198,16 @@ def _lane_paths(exp: Path, lane: Lane) -> tuple[Path, Path]:
 
 def run_stage(
     exp: Path,
-    config: CoinExperimentConfig,
+    config: TeamExperimentConfig,
     stage: int,
     principals: tuple,
     starts: dict[Lane, LaneStart],
     bar,
 ) -> dict[Lane, dict[str, Any]]:
-    """Train (or resume) every lane of a stage; returns each lane's summary."""
+    """Train (or resume) every lane of stage ``stage`` (from 1); returns each lane's summary."""
     import jax
 
-    groups = stage_groups(config, stage)
+    groups = stage_groups(config, stages(config)[stage - 1])
     lanes = [lane for group in groups for lane in group.lanes]
     done = {lane: _lane_paths(exp, lane)[1] for lane in lanes}
     if all(path.exists() for path in done.values()):
@@ -325,29 +270,29 @@ def run_stage(
 
 
 def _calibrate(config, groups, states, rows, starts):
-    """Move every constant lane's share towards its matched validation lane's amount.
+    """Move every constant lane's share towards what its matched lane paid at this evaluation.
 
-    A share of 0 (the principal's plan paid nothing) cannot move geometrically: it restarts
-    from :func:`.coin.initial_share` of the validation lane's amount and welfare.
+    :func:`.pipeline.matched_share` per lane (``budget_match = "same_evaluation"``); a lane
+    matched to a final amount (``final``) moves towards it with
+    :func:`.pipeline.calibrated_share`.
     """
+    from contractrl.experiments.pipeline import calibrated_share
+
+    n = config.make_env().num_agents
     out = list(states)
     for g, group in enumerate(groups):
-        if group.lanes[0] not in starts or starts[group.lanes[0]].matched is None:
+        lane_starts = [starts.get(lane, LaneStart()) for lane in group.lanes]
+        if all(s.matched is None and s.target is None for s in lane_starts):
             continue
-        lane_scheme = [config.phase(lane.phase).scheme for lane in group.lanes]
         shares = np.asarray(states[g].share, np.float32).copy()
-        for index, lane in enumerate(group.lanes):
-            matched = rows[Lane(lane.seed_index, starts[lane].matched)]
-            target = max(float(matched["payments"]), 0.0)
-            if shares[index] <= 0 and target > 0:  # started at 0 (the plan paid nothing)
-                shares[index] = initial_share(
-                    target,
-                    float(matched["welfare"]),
-                    config.make_env().num_agents,
-                    lane_scheme[index],
-                )
-                continue
-            shares[index] = calibrated_share(float(shares[index]), rows[lane]["payments"], target)
+        for index, (lane, start) in enumerate(zip(group.lanes, lane_starts, strict=True)):
+            amount = rows[lane]["payments"]
+            if start.matched is not None:
+                matched = rows[Lane(lane.seed_index, start.matched)]
+                scheme = config.phase(lane.phase).scheme
+                shares[index] = matched_share(float(shares[index]), amount, matched, n, scheme)
+            elif start.target is not None:
+                shares[index] = calibrated_share(float(shares[index]), amount, start.target)
         out[g] = states[g].replace(share=shares)
     return tuple(out)
 
@@ -361,7 +306,9 @@ def _write_summaries(exp, config, groups, states, rows, starts, iteration, secon
         shares = np.asarray(getattr(states[g], "share", np.zeros(len(group.lanes))))
         for index, lane in enumerate(group.lanes):
             start = starts.get(lane, LaneStart(nudge=config.dqn.nudge))
-            matched = start.matched and rows[Lane(lane.seed_index, start.matched)]["payments"]
+            target = start.target
+            if start.matched:  # the matched lane's final amount, as for ``final``
+                target = rows[Lane(lane.seed_index, start.matched)]["payments"]
             summaries[lane] = dict(
                 rows[lane],
                 phase=lane.phase,
@@ -369,7 +316,7 @@ def _write_summaries(exp, config, groups, states, rows, starts, iteration, secon
                 nudge=start.nudge,
                 share=float(shares[index]),
                 share_initial=start.share,
-                target_payments=matched if start.matched else None,
+                target_payments=target,
                 iterations=iteration,
                 # every lane of the stage shares the program's wall time
                 iterations_per_second=iteration / max(seconds, 1e-9),
@@ -399,40 +346,14 @@ class _NoBar:
         del n
 
 
-def stage2_starts(config: CoinExperimentConfig, stage1: dict[Lane, dict]) -> dict[Lane, LaneStart]:
-    """Stage 2's lane values from the principals' final evaluations (module docstring)."""
-    env = config.make_env()
-    n = env.num_agents
-    starts: dict[Lane, LaneStart] = {}
-    for group in stage_groups(config, 2):
-        for lane in group.lanes:
-            plan = stage1[Lane(lane.seed_index, "principal")]
-            welfare = max(float(plan["welfare"]), 0.0)
-            length = episode_length(plan, env)
-            extra = config.nudge_share * welfare / (length * n)
-            phase = config.phase(lane.phase)
-            nudged = phase.nudged
-            nudge = config.dqn.nudge + (extra if nudged else 0.0)
-            if group.name == "validation":
-                starts[lane] = LaneStart(nudge=nudge)
-                continue
-            scheme = phase.scheme
-            # the plan's amount, with the nudge paid on every step of every agent
-            amount = float(plan["payments"]) + (extra * length * n if nudged else 0.0)
-            share = initial_share(max(amount, 0.0), welfare, n, scheme)
-            matched = "validation_nudged" if nudged else "validation"
-            starts[lane] = LaneStart(share=share, nudge=config.dqn.nudge, matched=matched)
-    return starts
-
-
 def run_coin_lanes(
-    config: CoinExperimentConfig,
+    config: TeamExperimentConfig,
     out: str | Path,
     resume: bool = False,
     progress: bool = True,
     command: str = "",
 ) -> dict[str, Any]:
-    """Run the whole experiment as two compiled stages; returns (and writes) ``results.json``."""
+    """Run the whole experiment stage by stage; returns (and writes) ``results.json``."""
     import jax
 
     from contractrl.experiments.executor import _bar, check_resume_backend
@@ -445,24 +366,26 @@ def run_coin_lanes(
     for k in range(config.seeds):
         (out / "runs" / run_name(k)).mkdir(parents=True, exist_ok=True)
     (out / "stages").mkdir(exist_ok=True)
-    bar = _bar(2 * config.dqn.iterations, progress, f"{config.label()} (vmap)") or _NoBar()
-    with bar:
+    plan = stages(config)
+    env = config.make_env()
+    bar = _bar(len(plan) * config.dqn.iterations, progress, f"{config.label()} (vmap)")
+    finished: dict[Lane, dict[str, Any]] = {}
+    with bar or _NoBar() as bar:
         for k in range(config.seeds):  # a damaged principal: stage 1 runs again
             discard_damaged_principal(out, k)
-        groups1 = stage_groups(config, 1)
-        stage1 = run_stage(out, config, 1, tuple({} for _ in groups1), {}, bar)
-        starts = stage2_starts(config, stage1)
-        groups2 = stage_groups(config, 2)
-        principals = []
-        for group in groups2:
-            if not group.uses_principal:
-                principals.append({})
-                continue
-            params = [load_principal(out, config, lane.seed_index) for lane in group.lanes]
-            principals.append(jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *params))
-        stage2 = run_stage(out, config, 2, tuple(principals), starts, bar)
+        for number, nodes in enumerate(plan, start=1):
+            groups = stage_groups(config, nodes)
+            starts = _starts(config, nodes, finished, env)
+            principals = []
+            for group in groups:
+                if not group.uses_principal:
+                    principals.append({})
+                    continue
+                params = [load_principal(out, config, lane.seed_index) for lane in group.lanes]
+                principals.append(jax.tree_util.tree_map(lambda *x: jax.numpy.stack(x), *params))
+            finished.update(run_stage(out, config, number, tuple(principals), starts, bar))
     outputs: dict[int, dict] = {}
-    for lane, summary in {**stage1, **stage2}.items():
+    for lane, summary in finished.items():
         outputs.setdefault(lane.seed_index, {})[lane.phase] = summary
     wall = add_wall_time(out, time.perf_counter() - begin)
     results = aggregate(
@@ -474,3 +397,15 @@ def run_coin_lanes(
     results["backend"] = "vmap"
     write_json(out / "results.json", results)
     return results
+
+
+def _starts(config, nodes: tuple[Node, ...], finished: dict[Lane, dict], env):
+    """Every lane's start in a stage, from the summaries of earlier stages."""
+    starts: dict[Lane, LaneStart] = {}
+    for node in nodes:
+        for k in range(config.seeds):
+            seed_done = {
+                name: finished[Lane(k, name)] for name in node.after if Lane(k, name) in finished
+            }
+            starts[Lane(k, node.phase.name)] = lane_start(config, node, seed_done, env)
+    return starts

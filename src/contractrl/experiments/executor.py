@@ -9,7 +9,9 @@ Backends:
 
 Tasks are ``fn(**kwargs)`` with ``fn`` importable at module level; each writes
 ``<run_dir>/progress.json`` (``{"iteration": i, "total": n}``) as it goes, which the driver polls
-to draw a single progress bar over all runs, so the same mechanism serves every backend.
+to draw a single progress bar over all runs, so the same mechanism serves every backend. A task
+may name the tasks it needs finished first (``after``: a dependency graph, e.g. a validation
+phase after its principal); every backend starts a task only once those have finished.
 """
 
 from __future__ import annotations
@@ -30,13 +32,18 @@ SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thr
 
 @dataclass(frozen=True)
 class Task:
-    """One run: call ``fn(**kwargs)``; progress in ``run_dir/progress_file``."""
+    """One run: call ``fn(**kwargs)``; progress in ``run_dir/progress_file``.
+
+    ``after``: positions (in the list given to :func:`run_tasks`) of the tasks that must have
+    finished before this one starts; each earlier in the list than this task.
+    """
 
     fn: Callable[..., Any]
     kwargs: dict[str, Any]
     run_dir: Path
     total: int
     progress_file: str = "progress.json"
+    after: tuple[int, ...] = ()
 
 
 def available_cores() -> list[int]:
@@ -224,10 +231,13 @@ def run_tasks(
         progress: draw a progress bar (stderr) with an ETA.
         description: the bar's label.
     """
+    for index, task in enumerate(tasks):
+        if any(not 0 <= j < index for j in task.after):
+            raise ValueError(f"task {index}: 'after' must name earlier tasks, got {task.after}")
     total = sum(t.total for t in tasks)
     bar = _bar(total, progress, description)
     try:
-        if backend == "inline":
+        if backend == "inline":  # list order is a topological order of the graph
             results = []
             for task in tasks:
                 results.append(task.fn(**task.kwargs))
@@ -263,18 +273,48 @@ def _run_local(tasks: list[Task], workers: int, bar) -> list[Any]:
         initializer=_init_worker,
         initargs=(core_queue, os.getpid()),
     ) as pool:
-        futures = [pool.submit(t.fn, **t.kwargs) for t in tasks]
+        futures: dict[int, concurrent.futures.Future] = {}
+        chain = _chain_lengths(tasks)
         while True:
-            done, pending = concurrent.futures.wait(futures, timeout=1.0)
+            finished = {i for i, f in futures.items() if f.done()}
+            # no queue inside the pool: a free worker takes the ready task with the longest
+            # chain of tasks waiting on it (the pipeline's principal before a baseline)
+            free = count - (len(futures) - len(finished))
+            ready = sorted(_ready(tasks, futures, finished), key=lambda i: (-chain[i], i))
+            for i in ready[:free]:
+                futures[i] = pool.submit(tasks[i].fn, **tasks[i].kwargs)
+            running = [f for f in futures.values() if not f.done()]
+            if running:
+                concurrent.futures.wait(
+                    running, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED
+                )
             _refresh(bar, tasks)
-            failed = [f for f in done if f.exception() is not None]
+            failed = [f for f in futures.values() if f.done() and f.exception() is not None]
             if failed:
-                for f in pending:
+                for f in futures.values():
                     f.cancel()
                 raise failed[0].exception()
-            if not pending:
+            if len(futures) == len(tasks) and all(f.done() for f in futures.values()):
                 break
-        return [f.result() for f in futures]
+        return [futures[i].result() for i in range(len(tasks))]
+
+
+def _chain_lengths(tasks: list[Task]) -> list[int]:
+    """Per task, the length of the longest chain of tasks that wait on it (itself included)."""
+    chain = [1] * len(tasks)
+    for i in reversed(range(len(tasks))):
+        for j in tasks[i].after:
+            chain[j] = max(chain[j], chain[i] + 1)
+    return chain
+
+
+def _ready(tasks: list[Task], started, finished: set[int]) -> list[int]:
+    """Positions of the tasks not started yet whose ``after`` have all finished."""
+    return [
+        i
+        for i, task in enumerate(tasks)
+        if i not in started and all(j in finished for j in task.after)
+    ]
 
 
 def _run_ray(tasks: list[Task], address: str | None, bar) -> list[Any]:
@@ -292,12 +332,18 @@ def _run_ray(tasks: list[Task], address: str | None, bar) -> list[Any]:
         )
         started = True
     try:
-        refs = [ray.remote(num_cpus=1)(t.fn).remote(**t.kwargs) for t in tasks]
-        pending = list(refs)
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        refs: dict[int, Any] = {}
+        finished: set[int] = set()
+        while len(finished) < len(tasks):
+            for i in _ready(tasks, refs, finished):
+                refs[i] = ray.remote(num_cpus=1)(tasks[i].fn).remote(**tasks[i].kwargs)
+            pending = [refs[i] for i in refs if i not in finished]
+            done, _ = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            ray.get(done)  # raises a task's error here
+            done_refs = set(done)
+            finished |= {i for i, ref in refs.items() if ref in done_refs}
             _refresh(bar, tasks)
-        return ray.get(refs)
+        return ray.get([refs[i] for i in range(len(tasks))])
     finally:
         if started:
             ray.shutdown()

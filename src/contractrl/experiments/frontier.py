@@ -1,11 +1,11 @@
-"""The budget frontier of the Coin Game: welfare against the amount paid (beyond the paper).
+"""The budget frontier: welfare against the amount paid, in any environment (beyond the paper).
 
 One comparison point hides the answer to "do contracts beat sharing at the same budget?"; a
 frontier shows it. Points, each trained for ``seeds`` seeds with the same per-phase budget:
 
 * **contracts**: for every ``α`` of ``alphas``, Algorithm 3's training phase, then a validation
   phase per nudge of ``nudge_shares`` (0: the plain contracts; ``x``: a nudge worth ``x`` of the
-  plain validation agents' welfare per step, as in :mod:`.coin`). The amount paid is the
+  plain validation agents' welfare per step and agent, as in :mod:`.coin`). The amount paid is the
   principal's payments per episode at the final evaluation.
 * **constant proportion**: for every scheme of ``schemes`` and share ``p`` of ``shares``, the
   constant-proportion baseline with ``p`` fixed; the amount paid is its transfers per episode
@@ -14,6 +14,9 @@ frontier shows it. Points, each trained for ``seeds`` seeds with the same per-ph
 Layout: ``<out>/contracts-alpha<α>/runs/seed<k>/{principal,validation,validation_nudge<x>}.*``
 and ``<out>/constant-<scheme>-p<p>/runs/seed<k>/constant.*`` (each a phase as in :mod:`.coin`,
 resumable). ``results.json`` lists every point with welfare and amount, mean ± s.e. over seeds.
+
+The environment is the Coin Game (``env = "coin_game"``, its rules the ``game`` fields) or any
+environment ``train marl`` takes (``env``, ``env_kwargs``; docs/your-environment.md).
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ from contractrl.envs.coin_game import CoinGameConfig
 from contractrl.experiments.coin import (
     CONSTANT_SCHEMES,
     CoinExperimentConfig,
+    MarlExperimentConfig,
     discard_damaged_principal,
+    env_kwargs_dict,
+    experiment_env,
     load_principal,
     run_name,
     train_phase,
 )
 from contractrl.experiments.executor import Task, run_tasks
+from contractrl.experiments.pipeline import LaneStart, Phase, episode_length
 from contractrl.experiments.store import add_wall_time, open_experiment, write_json
 from contractrl.multiagent.common import DQNConfig
 
@@ -61,7 +68,11 @@ class FrontierConfig:
         backend: ``local``, ``ray`` or ``inline``.
         workers: ``local`` worker processes (0: one per core).
         ray_address: Ray cluster address.
-        game: the Coin Game rules.
+        env: ``coin_game`` (the rules: ``game``) or any environment of ``train marl --env``
+            (a built-in name, ``jaxmarl:<id>``, ``<module>:<factory>``, ``<file.py>:<factory>``).
+        env_kwargs: the environment's keyword arguments, a JSON object (not with
+            ``coin_game``, whose rules are the ``game`` fields).
+        game: the Coin Game rules (``env = "coin_game"``).
         dqn: the learners' hyper-parameters (``alpha`` is replaced by each of ``alphas``).
     """
 
@@ -77,6 +88,8 @@ class FrontierConfig:
     backend: str = "local"
     workers: int = 0
     ray_address: str | None = None
+    env: str = "coin_game"
+    env_kwargs: str = "{}"
     game: CoinGameConfig = dataclasses.field(default_factory=lambda: GAME_PRESETS["paper-3x3"])
     dqn: DQNConfig = dataclasses.field(default_factory=lambda: DQNConfig(iterations=20_000))
 
@@ -100,13 +113,26 @@ class FrontierConfig:
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"{name}: invalid value {getattr(self, name)!r}")
+        if self.env == "coin_game" and env_kwargs_dict(self.env_kwargs):
+            raise ValueError(
+                "env_kwargs: the Coin Game's rules are the game fields (--grid-size, "
+                "--horizon, ...); env_kwargs is for the other environments"
+            )
         self.game.validate()
         self.dqn.validate()
+        self.team_config().validate()  # the environment: one line if it cannot be used
 
-    def coin_config(self, alpha: float | None = None, scheme: str | None = None):
-        """The Coin experiment config of one point's phases."""
+    def team_config(self, alpha: float | None = None, scheme: str | None = None):
+        """The team experiment config of one point's phases (:mod:`.coin`)."""
         dqn = self.dqn if alpha is None else dataclasses.replace(self.dqn, alpha=alpha)
-        return CoinExperimentConfig(
+        if self.env == "coin_game":
+            where = {"game": self.game}
+            cls = CoinExperimentConfig
+        else:
+            where = {"env": self.env, "env_kwargs": self.env_kwargs}
+            cls = MarlExperimentConfig
+        return cls(
+            **where,
             seeds=self.seeds,
             seed=self.seed,
             eval_every=self.eval_every,
@@ -115,7 +141,7 @@ class FrontierConfig:
             constant_schemes=(scheme or CONSTANT_SCHEMES[0],),
             budget_calibration=0.0,
             checkpoint_seconds=self.checkpoint_seconds,
-            game=self.game,
+            backend="inline",  # each point's phases run in the frontier's own tasks
             dqn=dqn,
         )
 
@@ -151,8 +177,13 @@ def constant_dir(out: Path, scheme: str, share: float) -> Path:
 
 
 def nudge_phase(nudge_share: float) -> str:
-    """The validation phase of a nudge share."""
+    """The name of the validation phase of a nudge share."""
     return "validation" if nudge_share == 0 else f"validation_nudge{_tag(nudge_share)}"
+
+
+def validation_phase(nudge_share: float) -> Phase:
+    """The validation phase of a nudge share."""
+    return Phase(nudge_phase(nudge_share), "validation", nudged=nudge_share > 0)
 
 
 def _progress(run_dir: Path, task: str, total: int):
@@ -167,7 +198,8 @@ def run_contract_point(out: str, alpha: float, seed_index: int, frontier: dict) 
     from contractrl.experiments.config import from_dict
 
     config = from_dict(FrontierConfig, frontier)
-    coin = config.coin_config(alpha=alpha)
+    coin = config.team_config(alpha=alpha)
+    env = experiment_env(coin)
     exp = contract_dir(Path(out), alpha)
     run_dir = exp / "runs" / run_name(seed_index)
     per_phase = coin.dqn.iterations
@@ -181,20 +213,26 @@ def run_contract_point(out: str, alpha: float, seed_index: int, frontier: dict) 
 
     discard_damaged_principal(exp, seed_index)  # a damaged file: train it again
     summaries["principal"] = train_phase(
-        exp, coin, seed_index, "principal", {}, 0.0, coin.dqn.nudge, progress
+        exp,
+        coin,
+        seed_index,
+        Phase("principal", "principal"),
+        {},
+        LaneStart(nudge=coin.dqn.nudge),
+        progress,
     )
     principal = load_principal(exp, coin, seed_index)
     plain = None
     for x in sorted(config.nudge_shares):
         done += per_phase
         nudge = coin.dqn.nudge
-        if x > 0:
-            welfare = max(plain["welfare"], 0.0)  # never a negative nudge
-            per_step = welfare / (coin.game.horizon * coin.game.num_agents)
+        if x > 0:  # per step and agent of the plain validation's episodes, never negative
+            welfare = max(plain["welfare"], 0.0)
+            per_step = welfare / (episode_length(plain, env) * env.num_agents)
             nudge += x * per_step
         phase = nudge_phase(x)
         summaries[phase] = train_phase(
-            exp, coin, seed_index, phase, principal, 0.0, nudge, progress
+            exp, coin, seed_index, validation_phase(x), principal, LaneStart(nudge=nudge), progress
         )
         if x == 0:
             plain = summaries[phase]
@@ -209,7 +247,7 @@ def run_constant_point(
     from contractrl.experiments.config import from_dict
 
     config = from_dict(FrontierConfig, frontier)
-    coin = config.coin_config(scheme=scheme)
+    coin = config.team_config(scheme=scheme)
     exp = constant_dir(Path(out), scheme, share)
     run_dir = exp / "runs" / run_name(seed_index)
     total = coin.dqn.iterations
@@ -217,10 +255,9 @@ def run_constant_point(
         exp,
         coin,
         seed_index,
-        "constant",
+        Phase("constant", "constant", scheme),
         {},
-        share,
-        coin.dqn.nudge,
+        LaneStart(share=share, nudge=coin.dqn.nudge),
         _progress(run_dir, "constant", total),
     )
     return {

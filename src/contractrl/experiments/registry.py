@@ -119,10 +119,12 @@ def experiments() -> dict[str, ExperimentSpec]:
         ),
         ExperimentSpec(
             "frontier",
-            "Coin Game budget frontier: welfare against the amount paid (contracts vs sharing)",
+            "budget frontier: welfare against the amount paid (contracts vs sharing), any env",
             "Trace welfare against the amount paid per episode for contracts (several payment "
             "weights alpha and nudges) and for constant-proportion sharing (a grid of shares, "
-            f"both schemes) in the Coin Game. {flags}",
+            "both schemes) in the Coin Game (--env coin_game, the default, with its rules as "
+            "flags) or any environment of `train marl` (--env, --env-kwargs). "
+            f"{flags}",
             FrontierConfig,
             FRONTIER_PRESETS,
             "budget-3x3",
