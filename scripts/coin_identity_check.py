@@ -22,9 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+#: The protocol flags are explicit so that trees with other defaults run the same experiment.
+PROCESS = ["--nudge-base", "validation", "--budget-match", "final"]
+LOCKSTEP = ["--nudge-base", "plan", "--budget-match", "same_evaluation"]
 RUNS = {
-    "smoke-inline": ["--preset", "smoke", "--backend", "inline", "--seeds", "1"],
-    "smoke-vmap": ["--preset", "smoke", "--backend", "vmap", "--seeds", "2"],
+    "smoke-inline": ["--preset", "smoke", "--backend", "inline", "--seeds", "1", *PROCESS],
+    "smoke-vmap": ["--preset", "smoke", "--backend", "vmap", "--seeds", "2", *LOCKSTEP],
     "g4n3": [
         "--preset",
         "smoke",
@@ -42,6 +45,7 @@ RUNS = {
         "constant",
         "--constant-schemes",
         "top_up",
+        *PROCESS,
     ],
 }
 #: Keys that measure wall time or name the source tree, not results.

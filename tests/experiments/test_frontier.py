@@ -43,3 +43,28 @@ def test_bad_frontier_config_is_refused(tmp_path, capsys, flags, needle):
     out = tmp_path / "bad"
     assert main(["train", "frontier", "--preset", "smoke", "--out", str(out), *flags]) == 2
     assert needle in capsys.readouterr().err and not out.exists()
+
+
+def test_frontier_in_another_environment_with_early_ends(tmp_path):
+    """The frontier in the iterated dilemma (episodes end at a mutual defection): the nudge
+    is a share of welfare per step the plain validation agents' episodes actually lasted."""
+    out = tmp_path / "dilemma"
+    flags = ["--env", "iterated_dilemma", "--env-kwargs", '{"horizon": 6}', "--no-progress"]
+    flags += ["--iterations", "300", "--learning-starts", "50", "--eval-every", "300"]
+    assert main(["train", "frontier", "--preset", "smoke", "--out", str(out), *flags]) == 0
+    run = out / "contracts-alpha0.1" / "runs" / "seed0"
+    plain = json.loads((run / "validation.json").read_text())
+    nudged = json.loads((run / "validation_nudge0.1.json").read_text())
+    assert 1 <= plain["episode_length"] <= 6
+    per_step = max(plain["welfare"], 0.0) / (plain["episode_length"] * 2)
+    assert nudged["nudge"] - plain["nudge"] == pytest.approx(0.1 * per_step, rel=1e-9)
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["env"] == "iterated_dilemma"
+    assert all(p["welfare"] == p["welfare"] for p in results["points"])
+
+
+def test_coin_frontier_refuses_env_kwargs(tmp_path, capsys):
+    out = tmp_path / "bad"
+    flags = ["--env-kwargs", '{"grid_size": 4}']
+    assert main(["train", "frontier", "--preset", "smoke", "--out", str(out), *flags]) == 2
+    assert "env_kwargs" in capsys.readouterr().err and not out.exists()
