@@ -253,8 +253,9 @@ def test_local_and_vmap_train_the_same_runs_with_the_same_protocol(tmp_path):
 
 @pytest.mark.parametrize(
     ("nudge_base", "budget_match"),
-    [("validation", "final"), pytest.param("plan", "final", marks=pytest.mark.slow)],
+    [("validation", "final"), ("plan", "final")],
 )
+@pytest.mark.slow  # ~2 min each on 2 cores; `make test-all`
 def test_vmap_runs_every_protocol_as_the_processes_do(tmp_path, nudge_base, budget_match):
     """A protocol whose phases need another's final evaluation: the lane backend cuts the
     graph into more stages and still trains the process backend's runs."""
