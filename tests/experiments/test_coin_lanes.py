@@ -4,6 +4,7 @@ the experiment end to end, and an interrupted stage resumes to the same results.
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -241,10 +242,16 @@ def test_local_and_vmap_train_the_same_runs_with_the_same_protocol(tmp_path):
     assert a["nudge_base"] == b["nudge_base"] == "plan"
     assert a["budget_match"] == b["budget_match"] == "same_evaluation"
     phases = ("principal", "validation", "validation_nudged", "constant", "constant_nudged")
+    keys = ("welfare", "payments", "follow_rate", "share", "nudge", "target_payments")
+    _assert_same_summaries(tmp_path / "inline", tmp_path / "vmap", phases, keys)
+
+
+def _assert_same_summaries(a: Path, b: Path, phases, keys) -> None:
+    """Seed 0's phase summaries agree between two runs (up to batched float rounding)."""
     for phase in phases:
-        x = json.loads((tmp_path / f"inline/runs/seed0/{phase}.json").read_text())
-        y = json.loads((tmp_path / f"vmap/runs/seed0/{phase}.json").read_text())
-        for key in ("welfare", "payments", "follow_rate", "share", "nudge", "target_payments"):
+        x = json.loads((a / f"runs/seed0/{phase}.json").read_text())
+        y = json.loads((b / f"runs/seed0/{phase}.json").read_text())
+        for key in keys:
             if x.get(key) is None:
                 assert y.get(key) is None, (phase, key)
                 continue
@@ -268,12 +275,7 @@ def test_vmap_runs_every_protocol_as_the_processes_do(tmp_path, nudge_base, budg
     run_coin(inline, tmp_path / "inline", progress=False)
     b = run_coin(vmap, tmp_path / "vmap", progress=False)
     assert b["nudge_base"] == nudge_base and b["budget_match"] == budget_match
-    for phase in ("validation_nudged", "constant", "constant_nudged"):
-        x = json.loads((tmp_path / f"inline/runs/seed0/{phase}.json").read_text())
-        y = json.loads((tmp_path / f"vmap/runs/seed0/{phase}.json").read_text())
-        for key in ("welfare", "payments", "share", "share_initial", "nudge", "target_payments"):
-            if x.get(key) is None:
-                assert y.get(key) is None, (phase, key)
-                continue
-            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-5, nan_ok=True), (phase, key)
+    phases = ("validation_nudged", "constant", "constant_nudged")
+    keys = ("welfare", "payments", "share", "share_initial", "nudge", "target_payments")
+    _assert_same_summaries(tmp_path / "inline", tmp_path / "vmap", phases, keys)
     assert not list((tmp_path / "vmap/stages").iterdir())

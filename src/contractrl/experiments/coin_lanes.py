@@ -54,6 +54,7 @@ from contractrl.experiments.pipeline import (
     Lane,
     LaneStart,
     Node,
+    calibrated_share,
     lane_start,
     matched_share,
     stage_groups,
@@ -276,8 +277,6 @@ def _calibrate(config, groups, states, rows, starts):
     matched to a final amount (``final``) moves towards it with
     :func:`.pipeline.calibrated_share`.
     """
-    from contractrl.experiments.pipeline import calibrated_share
-
     n = config.make_env().num_agents
     out = list(states)
     for g, group in enumerate(groups):

@@ -120,13 +120,13 @@ def stages(config) -> tuple[tuple[Node, ...], ...]:
     baselines, then every validation and constant phase. ``validation`` and ``final`` add
     stages (the nudged validation after the plain one, a constant phase after its match).
     """
+    nodes = phase_graph(config)
     level: dict[str, int] = {}
-    for node in phase_graph(config):
+    for node in nodes:
         deps = [level[a] + 1 for a in node.after]
         if node.beside:
             deps.append(level[node.beside])
         level[node.phase.name] = max(deps, default=0)
-    nodes = phase_graph(config)
     return tuple(
         tuple(n for n in nodes if level[n.phase.name] == s) for s in range(max(level.values()) + 1)
     )
