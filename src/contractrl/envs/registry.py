@@ -42,8 +42,20 @@ def _iterated_dilemma(**flags):
     return IteratedDilemma(**flags)
 
 
+def _cleanup(preset: str | None = None, **flags):
+    from contractrl.envs.cleanup import PRESETS, Cleanup
+
+    if preset is not None and preset not in PRESETS:
+        raise EnvUnusableError(f"cleanup: unknown preset {preset!r} (known: {sorted(PRESETS)})")
+    return Cleanup(PRESETS[preset] if preset else None, **flags)
+
+
 #: Built-in environments: name -> factory(**kwargs).
-BUILTINS = {"coin_game": _coin_game, "iterated_dilemma": _iterated_dilemma}
+BUILTINS = {
+    "coin_game": _coin_game,
+    "iterated_dilemma": _iterated_dilemma,
+    "cleanup": _cleanup,
+}
 
 
 def make(name: str, **kwargs) -> Any:
