@@ -174,7 +174,11 @@ def test_existing_directory_needs_resume(tmp_path, capsys):
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert main([*args, "--resume", "--seeds", "3"]) == 2
-    assert "config differs" in capsys.readouterr().err
+    assert "another config: seeds 3 (saved: 1)" in capsys.readouterr().err
+    # a finished run cannot be extended: the refusal names the field and the way to do it
+    assert main([*args, "--resume", "--iterations", "400"]) == 2
+    err = capsys.readouterr().err
+    assert "iterations 400 (saved: 200)" in err and "--iterations 400 and a new --out" in err
     assert main([*args, "--resume"]) == 0  # already complete: nothing to do
 
 
@@ -185,6 +189,10 @@ def test_existing_directory_needs_resume(tmp_path, capsys):
         (["--iterations", "-5"], "iterations"),
         (["--loss", "l3"], "loss"),
         (["--backend", "slurm"], "backend"),
+        # the field at fault, and its valid range
+        (["--replay-capacity", "10"], "replay_capacity: must be >= batch_size (128), got 10"),
+        (["--epsilon-fraction", "1.5"], "epsilon_fraction: invalid value 1.5 (valid: (0, 1])"),
+        (["--loss", "l3"], "valid: huber, mse"),
     ],
 )
 def test_bad_config_is_refused_before_work(tmp_path, capsys, flags, needle):

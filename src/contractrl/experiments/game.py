@@ -108,7 +108,10 @@ def prepare(
     from contractrl.core.instance import load_instance, save_instance
     from contractrl.core.solver import solve_spe
     from contractrl.experiments.store import ExperimentExistsError
+    from contractrl.experiments.tree_runs import check_resume_config
 
+    if resume:
+        check_resume_config(Path(out), config)
     game = load_instance(instance)
     saved = Path(out) / "instances" / "instance0.json"
     if resume and saved.exists():
@@ -158,7 +161,12 @@ def run_game(
     Returns (and writes) ``results.json``. With ``resume``, ``instance`` is ignored: the
     experiment directory holds its copy of the game.
     """
-    from contractrl.experiments.tree_runs import aggregate, run_name, train_tree_run
+    from contractrl.experiments.tree_runs import (
+        aggregate,
+        run_name,
+        runs_label,
+        train_tree_run,
+    )
 
     config.validate()
     config = dataclasses.replace(config, backend=resolve_backend(config.backend))
@@ -190,7 +198,7 @@ def run_game(
         config.workers,
         config.ray_address,
         progress,
-        description="game",
+        description=runs_label("game", len(tasks), config.dqn.iterations),
     )
     wall = add_wall_time(out, time.perf_counter() - start)
     results = aggregate(manifest, summaries, wall)

@@ -29,7 +29,13 @@ from contractrl.experiments.store import (
     open_experiment,
     write_json,
 )
-from contractrl.experiments.tree_runs import aggregate, run_name, train_tree_run
+from contractrl.experiments.tree_runs import (
+    aggregate,
+    check_resume_config,
+    run_name,
+    runs_label,
+    train_tree_run,
+)
 from contractrl.learning.algorithm2 import DQNConfig
 
 
@@ -66,6 +72,8 @@ def prepare(config: TreeExperimentConfig, out: Path, resume: bool, command: str 
             )
         return {"instances": instances}
 
+    if resume:
+        check_resume_config(Path(out), config)
     return open_experiment(Path(out), "tree", config, resume, command, __version__, build)
 
 
@@ -184,7 +192,7 @@ def run_tree(
         config.workers,
         config.ray_address,
         progress,
-        description=f"tree d{config.depth}",
+        description=runs_label(f"tree d{config.depth}", len(tasks), config.dqn.iterations),
     )
     wall = add_wall_time(out, time.perf_counter() - start)
     results = aggregate(manifest, summaries, wall)

@@ -47,6 +47,70 @@ def run_name(instance: int, seed: int) -> str:
     return f"instance{instance}-seed{seed}"
 
 
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(field, saved, given)`` for every leaf where two config dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{key}")
+        return out
+    return [] if old == new else [(prefix, old, new)]
+
+
+def check_resume_config(out: Path, config: Any) -> None:
+    """Before a ``--resume``: refuse a config that differs from the saved one, naming fields.
+
+    Execution fields (backend, workers, ...) may differ. A larger ``iterations`` for a run
+    that finished (or is under way) is refused with the way to get a longer run: the run's
+    ε, learning-rate and phase schedules are laid out over its ``iterations``, so more
+    iterations make another run, not a continuation of this one.
+
+    Raises:
+        ExperimentExistsError: naming each differing field, saved and given values.
+    """
+    import dataclasses
+    import json
+
+    from contractrl.experiments.store import ExperimentExistsError, _identity
+
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = read_json(path)
+        before = _identity(config, saved["config"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return  # the store reports an unreadable or foreign directory
+    after = _identity(config, json.loads(json.dumps(dataclasses.asdict(config))))
+    diffs = _differences(before, after)
+    if not diffs:
+        return
+    named = ", ".join(f"{name.split('.')[-1]} {new!r} (saved: {old!r})" for name, old, new in diffs)
+    message = f"--resume: {out} was started with another config: {named}"
+    if [d[0] for d in diffs] == ["iterations"]:
+        old, new = diffs[0][1], diffs[0][2]
+        message += (
+            f". A run cannot be extended from {old:,} to {new:,} iterations: its ε, "
+            "learning-rate and phase schedules end at --iterations, so a longer run is another "
+            f"run; start one with --iterations {new} and a new --out (or resume this one "
+            "without --iterations)"
+        )
+    else:
+        message += "; resume without these flags, or start a new experiment with a new --out"
+    raise ExperimentExistsError(message)
+
+
+def runs_label(name: str, runs: int, iterations: int) -> str:
+    """The progress label of ``runs`` runs in parallel processes.
+
+    Their bar counts the runs' iterations together (``runs x iterations``); the figures'
+    axis counts one run's, so the label says both.
+    """
+    if runs == 1:
+        return name
+    return f"{name}, {runs} runs x {iterations:,} iterations (counted together)"
+
+
 # ----------------------------------------------------------------------------- one run
 def _learner(game, dqn):
     """The process's compiled learner for ``game``'s shapes and ``dqn``."""

@@ -175,26 +175,43 @@ class DQNConfig:
         require(
             self,
             [
-                ("lr_start", self.lr_start > 0),
-                ("lr_end", self.lr_end > 0),
-                ("epsilon_start", 0 <= self.epsilon_start <= 1),
-                ("epsilon_end", 0 <= self.epsilon_end <= 1),
-                ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),
-                ("loss", self.loss in LOSSES),
-                ("agent_model", self.agent_model in AGENT_MODELS),
-                ("schedule", self.schedule in SCHEDULES),
-                ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
-                ("priority_alpha", self.priority_alpha >= 0),
-                ("priority_beta", self.priority_beta >= 0),
-                ("priority_eps", self.priority_eps > 0),
-                ("auto_nudge_scale", self.auto_nudge_scale >= 0),
-                ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1),
-                ("auto_nudge_accumulation", self.auto_nudge_accumulation in ACCUMULATIONS),
-                ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
-                ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
-                ("batch_size", self.batch_size <= self.replay_capacity),
+                ("lr_start", self.lr_start > 0, ["> 0"]),
+                ("lr_end", self.lr_end > 0, ["> 0"]),
+                ("epsilon_start", 0 <= self.epsilon_start <= 1, ["[0, 1]"]),
+                ("epsilon_end", 0 <= self.epsilon_end <= 1, ["[0, 1]"]),
+                ("epsilon_fraction", 0 < self.epsilon_fraction <= 1, ["(0, 1]"]),
+                ("loss", self.loss in LOSSES, LOSSES),
+                ("agent_model", self.agent_model in AGENT_MODELS, AGENT_MODELS),
+                ("schedule", self.schedule in SCHEDULES, SCHEDULES),
+                ("nudge", np.isfinite(self.nudge) and self.nudge >= 0, ["a finite number >= 0"]),
+                ("priority_alpha", self.priority_alpha >= 0, [">= 0"]),
+                ("priority_beta", self.priority_beta >= 0, [">= 0"]),
+                ("priority_eps", self.priority_eps > 0, ["> 0"]),
+                ("auto_nudge_scale", self.auto_nudge_scale >= 0, [">= 0"]),
+                ("auto_nudge_quantile", 0 < self.auto_nudge_quantile <= 1, ["(0, 1]"]),
+                (
+                    "auto_nudge_accumulation",
+                    self.auto_nudge_accumulation in ACCUMULATIONS,
+                    ACCUMULATIONS,
+                ),
+                (
+                    "hidden",
+                    len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+                    ["one or more widths >= 1"],
+                ),
+                (
+                    "max_grad_norm",
+                    self.max_grad_norm is None or self.max_grad_norm > 0,
+                    ["> 0, or none"],
+                ),
             ],
         )
+        if self.replay_capacity < self.batch_size:
+            # the replay must hold one batch: name the field the user is likeliest to have set
+            raise ValueError(
+                f"replay_capacity: must be >= batch_size ({self.batch_size}), got "
+                f"{self.replay_capacity} (or lower --batch-size)"
+            )
 
     @property
     def learning_starts(self) -> int:
