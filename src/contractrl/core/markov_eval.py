@@ -304,3 +304,40 @@ def deviation_report(
         own=all_own,
         follow=all_follow,
     )
+
+
+def plan_summary(game: MarkovGame, solution) -> dict:
+    """Per-episode exact references of a principal's plan and contracts (a JSON-ready dict).
+
+    ``solution`` has ``plan``, ``contracts``, ``welfare_values`` and ``payment_values`` (a
+    :class:`~.markov_solver.PrincipalSolution`). Keys: ``welfare``, ``payments``,
+    ``payment_share`` (everyone following), the follow rate and SPE/IC ratios of agents that
+    best-respond exactly and break ties uniformly at random (``*_random_ties``; ``_alone``:
+    the others following), and the discounted welfare and payments from ``d0``.
+    """
+    n = game.num_agents
+    plan, contracts = solution.plan, solution.contracts
+    follow = [follow_policy(game, plan, i) for i in range(n)]
+    totals = evaluate_profile(game, plan, contracts, follow)
+    uniform = [best_response(game, plan, contracts, i, "uniform").policy for i in range(n)]
+    both = deviation_report(game, plan, contracts, uniform)
+    alone = [
+        evaluate_profile(
+            game, plan, contracts, [uniform[j] if j == i else follow[j] for j in range(n)]
+        )
+        for i in range(n)
+    ]
+    return {
+        "welfare": totals.welfare,
+        "payments": float(totals.payments.sum()),
+        "payment_share": _ratio(float(totals.payments.sum()), totals.welfare),
+        "follow_rate_random_ties": both.follow_rate,
+        "follow_rate_alone": float(
+            sum(a.follows[i] for i, a in enumerate(alone)) / (n * totals.steps)
+        ),
+        "spe_ratio_random_ties": both.spe_ratio,
+        "ic_ratio_random_ties": both.ic_ratio,
+        "welfare_random_ties": both.welfare,
+        "discounted_welfare": float(game.initial @ solution.welfare_values[0]),
+        "discounted_payments": float(game.initial @ solution.payment_values[0]),
+    }

@@ -24,7 +24,12 @@ Optional capabilities an environment may offer:
   computable from the state (the Coin Game): learners then store states, not observations,
   and evaluate their first layer from the ones (exact, several times cheaper);
   ``info["final_state"]`` then holds the state the step reached, before the reset;
-* ``render(state) -> uint8 [H, W, 3]`` — a picture of one environment.
+* ``render(state) -> uint8 [H, W, 3]`` — a picture of one environment;
+* ``measures`` — a tuple of names of per-agent quantities the environment counts on every step
+  (e.g. Cleanup's ``waste_cleaned``); ``step`` then returns them in ``info["measures"]``, a dict
+  of float ``[n]`` arrays (the step's own amounts, before the reset). Evaluation reports their
+  per-episode totals per agent (who did what: the division of labour), and a formal contract
+  (:mod:`contractrl.envs.transfers`) can pay for one of them.
 
 :class:`MultiAgentEnv` is a base class that supplies the time limit and the auto-reset: a
 subclass writes ``reset_env`` and ``step_env`` (the raw dynamics, without either) and gets the
@@ -57,7 +62,8 @@ class MultiAgentEnv:
 
     * ``reset_env(key) -> (obs [n, *observation_shape], inner_state)``;
     * ``step_env(key, inner_state, actions [n]) -> (obs, inner_state, rewards [n],
-      terminated [])``.
+      terminated [])``, or with a fifth item, the dict of the step's ``measures`` (float
+      ``[n]`` each, keys exactly the class's ``measures``).
 
     ``step`` counts steps, truncates at ``max_steps`` and resets after the last step (keys:
     ``step`` splits its key into the dynamics' and the reset's); ``info["final_state"]`` is the
@@ -73,6 +79,7 @@ class MultiAgentEnv:
     observation_shape: tuple[int, ...]
     max_steps: int
     limit_ends_as_truncation: bool = False
+    measures: tuple[str, ...] = ()
 
     def reset_env(self, key: jax.Array):
         """A new episode's ``(obs, inner_state)`` (subclasses)."""
@@ -90,7 +97,9 @@ class MultiAgentEnv:
     def step(self, key: jax.Array, state: TimeLimitState, actions: jax.Array):
         """One step with the time limit and the auto-reset (module docstring)."""
         k_step, k_reset = jax.random.split(key)
-        obs, inner, rewards, terminated = self.step_env(k_step, state.inner, actions)
+        out = self.step_env(k_step, state.inner, actions)
+        obs, inner, rewards, terminated = out[:4]
+        measures = out[4] if len(out) > 4 else {}
         t = state.t + 1
         terminated = jnp.asarray(terminated, bool)
         at_limit = t >= self.max_steps
@@ -103,6 +112,10 @@ class MultiAgentEnv:
         next_state = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, reached)
         next_obs = jnp.where(done, fresh_obs, obs)
         info = {"final_obs": obs, "final_state": reached}
+        if self.measures:
+            info["measures"] = {
+                name: jnp.asarray(measures[name], jnp.float32) for name in self.measures
+            }
         return next_obs, next_state, jnp.asarray(rewards, jnp.float32), terminated, truncated, info
 
 
@@ -181,6 +194,20 @@ def check_outputs(env: Any) -> None:
     for what, got, want in checks:
         if got != want:
             raise ValueError(f"{what} of shape {got}, expected {want}")
+    declared = tuple(getattr(env, "measures", ()) or ())
+    if declared:
+        got = info.get("measures") if isinstance(info, dict) else None
+        if not isinstance(got, dict) or set(got) != set(declared):
+            raise ValueError(
+                f"step: info['measures'] must hold exactly the declared measures {declared}, "
+                f"got {sorted(got) if isinstance(got, dict) else got!r}"
+            )
+        for name in declared:
+            if tuple(got[name].shape) != (n,):
+                raise ValueError(
+                    f"step: info['measures'][{name!r}] of shape {tuple(got[name].shape)}, "
+                    f"expected {(n,)}"
+                )
     final = info.get("final_obs") if isinstance(info, dict) else None
     if final is None or tuple(final.shape) != (n, *shape):
         raise ValueError(

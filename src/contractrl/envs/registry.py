@@ -5,7 +5,9 @@ Names (docs/your-environment.md):
 * a built-in environment: ``coin_game`` (:class:`~contractrl.envs.coin_game.CoinGame`;
   keywords are :class:`~contractrl.envs.coin_game.CoinGameConfig` fields, or ``preset`` with a
   Coin Game preset name), ``iterated_dilemma``
-  (:class:`~contractrl.envs.dilemma.IteratedDilemma`);
+  (:class:`~contractrl.envs.dilemma.IteratedDilemma`), ``escape_room``
+  (:class:`~contractrl.envs.escape_room.EscapeRoom`; ``preset`` ``er2-1`` or ``er3-2``, or
+  :class:`~contractrl.envs.escape_room.EscapeRoomConfig` fields);
 * ``jaxmarl:<id>`` — a registered JaxMARL environment (:mod:`.adapters`);
 * ``<module>:<factory>`` or ``<file.py>:<factory>`` — a callable in an importable module or a
   Python file; ``factory(**kwargs)`` returns a protocol environment (:mod:`.protocol`), a
@@ -42,6 +44,14 @@ def _iterated_dilemma(**flags):
     return IteratedDilemma(**flags)
 
 
+def _escape_room(preset: str | None = None, **flags):
+    from contractrl.envs.escape_room import PRESETS, EscapeRoom
+
+    if preset is not None and preset not in PRESETS:
+        raise EnvUnusableError(f"escape_room: unknown preset {preset!r} (known: {sorted(PRESETS)})")
+    return EscapeRoom(PRESETS[preset] if preset else None, **flags)
+
+
 def _cleanup(preset: str | None = None, **flags):
     from contractrl.envs.cleanup import PRESETS, Cleanup
 
@@ -54,6 +64,7 @@ def _cleanup(preset: str | None = None, **flags):
 BUILTINS = {
     "coin_game": _coin_game,
     "iterated_dilemma": _iterated_dilemma,
+    "escape_room": _escape_room,
     "cleanup": _cleanup,
 }
 

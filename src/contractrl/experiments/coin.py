@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import time
 import zlib
 from pathlib import Path
@@ -41,6 +42,7 @@ from contractrl._stats import mean_se
 from contractrl._validate import require_positive_ints
 from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
+from contractrl.envs.transfers import FormalContract, Gifting
 from contractrl.experiments.config import validate_execution
 from contractrl.experiments.executor import (
     Task,
@@ -71,7 +73,9 @@ from contractrl.experiments.store import (
 )
 from contractrl.multiagent.common import DQNConfig
 
-BASELINES = ("selfish", "cooperative", "constant")
+BASELINES = ("selfish", "cooperative", "constant", "formal", "gifting")
+#: The baselines a config trains unless it says otherwise (the paper's).
+DEFAULT_BASELINES = ("selfish", "cooperative", "constant")
 NUDGE_BASES = ("auto", "validation", "plan")
 BUDGET_MATCHES = ("auto", "final", "same_evaluation")
 CONSTANT_SCHEMES = ("redistribute", "top_up")
@@ -104,7 +108,14 @@ class TeamExperimentConfig:
         eval_every: iterations between evaluations.
         eval_episodes: episodes per evaluation (paper: 80).
         nudge_share: the nudged variant adds this share of welfare to payments (0: skip it).
-        baselines: which of ``selfish``, ``cooperative``, ``constant`` to train.
+        baselines: which of ``selfish``, ``cooperative``, ``constant``, ``formal`` (the
+            formal-contract sweep) and ``gifting`` to train (:mod:`contractrl.envs.transfers`;
+            default the first three, the paper's).
+        formal_thetas: the formal contract's prices ``θ`` per unit of ``formal_measure``, one
+            phase ``formal_<θ>`` each.
+        formal_measure: the measure the formal contract pays for (empty: the environment's
+            ``contract_measure``).
+        gift_amount: reward handed to the others per gift (``gifting``).
         constant_schemes: the constant-proportion schemes to train (``redistribute``,
             ``top_up``; module docstring); the first is the phases ``constant``(``_nudged``).
         budget_calibration: share of a constant phase during which ``p`` is adjusted to the
@@ -141,7 +152,10 @@ class TeamExperimentConfig:
     eval_every: int = 10_000
     eval_episodes: int = 80
     nudge_share: float = 0.1
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    formal_thetas: tuple[float, ...] = (0.5, 1.0, 2.0)
+    formal_measure: str = ""
+    gift_amount: float = 1.0
     constant_schemes: tuple[str, ...] = ("redistribute",)
     budget_calibration: float = 0.5
     checkpoint_seconds: float = 60.0
@@ -182,6 +196,15 @@ class TeamExperimentConfig:
             )
         self.dqn.validate()
         env = self.make_env()
+        if "formal" in self.baselines:
+            if not self.formal_thetas or len(set(self.formal_thetas)) < len(self.formal_thetas):
+                raise ValueError("formal_thetas: one or more distinct prices needed")
+            for theta in self.formal_thetas:
+                if not isinstance(theta, int | float) or not math.isfinite(theta) or theta < 0:
+                    raise ValueError(f"formal_thetas: prices must be finite and >= 0, got {theta}")
+                FormalContract(env, float(theta), self.formal_measure or None)
+        if "gifting" in self.baselines:
+            Gifting(env, self.gift_amount)
         if self.backend == "vmap" and getattr(env, "runs_on_host", False):
             raise ValueError(
                 "backend: 'vmap' cannot run an environment stepped on the host (PettingZoo); "
@@ -225,6 +248,15 @@ class TeamExperimentConfig:
                     out.append(f"{name}_nudged")
         return tuple(out)
 
+    def independent_phases(self) -> tuple[str, ...]:
+        """The baselines that need no other phase: selfish, cooperative, formal, gifting."""
+        out = [name for name in ("selfish", "cooperative") if name in self.baselines]
+        if "formal" in self.baselines:
+            out += [formal_phase(theta) for theta in self.formal_thetas]
+        if "gifting" in self.baselines:
+            out.append("gifting")
+        return tuple(out)
+
     def scheme_of(self, phase: str) -> str | None:
         """The constant-proportion scheme a phase trains (``None``: not a constant phase)."""
         for scheme in self.constant_schemes:
@@ -238,8 +270,12 @@ class TeamExperimentConfig:
         Raises:
             ValueError: ``name`` is no phase of this experiment.
         """
-        if name in ("principal", "selfish", "cooperative"):
+        if name in ("principal", "selfish", "cooperative", "gifting"):
             return Phase(name, name)
+        if "formal" in self.baselines:
+            for theta in self.formal_thetas:
+                if name == formal_phase(theta):
+                    return Phase(name, "formal", price=float(theta))
         if name in ("validation", "validation_nudged"):
             return Phase(name, "validation", nudged=name != "validation")
         nudged = name.endswith("_nudged")
@@ -329,6 +365,11 @@ def _coin_env(game: CoinGameConfig):
     return CoinGame(game)
 
 
+def formal_phase(theta: float) -> str:
+    """Phase name of the formal contract with price ``θ``: ``formal_<θ>`` (``formal_0.5``)."""
+    return f"formal_{float(theta):g}"
+
+
 def constant_phase(config: TeamExperimentConfig, scheme: str) -> str:
     """Phase name of a constant scheme: ``constant`` for the first, else ``constant_<scheme>``."""
     return "constant" if scheme == config.constant_schemes[0] else f"constant_{scheme}"
@@ -384,6 +425,19 @@ MARL_PRESETS: dict[str, MarlExperimentConfig] = {
         _marl_budget(6_000, 2_000, seeds=2, eval_episodes=40),
         dqn=DQNConfig(iterations=6_000, replay_capacity=6_000, learning_starts=500),
     ),
+    # The incentive-design benchmarks (Escape Room; docs/escape-room.md): 20k iterations per
+    # phase, every baseline including the formal-contract sweep and gifting, both constant
+    # schemes, 5 seeds.
+    "incentives": dataclasses.replace(
+        _marl_budget(
+            20_000,
+            2_000,
+            eval_episodes=40,
+            baselines=BASELINES,
+            constant_schemes=CONSTANT_SCHEMES,
+        ),
+        dqn=DQNConfig(iterations=20_000, replay_capacity=20_000, learning_starts=500),
+    ),
     # The whole pipeline in a few minutes on 2 cores (tests, demo).
     "smoke": dataclasses.replace(
         _marl_budget(1_000, 500, seeds=2, eval_episodes=20),
@@ -407,6 +461,11 @@ def _phase_learner(config: TeamExperimentConfig, kind: Phase):
         return principal_learner(env, config.dqn)
     if kind.kind == "constant":
         return agents_learner(env, config.dqn, "constant", kind.scheme)
+    if kind.kind == "formal":
+        wrapped = FormalContract(env, kind.price, config.formal_measure or None)
+        return agents_learner(wrapped, config.dqn, "selfish")
+    if kind.kind == "gifting":
+        return agents_learner(Gifting(env, config.gift_amount), config.dqn, "selfish")
     return agents_learner(env, config.dqn, kind.kind)
 
 
@@ -469,6 +528,11 @@ def evaluation_row(phase: Phase, metrics) -> dict[str, float]:
         "spe_ratio": float("nan"),
         "ic_ratio": float("nan"),
     }
+    if "transfer_received" in base.measures:  # formal contracts, gifting: what changed hands
+        row["payments"] = float(sum(base.measures["transfer_received"]))
+        row["payment_share"] = row["payments"] / row["welfare"] if row["welfare"] > 0 else math.nan
+    if base.measures:  # per agent, per episode: who did what (the division of labour)
+        row["measures"] = {name: list(v) for name, v in base.measures.items()}
     if phase.kind == "validation":
         n = len(base.agent_utility)
         follow_all = metrics[1].agent_utility
@@ -794,6 +858,11 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
             "iterations_per_second": phases.get("principal", {}).get("iterations_per_second"),
             "principal_plan_welfare": phases.get("principal", {}).get("welfare"),
         }
+        for name in config.independent_phases():
+            if name.startswith("formal_") or name == "gifting":
+                phase = phases.get(name, {})
+                row[f"welfare_{name}"] = phase.get("welfare")
+                row[f"{name}_payments"] = phase.get("payments")
         for scheme in config.constant_schemes if "constant" in config.baselines else ():
             name = constant_phase(config, scheme)
             for suffix, paid_key in (("", "payments"), ("_nudged", "payments_nudged")):
@@ -811,6 +880,12 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
     for key in keys:
         mean[key], mean[f"{key}_se"] = mean_se(r[key] for r in rows)
     mean.update(wall_seconds=wall, seeds=len(rows), iterations_per_phase=config.dqn.iterations)
+    env = experiment_env(config)
+    exact = env.exact_references(config.dqn.gamma) if hasattr(env, "exact_references") else None
+    if exact and exact.get("team_welfare"):  # judged against the exact solution, not baselines
+        for key in ("welfare", "welfare_nudged", "welfare_cooperative", "welfare_selfish"):
+            if mean.get(key) is not None:
+                mean[f"{key}_of_optimum"] = mean[key] / exact["team_welfare"]
     return {
         "experiment": config.EXPERIMENT,
         "config": manifest["config"],
@@ -822,4 +897,36 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
         "budget_match": config.effective_budget_match(),
         "mean": mean,
         "seeds": rows,
+        **({"exact": exact} if exact else {}),
+        **_measures_block(per_seed),
     }
+
+
+def _measures_block(per_seed: dict[int, dict[str, dict]]) -> dict[str, Any]:
+    """``{"measures": …}`` of environments that declare measures (else nothing).
+
+    ``per_seed``: each seed's ``{phase: {measure: [per agent, per episode]}}``; ``total``:
+    the mean over seeds of ``Σ_i``; ``top_share``: of ``max_i / Σ_i`` (1: one agent does all
+    of it, ``1/n``: an even split; which agent is a seed's own, so seeds are not averaged per
+    agent).
+    """
+    seeds = {
+        str(seed): {p: s["measures"] for p, s in sorted(phases.items()) if s.get("measures")}
+        for seed, phases in sorted(per_seed.items())
+    }
+    if not any(seeds.values()):
+        return {}
+    total: dict[str, dict[str, float]] = {}
+    top: dict[str, dict[str, float]] = {}
+    for phases in seeds.values():
+        for phase, measures in phases.items():
+            for name, values in measures.items():
+                total.setdefault(phase, {}).setdefault(name, []).append(sum(values))
+                share = max(values) / sum(values) if sum(values) > 0 else math.nan
+                top.setdefault(phase, {}).setdefault(name, []).append(share)
+    mean = {p: {k: float(np.nanmean(v)) for k, v in m.items()} for p, m in total.items()}
+    tops = {
+        p: {k: float(np.nanmean(v)) if not np.all(np.isnan(v)) else None for k, v in m.items()}
+        for p, m in top.items()
+    }
+    return {"measures": {"total": mean, "top_share": tops, "per_seed": seeds}}

@@ -39,16 +39,20 @@ class Phase:
             ``validation_nudge<share>``).
         kind: ``principal`` (Algorithm 3's training phase), ``validation`` (fresh agents
             facing the trained principal), ``constant`` (constant-proportion sharing),
-            ``selfish`` or ``cooperative``.
+            ``selfish``, ``cooperative``, ``formal`` (selfish agents under a formal contract
+            with price ``price``) or ``gifting`` (selfish agents that may gift;
+            :mod:`contractrl.envs.transfers`).
         scheme: the constant-proportion scheme (``constant`` phases only).
         nudged: the phase adds the welfare-proportional nudge (or is matched to a phase that
             does).
+        price: the formal contract's price ``θ`` (``formal`` phases only).
     """
 
     name: str
     kind: str
     scheme: str | None = None
     nudged: bool = False
+    price: float | None = None
 
     @property
     def has_principal(self) -> bool:
@@ -58,7 +62,7 @@ class Phase:
     @property
     def learner(self) -> tuple[str, str | None]:
         """Which learner trains it: phases with the same value share one (lane values differ)."""
-        return (self.kind, self.scheme)
+        return (self.kind, self.scheme, self.price)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +90,8 @@ def phase_graph(config) -> tuple[Node, ...]:
     """The experiment's phases with their dependencies, in a topological order.
 
     ``config`` is a :class:`.coin.TeamExperimentConfig`. Order: the pipeline's phases
-    (``config.phases()``), then the ``selfish`` and ``cooperative`` baselines.
+    (``config.phases()``), then the independent baselines (``config.independent_phases()``:
+    ``selfish``, ``cooperative``, the formal-contract sweep, ``gifting``).
     """
     nudge_from = "principal" if config.effective_nudge_base() == "plan" else "validation"
     same_evaluation = config.effective_budget_match() == "same_evaluation"
@@ -105,9 +110,8 @@ def phase_graph(config) -> tuple[Node, ...]:
                 nodes.append(Node(phase, tuple(dict.fromkeys(after)), beside=matched))
             else:
                 nodes.append(Node(phase, (matched,)))
-    for name in ("selfish", "cooperative"):
-        if name in config.baselines:
-            nodes.append(Node(config.phase(name)))
+    for name in config.independent_phases():
+        nodes.append(Node(config.phase(name)))
     return tuple(nodes)
 
 
@@ -174,6 +178,8 @@ def stage_groups(config, stage: tuple[Node, ...]) -> tuple[Group, ...]:
 def _group_name(phase: Phase) -> str:
     if phase.kind == "constant":
         return phase.name.removesuffix("_nudged")
+    if phase.kind == "formal":
+        return phase.name
     return phase.kind
 
 

@@ -43,42 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan_summary(game, solution) -> dict:
-    from contractrl.core.markov_eval import (
-        best_response,
-        deviation_report,
-        evaluate_profile,
-        follow_policy,
-    )
-
-    n = game.num_agents
-    plan, contracts = solution.plan, solution.contracts
-    follow = [follow_policy(game, plan, i) for i in range(n)]
-    totals = evaluate_profile(game, plan, contracts, follow)
-    uniform = [best_response(game, plan, contracts, i, "uniform").policy for i in range(n)]
-    both = deviation_report(game, plan, contracts, uniform)
-    alone = [
-        evaluate_profile(
-            game, plan, contracts, [uniform[j] if j == i else follow[j] for j in range(n)]
-        )
-        for i in range(n)
-    ]
-    return {
-        "welfare": totals.welfare,
-        "payments": float(totals.payments.sum()),
-        "payment_share": float(totals.payments.sum() / totals.welfare),
-        "follow_rate_random_ties": both.follow_rate,
-        "follow_rate_alone": sum(a.follows[i] for i, a in enumerate(alone)) / (n * totals.steps),
-        "spe_ratio_random_ties": both.spe_ratio,
-        "ic_ratio_random_ties": both.ic_ratio,
-        "welfare_random_ties": both.welfare,
-        "discounted_welfare": float(game.initial @ solution.welfare_values[0]),
-        "discounted_payments": float(game.initial @ solution.payment_values[0]),
-    }
-
-
 def solve_coin(args: argparse.Namespace) -> dict:
     """The exact references of the Coin Game given by ``args`` (see :func:`build_parser`)."""
+    from contractrl.core.markov_eval import plan_summary
     from contractrl.core.markov_solver import principal_optimum, team_optimum
     from contractrl.envs.coin_exact import export_coin_game
     from contractrl.envs.coin_game import CoinGameConfig
@@ -98,7 +65,7 @@ def solve_coin(args: argparse.Namespace) -> dict:
     team = team_optimum(game)
     welfare_first = principal_optimum(game, 0.0)
     paper = principal_optimum(game, args.alpha)
-    first = _plan_summary(game, welfare_first)
+    first = plan_summary(game, welfare_first)
     return {
         "game": f"coin {args.grid}x{args.grid}",
         "config": {k: v for k, v in vars(args).items() if k != "json"},
@@ -107,7 +74,7 @@ def solve_coin(args: argparse.Namespace) -> dict:
         "team_welfare": first["welfare"],
         "team_discounted_value": team.value,
         "welfare_first": first,
-        "principal_alpha": _plan_summary(game, paper),
+        "principal_alpha": plan_summary(game, paper),
         "seconds": time.perf_counter() - start,
     }
 

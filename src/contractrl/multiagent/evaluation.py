@@ -4,8 +4,9 @@ A *policy* maps the encoder's views ``[E]`` (:mod:`.torso`) to ``(actions [E, n]
 recommendations [E, n], payments [E, n])`` for greedy agents. :func:`rollout` plays ``E``
 episodes of a protocol environment in parallel, each until it ends (terminated or truncated;
 the environment's ``max_steps`` bounds them), and totals, per episode and agent, the
-environment rewards, the payments, the followed recommendations and the steps played; steps
-after an episode's end (the environment has reset itself) count for nothing. The metrics:
+environment rewards, the payments, the followed recommendations, the steps played and the
+environment's ``measures`` (:mod:`contractrl.envs.protocol`); steps after an episode's end (the
+environment has reset itself) count for nothing. The metrics:
 
 (a) welfare — ``Σ_i Σ_t r_i`` per episode (payments are transfers and do not count);
 (c) payment share — payments / welfare; payment ratio — payments over what agents would be paid
@@ -18,6 +19,7 @@ after an episode's end (the environment has reset itself) count for nothing. The
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,12 +35,16 @@ Policy = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
 
 @struct.dataclass
 class EpisodeTotals:
-    """Per-episode totals: rewards, payments, followed steps ``[E, n]``; steps played ``[E]``."""
+    """Per-episode totals: rewards, payments, followed steps ``[E, n]``; steps played ``[E]``.
+
+    ``measures``: the environment's measures, ``{name: [E, n]}`` (empty if it has none).
+    """
 
     rewards: jax.Array
     payments: jax.Array
     follows: jax.Array
     steps: jax.Array
+    measures: dict = struct.field(default_factory=dict)
 
 
 def rollout(
@@ -60,7 +66,7 @@ def rollout(
     def body(carry, key):
         states, kept, totals, alive = carry
         actions, recs, payments = policy(encoder.view(kept, states))
-        obs, states, rewards, terminated, truncated, _ = step(
+        obs, states, rewards, terminated, truncated, info = step(
             jax.random.split(key, episodes), states, actions
         )
         if transfers is not None:
@@ -71,11 +77,16 @@ def rollout(
             totals.payments + payments * live,
             totals.follows + (actions == recs).astype(jnp.float32) * live,
             totals.steps + alive,
+            {
+                name: total + info["measures"][name] * live
+                for name, total in totals.measures.items()
+            },
         )
         alive = alive * (1.0 - (terminated | truncated).astype(jnp.float32))
         return (states, encoder.keep(obs), totals, alive), None
 
-    start = EpisodeTotals(zeros, zeros, zeros, jnp.zeros(episodes, jnp.float32))
+    measures = {name: zeros for name in getattr(env, "measures", ()) or ()}
+    start = EpisodeTotals(zeros, zeros, zeros, jnp.zeros(episodes, jnp.float32), measures)
     carry = (states, encoder.keep(obs), start, jnp.ones(episodes, jnp.float32))
     (_, _, totals, _), _ = jax.lax.scan(body, carry, jax.random.split(k_steps, env.max_steps))
     return totals
@@ -99,7 +110,10 @@ def mix(own: Policy, play_own: np.ndarray) -> Policy:
 
 @dataclass(frozen=True)
 class TeamMetrics:
-    """Means over evaluation episodes (see the module docstring); ``episode_length`` in steps."""
+    """Means over evaluation episodes (see the module docstring); ``episode_length`` in steps.
+
+    ``measures``: per measure, each agent's mean total per episode.
+    """
 
     welfare: float
     payments: float
@@ -107,6 +121,7 @@ class TeamMetrics:
     follow_rate: float
     agent_utility: tuple[float, ...]
     episode_length: float = float("nan")
+    measures: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
 
 def summarise(totals: EpisodeTotals) -> TeamMetrics:
@@ -123,7 +138,11 @@ def summarise(totals: EpisodeTotals) -> TeamMetrics:
     follow = float(np.asarray(totals.follows).mean() / steps.mean())
     utility = tuple(float(x) for x in (rewards + payments).mean(axis=0))
     share = paid / welfare if welfare > 0 else float("nan")
-    return TeamMetrics(welfare, paid, share, follow, utility, float(steps.mean()))
+    measures = {
+        name: tuple(float(x) for x in np.asarray(v).mean(axis=0))
+        for name, v in totals.measures.items()
+    }
+    return TeamMetrics(welfare, paid, share, follow, utility, float(steps.mean()), measures)
 
 
 def ratio(numerator: float, denominator: float) -> float:
