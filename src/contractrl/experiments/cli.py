@@ -8,8 +8,9 @@ Commands:
 
 Exit codes: 0 success; 2 bad input (usage, malformed file); 3 no equilibrium computed (an
 infinite-horizon iteration did not converge: the game may have no stationary SPE; nothing is
-implementable with the nudge; the LP solver failed). Errors print one line on stderr and
-nothing on stdout.
+implementable with the nudge; the LP solver failed); ``train``'s faults (4 diverged, 5 busy,
+6 disk full, 7 a worker died, 130/143 interrupted): :mod:`.failures`. Errors print one line
+on stderr and nothing on stdout.
 """
 
 from __future__ import annotations
@@ -24,16 +25,25 @@ from pathlib import Path
 
 from contractrl import __version__
 from contractrl.core.model import InvalidGameError, PrincipalAgentMDP
+from contractrl.experiments import stop
+from contractrl.experiments.failures import (
+    EXIT_DIVERGED,
+    ExperimentFailed,
+    explain,
+    interrupted_message,
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_EQUILIBRIUM = 3
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 EXIT_CODES_HELP = (
-    "exit codes: 0 success; 2 bad input (usage, malformed file); 3 no equilibrium computed "
-    "(the iteration did not converge: an infinite-horizon game may have no stationary SPE; "
-    "nothing implementable with the nudge; LP solver failure); 130 interrupted (Ctrl-C). "
-    "Errors: one line on stderr."
+    "exit codes: 0 success; 2 bad input (usage, malformed or hand-changed file, a directory "
+    "that holds another experiment); 3 no equilibrium computed (the iteration did not "
+    "converge: an infinite-horizon game may have no stationary SPE; nothing implementable "
+    "with the nudge; LP solver failure); 4 training diverged; 5 the directory is in use by "
+    "another process; 6 disk full; 7 a worker process died; 130 interrupted (Ctrl-C), 143 "
+    "terminated (SIGTERM). Errors: one line on stderr (docs/faults.md)."
 )
 
 
@@ -376,17 +386,68 @@ def _run_experiment(args: argparse.Namespace, presets: dict, runner) -> dict:
         return None
     if args.out is None:
         raise UsageError("--out: required to train (an experiment directory)")
-    command = "contractrl " + shlex.join(sys.argv[1:])
+    argv = getattr(args, "argv", sys.argv[1:])
+    command = "contractrl " + shlex.join(argv)
     try:
-        return runner(
-            config, args.out, resume=args.resume, progress=not args.no_progress, command=command
-        )
+        with stop.handle_signals():
+            results = runner(
+                config,
+                args.out,
+                resume=args.resume,
+                progress=not args.no_progress,
+                command=command,
+            )
     except ExperimentExistsError as exc:
         raise UsageError(str(exc)) from None
-    except (NotADirectoryError, FileNotFoundError, PermissionError) as exc:
-        raise UsageError(
-            f"--out: cannot write {exc.filename or args.out}: {exc.strerror}"
-        ) from None
+    except (stop.Interrupted, KeyboardInterrupt):
+        _count_session(args.out)
+        raise
+    except Exception as exc:
+        failure = explain(exc, args.out, argv)
+        if failure is None:
+            raise
+        _count_session(args.out)
+        raise failure from None
+    if results is not None:
+        args.exit_code = _flag_divergence(args.out, results)
+    return results
+
+
+def _count_session(out: Path) -> None:
+    """Add this invocation's time to ``timing.json`` (best effort: the disk may be full)."""
+    from contractrl.experiments.store import add_wall_time, held_lock
+
+    if held_lock(out) is not None:
+        try:
+            add_wall_time(out)
+        except OSError:
+            pass
+
+
+def _flag_divergence(out: Path, results: dict) -> int:
+    """Record the runs that diverged in ``results.json``; one line each; the exit code."""
+    from contractrl.experiments.store import DamagedFileError, read_json, write_json
+
+    found = []
+    for marker in sorted(Path(out).rglob("*.diverged.json")):
+        try:
+            info = read_json(marker)
+        except (OSError, DamagedFileError):
+            continue
+        info["run"] = str(marker.parent.relative_to(out))
+        found.append(info)
+    if not found:
+        return 0
+    results["diverged"] = found
+    write_json(Path(out) / "results.json", results)
+    for info in found:
+        print(
+            f"contractrl train: warning: training diverged in {info['run']} at iteration "
+            f"{info['iteration']} ({info['column']} = {info['value']:.3g}); its numbers in "
+            "results.json are not to be trusted",
+            file=sys.stderr,
+        )
+    return EXIT_DIVERGED
 
 
 def _cmd_train_tree(args: argparse.Namespace) -> None:
@@ -547,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extras:  # reported by the subcommand that got them, with its closest flag
         _active_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     handler: Callable[[argparse.Namespace], None] = args.handler
+    args.argv = argv
     try:
         handler(args)
     except UsageError as exc:
@@ -555,23 +617,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoEquilibriumError as exc:
         print(f"contractrl {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_NO_EQUILIBRIUM
+    except ExperimentFailed as exc:
+        print(f"contractrl {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:  # e.g. `contractrl solve big.json --json | head`
         sys.stderr.close()
-    except KeyboardInterrupt:
-        print(f"contractrl {args.command}: interrupted", end="", file=sys.stderr)
-        if getattr(args, "out", None) is not None and (Path(args.out) / "config.json").exists():
-            import shlex
-
-            again = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
-            print(
-                "; what was checkpointed is kept. Continue with: "
-                + shlex.join(["contractrl", *again, "--resume"]),
-                end="",
-                file=sys.stderr,
-            )
-        print(file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+    except KeyboardInterrupt as exc:  # stop.Interrupted (SIGINT, SIGTERM) or a plain Ctrl-C
+        message = interrupted_message(exc, getattr(args, "out", None), argv)
+        print(f"contractrl {args.command}: {message}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
+    return getattr(args, "exit_code", 0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ Tasks are ``fn(**kwargs)`` with ``fn`` importable at module level; each writes
 to draw a single progress bar over all runs, so the same mechanism serves every backend. A task
 may name the tasks it needs finished first (``after``: a dependency graph, e.g. a validation
 phase after its principal); every backend starts a task only once those have finished.
+
+Faults (docs/faults.md): a stop request (:mod:`.stop`) or a failed task stops the experiment
+on every backend: no queued task starts, running workers are asked to checkpoint and exit
+(SIGTERM), and are killed after :data:`~.stop.STOP_GRACE_SECONDS` (at once on a second
+signal). Workers die with the driver (``PR_SET_PDEATHSIG`` on Linux, else a watcher thread).
+A worker that dies (the out-of-memory killer, ``kill -9``) raises :class:`WorkerDiedError`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contractrl.experiments import stop
 from contractrl.experiments.store import read_json
 
 #: XLA flags of a worker process: one thread (the worker owns one core).
@@ -71,19 +78,61 @@ def _exit_with_parent(parent: int, period: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process died while training (killed by a signal or crashed).
+
+    Attributes:
+        done: tasks finished before it died.
+        total: tasks of the experiment.
+    """
+
+    def __init__(self, message: str, done: int = 0, total: int = 0):
+        super().__init__(message)
+        self.done, self.total = done, total
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process the moment its parent dies (Linux), else poll."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        _exit_with_parent(parent)
+        return
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+
+
 def _init_worker(core_queue, parent: int | None = None) -> None:
     """Pin the worker to one core and make XLA single-threaded (before JAX is imported).
 
-    With ``parent`` (the driver's pid) the worker exits when the driver dies.
+    With ``parent`` (the driver's pid) the worker exits when the driver dies. The worker
+    ignores SIGINT and checkpoints on SIGTERM (:func:`.stop.install_worker`).
     """
+    stop.install_worker()
     if parent is not None:
-        _exit_with_parent(parent)
+        _die_with_parent(parent)
     core = core_queue.get()
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} {SINGLE_THREAD_XLA}".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run a task in a worker; a stop request ends the worker once the task checkpointed."""
+    try:
+        return fn(**kwargs)
+    except stop.Interrupted as exc:
+        import sys
+
+        sys.stderr.flush()
+        os._exit(exc.exit_code)
 
 
 def _progress(tasks: list[Task]) -> int:
@@ -236,20 +285,29 @@ def run_tasks(
             raise ValueError(f"task {index}: 'after' must name earlier tasks, got {task.after}")
     total = sum(t.total for t in tasks)
     bar = _bar(total, progress, description)
+    done: list[int] = [0]  # tasks finished, for the message of an interrupt
     try:
         if backend == "inline":  # list order is a topological order of the graph
             results = []
             for task in tasks:
+                stop.check()
                 results.append(task.fn(**task.kwargs))
+                done[0] += 1
                 _refresh(bar, tasks)
             return results
         if backend == "ray":
-            return _run_ray(tasks, ray_address, bar)
-        return _run_local(tasks, workers, bar)
+            return _run_ray(tasks, ray_address, bar, done)
+        return _run_local(tasks, workers, bar, done)
+    except (stop.Interrupted, WorkerDiedError) as exc:
+        exc.done, exc.total = done[0], len(tasks)
+        raise
     finally:
         if bar is not None:
-            _refresh(bar, tasks)
-            bar.close()
+            try:
+                _refresh(bar, tasks)
+                bar.close()
+            except Exception:  # noqa: BLE001 - a progress bar never hides the real error
+                pass
 
 
 def _refresh(bar, tasks: list[Task]) -> None:
@@ -260,43 +318,121 @@ def _refresh(bar, tasks: list[Task]) -> None:
         bar.refresh()
 
 
-def _run_local(tasks: list[Task], workers: int, bar) -> list[Any]:
+def _run_local(tasks: list[Task], workers: int, bar, done: list[int]) -> list[Any]:
     cores = available_cores()
     count = max(1, min(len(tasks), workers or len(cores)))
     ctx = multiprocessing.get_context("spawn")
     core_queue = ctx.Queue()
     for i in range(count):
         core_queue.put(cores[i % len(cores)] if count <= len(cores) else None)
-    with concurrent.futures.ProcessPoolExecutor(
+    pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=count,
         mp_context=ctx,
         initializer=_init_worker,
         initargs=(core_queue, os.getpid()),
-    ) as pool:
-        futures: dict[int, concurrent.futures.Future] = {}
-        chain = _chain_lengths(tasks)
-        while True:
-            finished = {i for i, f in futures.items() if f.done()}
-            # no queue inside the pool: a free worker takes the ready task with the longest
-            # chain of tasks waiting on it (the pipeline's principal before a baseline)
-            free = count - (len(futures) - len(finished))
-            ready = sorted(_ready(tasks, futures, finished), key=lambda i: (-chain[i], i))
-            for i in ready[:free]:
-                futures[i] = pool.submit(tasks[i].fn, **tasks[i].kwargs)
-            running = [f for f in futures.values() if not f.done()]
-            if running:
-                concurrent.futures.wait(
-                    running, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-            _refresh(bar, tasks)
-            failed = [f for f in futures.values() if f.done() and f.exception() is not None]
-            if failed:
-                for f in futures.values():
-                    f.cancel()
-                raise failed[0].exception()
-            if len(futures) == len(tasks) and all(f.done() for f in futures.values()):
-                break
-        return [futures[i].result() for i in range(len(tasks))]
+    )
+    seen: dict[int, Any] = {}  # every worker process started (pid -> Process)
+    try:
+        results = _schedule(pool, tasks, count, bar, done, seen)
+    except BaseException as exc:
+        graceful = not (isinstance(exc, stop.Interrupted) and exc.forced)
+        try:
+            _stop_workers(pool, seen, graceful)
+        except stop.Interrupted:  # a second signal while the workers checkpoint
+            _stop_workers(pool, seen, graceful=False)
+            if isinstance(exc, stop.Interrupted):
+                exc.forced = True
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _schedule(pool, tasks: list[Task], count: int, bar, done: list[int], seen) -> list[Any]:
+    """Submit ready tasks to free workers until all have finished; raise the first failure."""
+    futures: dict[int, concurrent.futures.Future] = {}
+    chain = _chain_lengths(tasks)
+    while True:
+        stop.check()
+        finished = {i for i, f in futures.items() if f.done()}
+        # no queue inside the pool: a free worker takes the ready task with the longest
+        # chain of tasks waiting on it (the pipeline's principal before a baseline)
+        free = count - (len(futures) - len(finished))
+        ready = sorted(_ready(tasks, futures, finished), key=lambda i: (-chain[i], i))
+        for i in ready[:free]:
+            futures[i] = pool.submit(_call, tasks[i].fn, tasks[i].kwargs)
+        seen.update(getattr(pool, "_processes", None) or {})
+        running = [f for f in futures.values() if not f.done()]
+        if running:
+            concurrent.futures.wait(
+                running, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+        _refresh(bar, tasks)
+        failed = [f for f in futures.values() if f.done() and f.exception() is not None]
+        done[0] = sum(1 for f in futures.values() if f.done() and f.exception() is None)
+        if failed:
+            error = failed[0].exception()
+            if isinstance(error, concurrent.futures.BrokenExecutor):
+                raise WorkerDiedError(_death_message(seen, len(running)))
+            raise error
+        if len(futures) == len(tasks) and all(f.done() for f in futures.values()):
+            return [futures[i].result() for i in range(len(tasks))]
+
+
+def _death_message(seen: dict[int, Any], running: int) -> str:
+    """One line on a dead worker: its pid and how it died (a signal, an exit code)."""
+    import signal
+
+    how = "died"
+    for pid, process in seen.items():
+        code = process.exitcode
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            hint = " (the out-of-memory killer sends it: see `dmesg`)" if -code == 9 else ""
+            how = f"(pid {pid}) was killed by {name}{hint}"
+        else:
+            how = f"(pid {pid}) exited with code {code}"
+        break
+    return (
+        f"a worker process {how} while {running} run(s) were training; the other runs "
+        "stopped at their checkpoints"
+    )
+
+
+def _stop_workers(pool, seen: dict[int, Any], graceful: bool) -> None:
+    """Stop every worker: SIGTERM and wait (``graceful``), then SIGKILL what is left.
+
+    Never blocks longer than :data:`~.stop.STOP_GRACE_SECONDS`; the pool is shut down without
+    waiting (its queued tasks are cancelled).
+    """
+    import signal
+    import time
+
+    seen.update(getattr(pool, "_processes", None) or {})
+    processes = [p for p in seen.values() if p.exitcode is None]
+    if graceful:
+        for p in processes:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + stop.STOP_GRACE_SECONDS
+        for p in processes:
+            p.join(timeout=max(deadline - time.monotonic(), 0.0))
+    for p in processes:
+        if p.exitcode is None:
+            _signal(p, signal.SIGKILL)
+    for p in processes:
+        p.join(timeout=2.0)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _signal(process, signum: int) -> None:
+    try:
+        os.kill(process.pid, signum)
+    except (ProcessLookupError, TypeError):
+        pass
 
 
 def _chain_lengths(tasks: list[Task]) -> list[int]:
@@ -317,7 +453,7 @@ def _ready(tasks: list[Task], started, finished: set[int]) -> list[int]:
     ]
 
 
-def _run_ray(tasks: list[Task], address: str | None, bar) -> list[Any]:
+def _run_ray(tasks: list[Task], address: str | None, bar, done: list[int]) -> list[Any]:
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -331,19 +467,28 @@ def _run_ray(tasks: list[Task], address: str | None, bar) -> list[Any]:
             runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA, "JAX_PLATFORMS": "cpu"}},
         )
         started = True
+    refs: dict[int, Any] = {}
     try:
-        refs: dict[int, Any] = {}
         finished: set[int] = set()
         while len(finished) < len(tasks):
+            stop.check()
             for i in _ready(tasks, refs, finished):
                 refs[i] = ray.remote(num_cpus=1)(tasks[i].fn).remote(**tasks[i].kwargs)
             pending = [refs[i] for i in refs if i not in finished]
-            done, _ = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-            ray.get(done)  # raises a task's error here
-            done_refs = set(done)
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+            ray.get(ready)  # raises a task's error here
+            done_refs = set(ready)
             finished |= {i for i, ref in refs.items() if ref in done_refs}
+            done[0] = len(finished)
             _refresh(bar, tasks)
         return ray.get([refs[i] for i in range(len(tasks))])
+    except BaseException:
+        for ref in refs.values():  # queued tasks never start; running ones are killed
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - finished or already cancelled
+                pass
+        raise
     finally:
         if started:
             ray.shutdown()
