@@ -147,3 +147,50 @@ def test_a_dependency_on_a_later_task_is_refused(tmp_path):
     tasks = [Task(_record, {}, tmp_path, 1, after=(1,)), Task(_record, {}, tmp_path, 1)]
     with pytest.raises(ValueError, match="after"):
         run_tasks(tasks, "inline", progress=False)
+
+
+def _er_config(**kw):
+    from contractrl.experiments.coin import MARL_PRESETS
+
+    fields = {
+        "env": "escape_room",
+        "baselines": ("selfish", "formal", "gifting", "constant"),
+        "formal_thetas": (0.0, 0.5, 2),
+    }
+    return dataclasses.replace(MARL_PRESETS["smoke"], **{**fields, **kw})
+
+
+def test_formal_sweep_and_gifting_are_independent_first_stage_phases():
+    config = _er_config()
+    config.validate()
+    edges = _edges(config)
+    for name in ("formal_0", "formal_0.5", "formal_2", "gifting"):
+        assert edges[name] == ((), None)
+    assert config.phase("formal_0.5").price == 0.5
+    assert config.phase("gifting").kind == "gifting"
+    first = {n.phase.name for n in stages(config)[0]}
+    assert {"principal", "selfish", "formal_0", "formal_0.5", "formal_2", "gifting"} <= first
+    # every price is its own learner (its own wrapped environment), so its own vmap group
+    groups = {g.name for g in stage_groups(config, stages(config)[0])}
+    assert {"formal_0", "formal_0.5", "formal_2", "gifting"} <= groups
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"formal_thetas": ()}, "formal_thetas"),
+        ({"formal_thetas": (1.0, 1.0)}, "formal_thetas"),
+        ({"formal_thetas": (-1.0,)}, "formal_thetas"),
+        ({"formal_measure": "apples"}, "formal_measure"),
+        ({"gift_amount": 0.0}, "gift_amount"),
+    ],
+)
+def test_bad_transfer_baseline_fields_are_named(kw, field):
+    with pytest.raises(ValueError, match=field):
+        _er_config(**kw).validate()
+
+
+def test_formal_baseline_refused_where_the_env_has_nothing_to_contract_on():
+    config = _er_config(env="iterated_dilemma")
+    with pytest.raises(ValueError, match="formal_measure"):
+        config.validate()
