@@ -187,8 +187,10 @@ class CleanupConfig:
                 ("horizon", _positive_int(self.horizon)),
                 ("apple_respawn_probability", _probability(self.apple_respawn_probability)),
                 ("waste_spawn_probability", _probability(self.waste_spawn_probability)),
-                ("restoration_threshold", _number(self.restoration_threshold)),
-                ("restoration_threshold", _number(self.restoration_threshold) >= 0),
+                (
+                    "restoration_threshold",
+                    _number(self.restoration_threshold) and self.restoration_threshold >= 0,
+                ),
                 ("depletion_threshold", _number(self.depletion_threshold)),
                 (
                     "depletion_threshold",
