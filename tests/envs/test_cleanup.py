@@ -20,7 +20,7 @@ from contractrl.envs.cleanup import (
     CleanupConfig,
     spawn_tables,
 )
-from contractrl.envs.protocol import validate_env
+from contractrl.envs.protocol import TimeLimitState, validate_env
 from contractrl.envs.registry import make
 
 LEFT, RIGHT, UP, DOWN, STAY = 0, 1, 2, 3, 4
@@ -361,6 +361,14 @@ def test_moves_and_walls():
     assert moved(env, [[1, 1], [3, 4]], [LEFT, DOWN]) == [[1, 1], [3, 4]]
 
 
+def test_agents_walk_over_waste_and_river():
+    env = Cleanup(layout=RIVER, waste_spawn_probability=0.0)
+    state = env.make_state([[8, 2], [7, 4]], waste=[(7, 2)])
+    _, after, *_ = step(env, state, [UP, UP])
+    assert np.asarray(after.positions).tolist() == [[7, 2], [6, 4]]
+    assert cells(after.waste) == [(7, 2)]  # walking does not clean
+
+
 def test_two_agents_into_one_cell_one_wins_at_random():
     env = field_env()
     outcomes = {
@@ -516,6 +524,8 @@ def test_render_draws_walls_waste_apples_agents_and_beams():
     assert centre(2, 2) != centre(6, 2)  # (6, 2) is under agent 0's beam
     untouched = env.render(env.make_state([[8, 2], [8, 4]], waste=[(2, 2)], apples=None), cell)
     assert untouched[2 * cell + 4, 2 * cell + 4].tolist() == list(WASTE)
+    wrapped = env.render(TimeLimitState(after, jnp.zeros((), jnp.int32)), cell=cell)
+    np.testing.assert_array_equal(wrapped, image)  # the protocol's state draws the same
     field = Cleanup(layout=FIELD)
     picture = field.render(field.make_state([[1, 1], [1, 4]], apples=[(2, 2)]), cell=cell)
     assert picture[2 * cell + 4, 2 * cell + 4].tolist() == list(APPLE)
