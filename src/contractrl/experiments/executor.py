@@ -337,11 +337,13 @@ def _run_local(tasks: list[Task], workers: int, bar, done: list[int]) -> list[An
     except BaseException as exc:
         graceful = not (isinstance(exc, stop.Interrupted) and exc.forced)
         try:
-            _stop_workers(pool, seen, graceful)
+            killed = _stop_workers(pool, seen, graceful)
         except stop.Interrupted:  # a second signal while the workers checkpoint
-            _stop_workers(pool, seen, graceful=False)
+            killed = _stop_workers(pool, seen, graceful=False)
             if isinstance(exc, stop.Interrupted):
                 exc.forced = True
+        if isinstance(exc, stop.Interrupted | WorkerDiedError):
+            exc.killed = killed
         raise
     pool.shutdown(wait=True)
     return results
@@ -403,11 +405,11 @@ def _death_message(seen: dict[int, Any], running: int) -> str:
     )
 
 
-def _stop_workers(pool, seen: dict[int, Any], graceful: bool) -> None:
+def _stop_workers(pool, seen: dict[int, Any], graceful: bool) -> int:
     """Stop every worker: SIGTERM and wait (``graceful``), then SIGKILL what is left.
 
     Never blocks longer than :data:`~.stop.STOP_GRACE_SECONDS`; the pool is shut down without
-    waiting (its queued tasks are cancelled).
+    waiting (its queued tasks are cancelled). Returns how many workers had to be killed.
     """
     import signal
     import time
@@ -420,12 +422,13 @@ def _stop_workers(pool, seen: dict[int, Any], graceful: bool) -> None:
         deadline = time.monotonic() + stop.STOP_GRACE_SECONDS
         for p in processes:
             p.join(timeout=max(deadline - time.monotonic(), 0.0))
-    for p in processes:
-        if p.exitcode is None:
-            _signal(p, signal.SIGKILL)
-    for p in processes:
+    busy = [p for p in processes if p.exitcode is None]
+    for p in busy:
+        _signal(p, signal.SIGKILL)
+    for p in busy:
         p.join(timeout=2.0)
     pool.shutdown(wait=False, cancel_futures=True)
+    return len(busy)
 
 
 def _signal(process, signum: int) -> None:

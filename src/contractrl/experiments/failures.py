@@ -26,6 +26,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from contractrl.experiments.stop import STOP_GRACE_SECONDS
+
 EXIT_DIVERGED = 4
 EXIT_BUSY = 5
 EXIT_DISK = 6
@@ -62,8 +64,14 @@ def interrupted_message(exc, out: Path | None, argv: Sequence[str]) -> str:
     text = f"interrupted ({name})"
     if out is None or not (Path(out) / "config.json").exists():
         return text + "; nothing to resume (the experiment had not started)"
+    killed = getattr(exc, "killed", 0) or 0
     if getattr(exc, "forced", False):
         kept = "stopped at once (second signal): running runs keep their last checkpoint"
+    elif killed:
+        kept = (
+            f"{killed} run(s) still in a training chunk after {STOP_GRACE_SECONDS:g} s were "
+            "stopped; every run keeps its last checkpoint"
+        )
     else:
         kept = "running runs saved a checkpoint"
     return f"{text}: {_runs(exc)}{kept}. Continue with: {resume_command(argv)}"
