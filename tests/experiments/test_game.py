@@ -1,6 +1,8 @@
 """`contractrl train game FILE`: Algorithm 2 on a user's own instance file."""
 
+import dataclasses
 import json
+import math
 
 import pytest
 
@@ -62,19 +64,44 @@ def test_bad_file_gets_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_game_without_stationary_spe_trains_against_a_labelled_reference(tmp_path, capsys):
+    """No stationary SPE: training runs; the ratio is against the SPE of the game cut at H."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from contractrl.core.solver import solve_spe
+    from nospe import DISCOUNT, no_spe_game
+
+    nospe = tmp_path / "nospe.json"
+    save_instance(no_spe_game(), nospe)
+    out = tmp_path / "a"
+    args = ["--out", str(out), "--seeds", "1", "--iterations", "200", "--eval-every", "200"]
+    assert main(["train", "game", str(nospe), *args, "--backend", "inline"]) == 0
+    captured = capsys.readouterr()
+    horizon = math.ceil(math.log(1e-4) / math.log(DISCOUNT))
+    assert f"no stationary SPE: ratios against the SPE of the game cut at {horizon}" in (
+        captured.err
+    )
+    assert f"of the reference finite_horizon_spe_H{horizon}" in captured.out
+    results = json.loads((out / "results.json").read_text())
+    assert results["reference"] == f"finite_horizon_spe_H{horizon}"
+    cut = solve_spe(dataclasses.replace(no_spe_game(), horizon=horizon))
+    m = results["mean"]
+    assert m["spe_principal_value"] == pytest.approx(cut.initial_principal_value)
+    assert m["principal_utility_ratio"] == pytest.approx(
+        m["principal_utility"] / cut.initial_principal_value
+    )
+
+
 def test_refusals_before_training(tmp_path, capsys):
-    """No equilibrium to evaluate against: exit 3; resuming with another game: exit 2."""
+    """Resuming with another game: exit 2."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from nospe import no_spe_game
 
-    nospe = tmp_path / "nospe.json"
-    save_instance(no_spe_game(), nospe)
-    assert main(["train", "game", str(nospe), "--out", str(tmp_path / "a")]) == 3
-    assert "no equilibrium" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists()
     fig1 = tmp_path / "fig1.json"
     save_instance(figure1(), fig1)
     out = tmp_path / "b"

@@ -476,23 +476,26 @@ def _cmd_train_game(args: argparse.Namespace) -> None:
             raise UsageError(f"{args.file}: {exc}") from None
 
     def runner(config, out, **kwargs):
-        from contractrl.experiments.game import GameNotSolvedError
-
-        try:
-            return run_game(config, args.file, out, **kwargs)
-        except GameNotSolvedError as exc:
-            raise NoEquilibriumError(str(exc)) from None
+        return run_game(config, args.file, out, **kwargs)
 
     results = _run_experiment(args, GAME_PRESETS, runner)
     if results is None:
         return
     m = results["mean"]
-    print(
-        f"principal utility ratio {m['principal_utility_ratio']:.4f} "
-        f"± {m['principal_utility_ratio_se']:.4f} of the SPE "
-        f"({m['spe_principal_value']:.4f}), accuracy {m['accuracy']:.4f}, "
-        f"{m['runs']} runs in {m['wall_seconds']:.1f} s -> {args.out}/results.json"
-    )
+    reference = results.get("reference", "spe")
+    if reference is None:
+        compared = (
+            f"principal utility {m['principal_utility']:.4f} ± {m['principal_utility_se']:.4f} "
+            "(no SPE found to compare with)"
+        )
+    else:
+        against = "the SPE" if reference == "spe" else f"the reference {reference}"
+        compared = (
+            f"principal utility ratio {m['principal_utility_ratio']:.4f} "
+            f"± {m['principal_utility_ratio_se']:.4f} of {against} "
+            f"({m['spe_principal_value']:.4f}), accuracy {m['accuracy']:.4f}"
+        )
+    print(f"{compared}, {m['runs']} runs in {m['wall_seconds']:.1f} s -> {args.out}/results.json")
 
 
 def _cmd_train_coin(args: argparse.Namespace) -> None:

@@ -86,19 +86,18 @@ GAME_PRESETS: dict[str, GameExperimentConfig] = {
 }
 
 
-class GameNotSolvedError(Exception):
-    """The exact solver finds no equilibrium of the game to evaluate the learner against."""
-
-
 def prepare(
     config: GameExperimentConfig, instance: Path, out: Path, resume: bool, command: str = ""
 ) -> dict[str, Any]:
     """Create (or reopen) the experiment directory: the game, copied, and its exact SPE.
 
+    A game without a stationary SPE (an infinite-horizon game may have none:
+    docs/theory-checks.md) still trains; its learner is compared with the reference of
+    :func:`.tree_runs.reference_solution` (the SPE of the game cut at a long horizon, labelled
+    in ``reference``), or with nothing (ratios and accuracy NaN).
+
     Raises:
         InvalidGameError: the instance file cannot be read (the message names the problem).
-        GameNotSolvedError: the exact solver finds no equilibrium (e.g. an infinite-horizon
-            game without a stationary SPE): nothing to evaluate the learner against.
         ExperimentExistsError: see :func:`.store.open_experiment`; also, on ``resume``, a
             ``FILE`` whose game differs from the one the experiment holds.
     """
@@ -106,9 +105,8 @@ def prepare(
     import tempfile
 
     from contractrl.core.instance import load_instance, save_instance
-    from contractrl.core.solver import solve_spe
     from contractrl.experiments.store import ExperimentExistsError
-    from contractrl.experiments.tree_runs import check_resume_config
+    from contractrl.experiments.tree_runs import check_resume_config, reference_solution
 
     if resume:
         check_resume_config(Path(out), config)
@@ -122,12 +120,7 @@ def prepare(
             raise ExperimentExistsError(
                 f"--resume: {instance} is not the game {out} was started with ({saved})"
             )
-    spe = None if resume else solve_spe(game)
-    if spe is not None and not spe.ok:
-        raise GameNotSolvedError(
-            f"{instance}: the exact solver found no equilibrium ({spe.status}) to evaluate "
-            "the learner against"
-        )
+    spe, reference = (None, None) if resume else reference_solution(game)
 
     def build(out: Path) -> dict[str, Any]:
         path = out / "instances" / "instance0.json"
@@ -139,13 +132,28 @@ def prepare(
                     "seed": None,
                     "source": str(instance),
                     "path": str(path.relative_to(out)),
-                    "spe_principal_value": spe.initial_principal_value,
-                    "spe_agent_value": spe.initial_agent_value,
+                    # the reference's values (the SPE's, unless ``reference`` says otherwise)
+                    "reference": reference,
+                    "spe_principal_value": spe.initial_principal_value if spe else None,
+                    "spe_agent_value": spe.initial_agent_value if spe else None,
                 }
             ]
         }
 
     return open_experiment(Path(out), "game", config, resume, command, __version__, build)
+
+
+def reference_note(reference: str | None) -> str:
+    """What the progress line says about the comparison (empty for the game's SPE)."""
+    if reference == "spe":
+        return ""
+    if reference is None:
+        return " (no SPE found: training without a comparison)"
+    horizon = reference.rsplit("H", 1)[1]
+    return (
+        f" (no stationary SPE: ratios against the SPE of the game cut at {horizon} steps; "
+        "set `horizon: N` in the file for a finite game)"
+    )
 
 
 def run_game(
@@ -174,10 +182,11 @@ def run_game(
     start = time.perf_counter()
     manifest = prepare(config, Path(instance), out, resume, command)
     check_resume_backend(manifest, config.backend, out)
+    label = "game" + reference_note(manifest["instances"][0].get("reference", "spe"))
     if config.backend == "vmap":
         from contractrl.experiments.tree_lanes import run_tree_lanes
 
-        return run_tree_lanes(config, out, manifest, progress, "game", start)
+        return run_tree_lanes(config, out, manifest, progress, "game", start, label)
     tasks = [
         Task(
             train_tree_run,
@@ -198,11 +207,12 @@ def run_game(
         config.workers,
         config.ray_address,
         progress,
-        description=runs_label("game", len(tasks), config.dqn.iterations),
+        description=runs_label(label, len(tasks), config.dqn.iterations),
     )
     wall = add_wall_time(out, time.perf_counter() - start)
     results = aggregate(manifest, summaries, wall)
     results["experiment"] = "game"
     results["instance"] = manifest["instances"][0]["source"]
+    results["reference"] = manifest["instances"][0].get("reference", "spe")
     write_json(out / "results.json", results)
     return results

@@ -29,7 +29,13 @@ from contractrl.experiments.store import (
 
 
 def run_tree_lanes(
-    config, out: Path, manifest: dict, progress: bool, experiment: str, begin: float
+    config,
+    out: Path,
+    manifest: dict,
+    progress: bool,
+    experiment: str,
+    begin: float,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Run a prepared experiment (``tree`` or ``game``) as one program.
 
@@ -44,7 +50,7 @@ def run_tree_lanes(
     if all(path.exists() for path in finals):
         summaries = [read_json(path) for path in finals]
     else:
-        label = f"tree d{config.depth}" if experiment == "tree" else experiment
+        label = label or (f"tree d{config.depth}" if experiment == "tree" else experiment)
         summaries = _train(config, out, manifest, runs, finals, progress, label)
     wall = add_wall_time(out, time.perf_counter() - begin)
     results = aggregate(manifest, summaries, wall)
@@ -52,6 +58,7 @@ def run_tree_lanes(
     results["backend"] = "vmap"
     if experiment == "game":
         results["instance"] = manifest["instances"][0]["source"]
+        results["reference"] = manifest["instances"][0].get("reference", "spe")
     write_json(out / "results.json", results)
     return results
 
@@ -62,7 +69,6 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     import jax.numpy as jnp
 
     from contractrl.core.instance import load_instance
-    from contractrl.core.solver import solve_spe
     from contractrl.envs.tabular import tabular_params
     from contractrl.experiments.executor import _bar, advance
     from contractrl.experiments.tree_runs import (
@@ -70,6 +76,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
         SUMMARY_KEYS,
         _evaluate,
         _learner,
+        reference_solution,
         run_name,
     )
     from contractrl.learning.algorithm2 import init_state, learner_spec
@@ -79,7 +86,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     specs = {learner_spec(game) for game in games}
     if len(specs) != 1:
         raise ValueError("backend: vmap needs instances of the same shapes")
-    spes = [solve_spe(game) for game in games]
+    spes = [reference_solution(game)[0] for game in games]
     learner = _learner(games[0], dqn)
     envs_one = [tabular_params(game) for game in games]
     envs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[envs_one[i] for i, _ in runs])

@@ -42,6 +42,31 @@ SUMMARY_KEYS = (
 )
 
 
+def reference_solution(game, tail: float = 1e-4):
+    """The exact solution the learner is compared with: ``(solution or None, label)``.
+
+    The game's SPE (label ``"spe"``) when the exact solver finds one. An infinite-horizon game
+    may have no stationary SPE (docs/theory-checks.md); then the SPE of the same game cut at
+    ``H = ceil(log(tail) / log(γ))`` steps (label ``"finite_horizon_spe_H<H>"``; it exists
+    always, time-indexed, and the cut changes values by at most ``tail`` times the per-step
+    range over ``1 - γ``), or ``None`` (label ``None``) when neither can be computed.
+    """
+    import dataclasses
+    import math
+
+    from contractrl.core.solver import solve_spe
+
+    spe = solve_spe(game)
+    if spe.ok:
+        return spe, "spe"
+    if game.horizon is None:
+        horizon = math.ceil(math.log(tail) / math.log(game.discount))
+        cut = solve_spe(dataclasses.replace(game, horizon=horizon))
+        if cut.ok:
+            return cut, f"finite_horizon_spe_H{horizon}"
+    return None, None
+
+
 def run_name(instance: int, seed: int) -> str:
     """Directory name of a run."""
     return f"instance{instance}-seed{seed}"
@@ -131,7 +156,6 @@ def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -
     import jax
 
     from contractrl.core.instance import load_instance
-    from contractrl.core.solver import solve_spe
     from contractrl.envs.tabular import tabular_params
     from contractrl.learning.algorithm2 import init_state
 
@@ -144,7 +168,7 @@ def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -
     if final_path.exists():
         return read_json(final_path)
     game = load_instance(exp / manifest["instances"][instance]["path"])
-    spe = solve_spe(game)
+    spe, _label = reference_solution(game)
     learner = _learner(game, dqn)
     env = tabular_params(game)
     state = init_state(learner, env, jax.random.PRNGKey(seed))
@@ -196,6 +220,7 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
         game, np.asarray(agent_q), np.asarray(principal_q), nudge, learner.spec.time_input
     )
     ev = evaluate_with_oracle(game, policy, spe)
+    reference = spe.initial_principal_value if spe is not None else float("nan")
     return {
         "iteration": iteration,
         "principal_utility": ev.principal_utility,
@@ -203,9 +228,7 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
         "accuracy": ev.accuracy,
         # a ratio reads only against a positive SPE value (own games may have 0 or less)
         "principal_utility_ratio": (
-            ev.principal_utility / spe.initial_principal_value
-            if spe.initial_principal_value > 0
-            else float("nan")
+            ev.principal_utility / reference if reference > 0 else float("nan")
         ),
         "follow_rate": ev.follow_rate,
         "nudge": nudge,
@@ -231,6 +254,7 @@ def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dic
             "seed": inst["seed"],
             "spe_principal_value": inst["spe_principal_value"],
             "spe_agent_value": inst["spe_agent_value"],
+            "reference": inst.get("reference", "spe"),
             "runs": runs,
             # per instance: the training time of its runs (they ran in parallel)
             "wall_seconds": sum(r["train_seconds"] for r in runs),
@@ -242,7 +266,10 @@ def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dic
     for key in SUMMARY_KEYS:
         overall[key], overall[f"{key}_se"] = mean_se([r[key] for r in summaries])
     for key in ("spe_principal_value", "spe_agent_value"):
-        overall[key] = float(np.mean([i[key] for i in per_instance]))
+        known = [i[key] for i in per_instance if i[key] is not None]
+        overall[key] = float(np.mean(known)) if known else None
+    references = {i.get("reference", "spe") for i in manifest["instances"]}
+    overall["reference"] = references.pop() if len(references) == 1 else "mixed"
     train = sum(r["train_seconds"] for r in summaries)
     iterations = sum(r["iterations"] for r in summaries)
     overall.update(

@@ -61,7 +61,7 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
             mean, se = curves_mean_se([r[key] for r in runs])
             ax.plot(x, mean, color=colour, label=f"instance {inst['index']}", marker="o", ms=3)
             ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.25, linewidth=0)
-            if spe_key is not None:
+            if spe_key is not None and inst.get(spe_key) is not None:  # None: no SPE found
                 ax.axhline(inst[spe_key], color=colour, linestyle="--", linewidth=1)
             ax.set_title(label)
             ax.set_xlabel("iteration")
