@@ -554,25 +554,49 @@ def _cmd_train_frontier(args: argparse.Namespace) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
-    from contractrl.experiments.store import read_json
+    from contractrl.experiments.store import DamagedFileError, read_json
 
     results_path = args.run_dir / "results.json"
     manifest_path = args.run_dir / "config.json"
     in_progress = None
-    if not results_path.exists():
-        from contractrl.experiments.registry import experiments
+    try:
+        if not results_path.exists():
+            from contractrl.experiments.registry import experiments
 
-        manifest = read_json(manifest_path) if manifest_path.exists() else {}
-        spec = experiments().get(manifest.get("experiment"))
-        if spec is None or spec.figures != "team":
-            raise UsageError(f"{results_path} not found: is {args.run_dir} a finished experiment?")
-        from contractrl.plotting.figures import in_progress_results
+            manifest = read_json(manifest_path) if manifest_path.exists() else {}
+            spec = experiments().get(manifest.get("experiment"))
+            if spec is None or spec.figures != "team":
+                raise UsageError(
+                    f"{results_path} not found: is {args.run_dir} a finished experiment?"
+                )
+            from contractrl.plotting.figures import in_progress_results
 
-        in_progress = in_progress_results(manifest)
+            in_progress = in_progress_results(manifest)
+        results = in_progress or read_json(results_path)
+    except DamagedFileError as exc:
+        raise UsageError(
+            f"{exc}: rebuild it with the experiment's train command and --resume (its runs "
+            "are kept)"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {exc.filename or results_path}: {exc.strerror}") from None
+    if not isinstance(results, dict) or "experiment" not in results:
+        raise UsageError(f"{results_path} is not an experiment's results (no 'experiment')")
     from contractrl.plotting.figures import plot_experiment
 
-    results = in_progress or read_json(results_path)
-    for path in plot_experiment(args.run_dir, results, args.out):
+    notes: list[str] = []
+    try:
+        paths = plot_experiment(args.run_dir, results, args.out, notes)
+    except OSError as exc:
+        where = exc.filename or args.out or args.run_dir
+        raise UsageError(
+            f"cannot write {where}: {exc.strerror} (pass --out to write the figure elsewhere)"
+        ) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{results_path} is not a complete results file ({exc!r})") from None
+    for note in notes:
+        print(f"contractrl plot: {note}", file=sys.stderr)
+    for path in paths:
         print(f"wrote {path}" + (" (in progress: the evaluations so far)" if in_progress else ""))
 
 

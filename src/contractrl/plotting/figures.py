@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from contractrl._stats import curves_mean_se
-
 
 def _figure():
     import matplotlib
@@ -21,12 +19,27 @@ def _figure():
 
 
 def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a CSV file as float arrays (empty cells are NaN; no rows: ``{}``)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in rows[0]}
+    """Columns of a CSV file as float arrays (empty cells are NaN; no rows: ``{}``).
+
+    Rows cut short (a crash in the middle of a write) are left out.
+
+    Raises:
+        ValueError: the file is not a CSV of numbers (the message names it).
+        OSError: it cannot be read (``FileNotFoundError``: it does not exist).
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if None not in r and None not in r.values()]
+        if not rows:
+            return {}
+        columns = {
+            k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in rows[0]
+        }
+    except (csv.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is damaged ({exc})") from None
+    if "iteration" not in columns:
+        raise ValueError(f"{path} is damaged (no 'iteration' column)")
+    return columns
 
 
 def read_run_metrics(run_dir: Path) -> dict[str, np.ndarray]:
@@ -34,7 +47,77 @@ def read_run_metrics(run_dir: Path) -> dict[str, np.ndarray]:
     return read_csv_columns(run_dir / "metrics.csv")
 
 
-def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
+def _read_runs(paths: list[Path], notes: list[str] | None) -> list[dict[str, np.ndarray]]:
+    """The CSVs of ``paths`` that can be read; a note for each that is missing or damaged."""
+    runs = []
+    for path in paths:
+        try:
+            data = read_csv_columns(path)
+        except FileNotFoundError:
+            data, why = {}, f"{path} is missing"
+        except (OSError, ValueError) as exc:
+            data, why = {}, str(exc)
+        else:
+            why = f"{path} has no rows"
+        if data:
+            runs.append(data)
+        elif notes is not None:
+            notes.append(f"{why}: left out of the figure")
+    return runs
+
+
+def align_by_iteration(
+    runs: list[dict[str, np.ndarray]], key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs' ``key`` on one axis of iterations: ``(x [N], values [runs, N])``.
+
+    ``x`` is every iteration any run evaluated at; a run without a row at an iteration has NaN
+    there (so runs are averaged iteration by iteration, never row by row).
+    """
+    x = np.unique(np.concatenate([r["iteration"] for r in runs]))
+    stack = np.full((len(runs), len(x)), np.nan)
+    for i, r in enumerate(runs):
+        if key in r:
+            stack[i, np.searchsorted(x, r["iteration"])] = r[key]
+    return x, stack
+
+
+def mean_spread(stack: np.ndarray, shade: str = "se") -> tuple[np.ndarray, ...]:
+    """Per iteration over the runs that have a value: ``(mean, low, high)``.
+
+    ``shade``: ``se`` (mean ± standard error) or ``minmax``.
+    """
+    import warnings
+
+    count = np.sum(~np.isnan(stack), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an iteration no run has: NaN
+        mean = np.nanmean(stack, axis=0)
+        if shade == "se":
+            spread = np.where(count > 1, np.nanstd(stack, axis=0, ddof=1), 0.0)
+            half = spread / np.sqrt(np.maximum(count, 1))
+            return mean, mean - half, mean + half
+        return mean, np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+
+
+def _note_gaps(names: list[str], runs: list[dict[str, np.ndarray]], notes) -> None:
+    """A note for each run lacking rows at iterations other runs have."""
+    if notes is None or not runs:
+        return
+    every = np.unique(np.concatenate([r["iteration"] for r in runs]))
+    for name, r in zip(names, runs, strict=True):
+        lacking = np.setdiff1d(every, r["iteration"])
+        if lacking.size:
+            shown = ", ".join(f"{int(i):,}" for i in lacking[:5])
+            more = f" and {lacking.size - 5} more" if lacking.size > 5 else ""
+            notes.append(
+                f"{name} lacks rows at iterations {shown}{more}: averaged without it there"
+            )
+
+
+def plot_tree(
+    exp_dir: Path, results: dict[str, Any], out: Path | None = None, notes: list[str] | None = None
+) -> Path:
     """Paper Figure 3: principal utility, agent utility and accuracy against iterations.
 
     One colour per instance (mean over seeds, shaded standard error); SPE values dashed.
@@ -49,18 +132,18 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for inst in results["instances"]:
         colour = colours[inst["index"] % len(colours)]
-        runs = [
-            read_run_metrics(exp_dir / "runs" / f"instance{inst['index']}-seed{r['seed']}")
+        paths = [
+            exp_dir / "runs" / f"instance{inst['index']}-seed{r['seed']}" / "metrics.csv"
             for r in inst["runs"]
         ]
-        runs = [r for r in runs if r]
+        runs = _read_named(exp_dir, paths, notes)
         if not runs:
             continue
-        x = runs[0]["iteration"][: min(len(r["iteration"]) for r in runs)]
         for ax, (key, label, spe_key) in zip(axes, panels, strict=True):
-            mean, se = curves_mean_se([r[key] for r in runs])
+            x, stack = align_by_iteration(runs, key)
+            mean, low, high = mean_spread(stack)
             ax.plot(x, mean, color=colour, label=f"instance {inst['index']}", marker="o", ms=3)
-            ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.25, linewidth=0)
+            ax.fill_between(x, low, high, color=colour, alpha=0.25, linewidth=0)
             if spe_key is not None and inst.get(spe_key) is not None:  # None: no SPE found
                 ax.axhline(inst[spe_key], color=colour, linestyle="--", linewidth=1)
             ax.set_title(label)
@@ -90,20 +173,27 @@ def plot_tree(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     return path
 
 
-def _phase_curves(exp_dir: Path, seeds: int, phase: str, key: str):
-    curves, x = [], None
-    for k in range(seeds):
-        path = exp_dir / "runs" / f"seed{k}" / f"{phase}.csv"
-        if not path.exists():
-            continue
-        data = read_csv_columns(path)
-        if data and key in data:
-            curves.append(data[key])
-            x = data["iteration"]
-    return x, curves
+def _read_named(exp_dir: Path, paths: list[Path], notes: list[str] | None):
+    """The readable CSVs of ``paths``; notes for the missing, damaged and gapped ones."""
+    runs, names = [], []
+    for path in paths:
+        got = _read_runs([path], notes)
+        if got:
+            runs += got
+            names.append(str(path.relative_to(exp_dir)))
+    _note_gaps(names, runs, notes)
+    return runs
 
 
-def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
+def _phase_curves(exp_dir: Path, seeds: int, phase: str, notes: list[str] | None = None):
+    """The seeds' CSVs of ``phase`` that exist (a note for each damaged one)."""
+    paths = [exp_dir / "runs" / f"seed{k}" / f"{phase}.csv" for k in range(seeds)]
+    return _read_named(exp_dir, [p for p in paths if p.exists()], notes)
+
+
+def plot_coin(
+    exp_dir: Path, results: dict[str, Any], out: Path | None = None, notes: list[str] | None = None
+) -> Path:
     """Paper Figures 2 (7x7) and 4 (3x3): the six metrics of Section 5.2 against iterations.
 
     Any team experiment (``coin``, ``marl``) draws the same panels.
@@ -174,28 +264,26 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
             "minmax",
         ),
     ]
+    noted: set[str] = set()
     for ax, title, key, lines, shade in panels:
         for phase, label in lines:
-            x, curves = _phase_curves(exp_dir, seeds, phase, key)
-            if not curves:
+            first_time = phase not in noted
+            noted.add(phase)
+            runs = _phase_curves(exp_dir, seeds, phase, notes if first_time else None)
+            runs = [r for r in runs if key in r]
+            if not runs:
                 continue
-            length = min(len(c) for c in curves)
-            stack = np.stack([c[:length] for c in curves])
-            mean = np.nanmean(stack, axis=0)
-            if shade == "se" and len(curves) > 1:
-                half = np.nanstd(stack, axis=0, ddof=1) / np.sqrt(len(curves))
-                low, high = mean - half, mean + half
-            else:
-                low, high = np.nanmin(stack, axis=0), np.nanmax(stack, axis=0)
+            x, stack = align_by_iteration(runs, key)
+            mean, low, high = mean_spread(stack, "se" if shade == "se" else "minmax")
             line = ax.plot(
-                x[:length],
+                x,
                 mean,
                 label=label,
                 linestyle=":" if phase == "principal" else "-",
                 marker="o",  # a run with one evaluation is a point, not an invisible line
                 markersize=3,
             )[0]
-            ax.fill_between(x[:length], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(title)
         ax.set_xlabel("iteration (of each phase)")
         if key in ("spe_ratio", "ic_ratio"):
@@ -236,7 +324,9 @@ def plot_coin(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -
     return path
 
 
-def plot_frontier(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
+def plot_frontier(
+    exp_dir: Path, results: dict[str, Any], out: Path | None = None, notes: list[str] | None = None
+) -> Path:
     """The budget frontier: welfare against the amount paid per episode.
 
     Contracts (one line per nudge, points along ``α``) and constant-proportion sharing (one
@@ -316,11 +406,16 @@ def in_progress_results(manifest: dict[str, Any]) -> dict[str, Any]:
 PLOTTERS = {"tree": plot_tree, "team": plot_coin, "frontier": plot_frontier}
 
 
-def plot_experiment(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> list[Path]:
-    """Draw every figure of an experiment; returns the written paths."""
+def plot_experiment(
+    exp_dir: Path, results: dict[str, Any], out: Path | None = None, notes: list[str] | None = None
+) -> list[Path]:
+    """Draw every figure of an experiment; returns the written paths.
+
+    ``notes`` receives one line per run left out of a figure or lacking rows.
+    """
     from contractrl.experiments.registry import experiments
 
     spec = experiments().get(results.get("experiment"))
     if spec is None:
         raise ValueError(f"results.json: unknown experiment {results.get('experiment')!r}")
-    return [PLOTTERS[spec.figures](Path(exp_dir), results, out)]
+    return [PLOTTERS[spec.figures](Path(exp_dir), results, out, notes=notes)]
