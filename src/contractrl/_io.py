@@ -23,7 +23,8 @@ def write_atomic(path: str | Path, data: str | bytes, fsync: bool = False) -> No
         fsync: flush the file to disk before the rename (checkpoints).
 
     Raises:
-        OSError: the file cannot be written (nothing is left behind but what was there).
+        OSError: the file cannot be written (nothing is left behind but what was there); its
+            ``filename`` is ``path`` (never the temporary file's name).
     """
     path = Path(path)
     if path.is_dir():
@@ -37,7 +38,10 @@ def write_atomic(path: str | Path, data: str | bytes, fsync: bool = False) -> No
     payload = data.encode("utf-8") if isinstance(data, str) else data
     # A unique name (concurrent writers never share one); mode 0o666 honours the umask.
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:  # a read-only place: name the file meant, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -45,9 +49,11 @@ def write_atomic(path: str | Path, data: str | bytes, fsync: bool = False) -> No
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None:  # e.g. a full disk mid-write
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise

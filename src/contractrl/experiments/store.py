@@ -195,15 +195,24 @@ class MetricsLog:
         write_atomic(self.path, buffer.getvalue())
 
     def append(self, row: dict[str, Any]) -> None:
-        """Append one row (writing the header first if the file is new)."""
+        """Append one row (writing the header first if the file is new).
+
+        Raises:
+            OSError: it cannot be written (``filename``: this log), e.g. a full disk.
+        """
         new = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in self.columns})
-            fh.flush()
+        try:
+            with open(self.path, "a", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=self.columns)
+                if new:
+                    writer.writeheader()
+                writer.writerow({k: row.get(k, "") for k in self.columns})
+                fh.flush()
+        except OSError as exc:
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def read(self) -> list[dict[str, str]]:
         """All complete rows (empty if the file does not exist).
