@@ -300,7 +300,12 @@ class Cleanup(MultiAgentEnv):
     """
 
     num_actions = len(ACTIONS)
+    observation_bounds = (0.0, 1.0)
     measures = ("waste_cleaned", "apples_collected", "cleaning_beams")
+    #: What a formal contract pays for (:mod:`.transfers`): waste cells cleaned.
+    contract_measure = "waste_cleaned"
+    #: What a gifting agent does in the environment (:mod:`.transfers`): stay.
+    noop_action = ACTIONS.index("stay")
 
     def __init__(self, config: CleanupConfig | None = None, **flags):
         if config is None:
