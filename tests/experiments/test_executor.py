@@ -111,3 +111,16 @@ def test_damaged_principal_is_discarded(tmp_path, capsys):
     assert discard_damaged_principal(tmp_path, 0)
     assert not (run / "principal.json").exists()
     assert "principal.params.msgpack" in capsys.readouterr().err
+
+
+def test_size_note_estimates_the_disk_from_a_finished_run(tmp_path, monkeypatch):
+    import contractrl.experiments.executor as executor
+    from contractrl.experiments.executor import Task, size_note
+
+    tasks = [Task(print, {}, tmp_path / f"run{k}", 1) for k in range(10_000)]
+    tasks[0].run_dir.mkdir()
+    (tasks[0].run_dir / "checkpoint.msgpack").write_bytes(b"x" * 2_900_000)
+    note = size_note(tasks, 0)
+    assert "2.9 MB, so 10,000 runs will take about 29.0 GB" in note
+    monkeypatch.setattr(executor, "SIZE_NOTE_BYTES", 1 << 50)
+    assert size_note(tasks[:2], 0) is None  # small, and it fits

@@ -135,6 +135,47 @@ def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         os._exit(exc.exit_code)
 
 
+#: Report the disk an experiment will take when its estimate passes this many bytes.
+SIZE_NOTE_BYTES = 1 << 30
+
+
+def size_note(tasks: list[Task], finished: int) -> str | None:
+    """The disk ``tasks`` will take, estimated from the finished task ``finished``.
+
+    ``None`` when the estimate is below :data:`SIZE_NOTE_BYTES` and below the free space.
+    """
+    import shutil
+
+    run_dir = tasks[finished].run_dir
+    try:
+        size = sum(f.stat().st_size for f in Path(run_dir).rglob("*") if f.is_file())
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        return None
+    dirs = len({str(t.run_dir) for t in tasks})
+    total = size * dirs
+    if total < SIZE_NOTE_BYTES and total < free:
+        return None
+    text = (
+        f"contractrl: a finished run takes {size / 1e6:.1f} MB, so {dirs:,} runs will take "
+        f"about {total / 1e9:.1f} GB (free: {free / 1e9:.1f} GB)"
+    )
+    if total > free:
+        text += "; more than is free: the experiment will stop with a full disk (exit 6)"
+    return text
+
+
+def _note_size(tasks: list[Task], finished: int, noted: list[bool]) -> None:
+    if noted[0]:
+        return
+    noted[0] = True
+    note = size_note(tasks, finished)
+    if note is not None:
+        import sys
+
+        print(note, file=sys.stderr, flush=True)
+
+
 def _progress(tasks: list[Task]) -> int:
     done = 0
     for task in tasks:
@@ -288,11 +329,12 @@ def run_tasks(
     done: list[int] = [0]  # tasks finished, for the message of an interrupt
     try:
         if backend == "inline":  # list order is a topological order of the graph
-            results = []
-            for task in tasks:
+            results, noted = [], [False]
+            for i, task in enumerate(tasks):
                 stop.check()
                 results.append(task.fn(**task.kwargs))
                 done[0] += 1
+                _note_size(tasks, i, noted)
                 _refresh(bar, tasks)
             return results
         if backend == "ray":
@@ -353,6 +395,7 @@ def _schedule(pool, tasks: list[Task], count: int, bar, done: list[int], seen) -
     """Submit ready tasks to free workers until all have finished; raise the first failure."""
     futures: dict[int, concurrent.futures.Future] = {}
     chain = _chain_lengths(tasks)
+    noted = [False]
     while True:
         stop.check()
         finished = {i for i, f in futures.items() if f.done()}
@@ -370,7 +413,10 @@ def _schedule(pool, tasks: list[Task], count: int, bar, done: list[int], seen) -
             )
         _refresh(bar, tasks)
         failed = [f for f in futures.values() if f.done() and f.exception() is not None]
-        done[0] = sum(1 for f in futures.values() if f.done() and f.exception() is None)
+        ok = [i for i, f in futures.items() if f.done() and f.exception() is None]
+        done[0] = len(ok)
+        if ok:
+            _note_size(tasks, ok[0], noted)
         if failed:
             error = failed[0].exception()
             if isinstance(error, concurrent.futures.BrokenExecutor):
