@@ -467,18 +467,26 @@ def _cmd_train_tree(args: argparse.Namespace) -> None:
 
 def _cmd_train_game(args: argparse.Namespace) -> None:
     from contractrl.core.instance import load_instance
-    from contractrl.experiments.game import GAME_PRESETS, run_game
+    from contractrl.experiments.game import SMOKE_NOTE, auto_note, game_presets, run_game
 
-    if not args.print_config:
-        try:  # one clear line for a bad file, before any work
-            load_instance(args.file)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{args.file}: {exc}") from None
+    try:  # one clear line for a bad file, before any work; `auto` is sized from the game
+        game = load_instance(args.file)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    presets = game_presets(game)
+    if args.print_config and args.preset == "auto":  # the JSON on stdout, how on stderr
+        from contractrl.experiments.config import apply_overrides
+
+        print(auto_note(game, apply_overrides(presets["auto"], args)), file=sys.stderr)
 
     def runner(config, out, **kwargs):
+        if kwargs.get("progress"):
+            note = {"auto": auto_note(game, config), "smoke": SMOKE_NOTE}.get(args.preset)
+            if note:
+                print(note, file=sys.stderr)
         return run_game(config, args.file, out, **kwargs)
 
-    results = _run_experiment(args, GAME_PRESETS, runner)
+    results = _run_experiment(args, presets, runner)
     if results is None:
         return
     m = results["mean"]

@@ -12,8 +12,11 @@ The random Tree MDP experiment is the same pipeline over generated instances.
 
 Python::
 
-    from contractrl.experiments.game import GAME_PRESETS, run_game
-    results = run_game(GAME_PRESETS["smoke"], "my_game.json", "runs/my-game")
+    from contractrl import load_instance
+    from contractrl.experiments.game import auto_config, run_game
+
+    config = auto_config(load_instance("my_game.json"))
+    results = run_game(config, "my_game.json", "runs/my-game")
 """
 
 from __future__ import annotations
@@ -72,18 +75,92 @@ class GameExperimentConfig:
         return 1
 
 
+#: contractrl's learner on own games: the Tree experiment's (:data:`.tree.CONTRACTRL_DQN`) with
+#: the principal network predicting its value after each outcome, so that a recommendation's
+#: cost is always the current min-pay contract (``principal_model="outcome_value"``: on small
+#: random games the paper's contractual-Q network kept 0.45-0.95 of the SPE where this one
+#: keeps 0.99; docs/own-games.md).
+GAME_DQN = dataclasses.replace(CONTRACTRL_DQN, principal_model="outcome_value")
+
+#: ``auto``'s phase length per network input and action (see :func:`auto_config`).
+AUTO_ITERATIONS_PER_PAIR = 1000
+
+
+def auto_config(game, base: GameExperimentConfig | None = None) -> GameExperimentConfig:
+    """The ``auto`` preset for ``game``: a budget sized from its states, actions and horizon.
+
+    Algorithm 1 needs about one agent-then-principal pair of phases per step of the horizon
+    to carry values back (paper Theorem 3.3: ``H + 1`` iterations; Theorem 3.4: a contraction
+    at rate ``γ``, so an effective horizon ``1/(1-γ)``), and each phase needs enough
+    transitions per network input and action to fit them. So: ``pairs = clamp(ceil(H_eff /
+    2), 4, 10)`` phase pairs of ``phase_length = 500 · max(1, ceil(I·A / 16))`` iterations
+    (``I`` network inputs: states, or ``H·S`` with time as an input), capped at the paper's
+    20,000 iterations in all. Everything else is ``base`` (default: :data:`GAME_DQN`, 3 seeds).
+    """
+    import math
+
+    from contractrl.learning.algorithm2 import learner_spec
+
+    base = base or GAME_PRESETS["auto"]
+    spec = learner_spec(game)
+    pairs = min(max(math.ceil(spec.effective_horizon / 2), 4), 10)
+    phase = 500 * max(1, math.ceil(spec.num_inputs * spec.num_actions / 16))
+    phase = min(phase, 20_000 // (2 * pairs) // 100 * 100)
+    dqn = dataclasses.replace(
+        base.dqn,
+        iterations=2 * pairs * phase,
+        phase_length=phase,
+        replay_capacity=min(base.dqn.replay_capacity, max(20_000, 2 * pairs * phase)),
+    )
+    return dataclasses.replace(base, dqn=dqn)
+
+
+def auto_note(game, config: GameExperimentConfig) -> str:
+    """One line: how ``auto`` sized the run (printed when a run starts)."""
+    from contractrl.learning.algorithm2 import learner_spec
+
+    spec = learner_spec(game)
+    horizon = (
+        f"horizon {game.horizon}"
+        if game.horizon is not None
+        else f"effective horizon 1/(1-γ) = {spec.effective_horizon:.3g}"
+    )
+    dqn = config.dqn
+    return (
+        f"preset auto, sized from the game ({spec.num_inputs} network inputs, "
+        f"{spec.num_actions} actions, {horizon}): {dqn.iterations:,} iterations in "
+        f"{dqn.iterations // dqn.phase_length} phases of {dqn.phase_length:,}, "
+        f"{config.seeds} seeds"
+    )
+
+
+SMOKE_NOTE = (
+    "preset smoke: a plumbing check of the pipeline (4,000 iterations), not a measure of what "
+    "the learner reaches; the default preset auto sizes the run from the game"
+)
+
 GAME_PRESETS: dict[str, GameExperimentConfig] = {
+    # The default: sized from the game by auto_config (this entry is its base and what
+    # --help shows; `contractrl train game FILE` replaces it with the game's).
+    "auto": GameExperimentConfig(
+        dqn=dataclasses.replace(GAME_DQN, iterations=8000, phase_length=500, replay_capacity=20_000)
+    ),
     # The paper's hyper-parameters for Algorithm 2 (App. D.1), contractrl's learner.
-    "paper": GameExperimentConfig(),
-    # Minutes on a laptop for a small game (tests, first try).
+    "paper": GameExperimentConfig(dqn=GAME_DQN),
+    # A plumbing check of the whole pipeline (tests, demo): minutes on a laptop.
     "smoke": GameExperimentConfig(
         seeds=2,
         eval_every=500,
         dqn=dataclasses.replace(
-            CONTRACTRL_DQN, iterations=4000, phase_length=500, replay_capacity=20_000
+            GAME_DQN, iterations=4000, phase_length=500, replay_capacity=20_000
         ),
     ),
 }
+
+
+def game_presets(game) -> dict[str, GameExperimentConfig]:
+    """:data:`GAME_PRESETS` with ``auto`` sized for ``game`` (:func:`auto_config`)."""
+    return {**GAME_PRESETS, "auto": auto_config(game)}
 
 
 def prepare(

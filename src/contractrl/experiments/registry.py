@@ -105,10 +105,13 @@ def experiments() -> dict[str, ExperimentSpec]:
             "Algorithm 2 on your own game (an instance file)",
             "Learn contracts for the game in FILE (the instance format: "
             "docs/instance-format.md) with Algorithm 2: seeds, checkpoints, resume, and at every "
-            f"evaluation the learned principal against the exact SPE. {flags}",
+            "evaluation the learned principal against the exact SPE. The default preset, auto, "
+            "sizes the run from the game (states, actions, horizon or 1/(1-γ); "
+            "docs/own-games.md); smoke is a plumbing check; --print-config shows the result. "
+            f"{flags}",
             GameExperimentConfig,
             GAME_PRESETS,
-            "smoke",
+            "auto",
             run_game,
             "tree",
             "policy_tree",

@@ -209,7 +209,7 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
     """Couple the learned principal with the oracle agent; one metrics row."""
     from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
 
-    agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env))
+    agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env, state.nudge))
     nudge = float(state.nudge)
     if not (np.isfinite(agent_q).all() and np.isfinite(principal_q).all() and np.isfinite(nudge)):
         raise RuntimeError(

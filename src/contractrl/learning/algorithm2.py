@@ -74,6 +74,7 @@ from contractrl.learning.target_tables import (
 SCHEDULES = ("simultaneous", "iterative")
 LOSSES = ("huber", "mse")
 AGENT_MODELS = ("truncated_q", "outcome_value")
+PRINCIPAL_MODELS = ("contractual_q", "outcome_value")
 ACCUMULATIONS = tuple(ACCUMULATION)
 
 
@@ -126,6 +127,13 @@ class DQNConfig:
             outcome only, so every transition trains ``W(s, o)`` whatever action was taken
             and the non-recommended actions' values never go stale (needs the agent's reward
             table, which the agent knows in contract theory).
+        principal_model: ``contractual_q`` (the paper's: the principal network outputs
+            ``q(s, ·)``) or ``outcome_value``: it outputs ``U(s, ·)``, the principal's expected
+            value after each outcome, and ``q(s, a) = P[s, a]·(r^p(s, ·) - b_a + γ U(s, ·))``
+            with ``b_a`` the min-pay contract computed now (paper Eq. 3). The payment a
+            recommendation costs is then always the current agent network's, never a stale
+            estimate learned under earlier contracts (needs the principal's reward table,
+            which the principal knows).
     """
 
     iterations: int = 20_000
@@ -157,6 +165,7 @@ class DQNConfig:
     auto_nudge_period: int = 1000
     tie_tol: float = 1e-6
     agent_model: str = "truncated_q"
+    principal_model: str = "contractual_q"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -182,6 +191,11 @@ class DQNConfig:
                 ("epsilon_fraction", 0 < self.epsilon_fraction <= 1, ["(0, 1]"]),
                 ("loss", self.loss in LOSSES, LOSSES),
                 ("agent_model", self.agent_model in AGENT_MODELS, AGENT_MODELS),
+                (
+                    "principal_model",
+                    self.principal_model in PRINCIPAL_MODELS,
+                    PRINCIPAL_MODELS,
+                ),
                 ("schedule", self.schedule in SCHEDULES, SCHEDULES),
                 ("nudge", np.isfinite(self.nudge) and self.nudge >= 0, ["a finite number >= 0"]),
                 ("priority_alpha", self.priority_alpha >= 0, [">= 0"]),
@@ -325,6 +339,20 @@ def truncated_q(agent_out, agent_model: str, agent_reward, outcome_probs, discou
     return agent_reward + discount * jnp.einsum("...ao,...o->...a", outcome_probs, agent_out)
 
 
+def contractual_q(principal_out, principal_model: str, contracts, principal_reward, probs, gamma):
+    """The principal's contractual Q ``q(s, ·) [..., A]`` from its network's output.
+
+    ``contractual_q``: the output itself. ``outcome_value``: the output is ``U(s, ·) [..., O]``
+    and ``q(s, a) = Σ_o P[s, a, o] (r^p(s, o) - b_a(o) + γ U(s, o))`` with ``contracts
+    [..., A, O]`` the min-pay contracts ``b_a`` (non-implementable actions are masked by the
+    callers).
+    """
+    if principal_model == "contractual_q":
+        return principal_out
+    net = principal_reward[..., None, :] - contracts + gamma * principal_out[..., None, :]
+    return jnp.sum(probs * net, axis=-1)
+
+
 def agent_targets(batch: Transition, next_value, discount, agent_model: str):
     """The agent network's TD target ``[B]`` (what it predicts: :func:`td_losses`).
 
@@ -388,9 +416,14 @@ def td_losses(outputs, batch: Transition, weights, a_next, env, tables: TargetTa
     valid = ok[idx, batch.action].astype(jnp.float32)
     paid = jnp.where(valid > 0, contracts[idx, batch.action, batch.outcome], 0.0)
     next_q = tables.principal_q[batch.next_index, a_next]
-    y_principal = principal_targets(batch, paid, next_q, env.discount)
+    if cfg.principal_model == "contractual_q":
+        y_principal = principal_targets(batch, paid, next_q, env.discount)
+        predicted_p = outputs["principal"][idx, batch.action]
+    else:  # U(s, o) is the principal's expected next value after o, whatever the action
+        y_principal = (1.0 - batch.end) * next_q
+        predicted_p = outputs["principal"][idx, batch.outcome]
     delta_agent = predicted - jax.lax.stop_gradient(y_agent)
-    delta_principal = outputs["principal"][idx, batch.action] - jax.lax.stop_gradient(y_principal)
+    delta_principal = predicted_p - jax.lax.stop_gradient(y_principal)
     per = optax.huber_loss if cfg.loss == "huber" else (lambda d: 0.5 * d**2)
     losses = {
         "agent": jnp.mean(weights * per(delta_agent)),
@@ -444,15 +477,32 @@ class Learner:
             env.discount,
         )
 
-    def _q_tables(self, params, env):
-        """Both networks on every input: ``(Q̄ [I, A], q [I, A])``."""
+    def _principal_q(self, out, env, states, q_bar, nudge, contracts=None):
+        """``q(s, ·) [N, A]`` from the principal network's output (:func:`contractual_q`)."""
+        if self.config.principal_model == "contractual_q":
+            return out
+        if contracts is None:
+            contracts = min_pay_all_targets(q_bar, env.outcome_probs[states], nudge)[0]
+        return contractual_q(
+            out,
+            "outcome_value",
+            contracts,
+            env.principal_reward[states],
+            env.outcome_probs[states],
+            env.discount,
+        )
+
+    def _q_tables(self, params, env, nudge=0.0):
+        """Both networks on every input: ``(Q̄ [I, A], q [I, A])`` (contracts with ``nudge``)."""
         idx = jnp.arange(self.spec.num_inputs)
-        q_bar = self._agent_q(mlp_apply(params["agent"], idx), env, self._state_of(idx))
-        return q_bar, mlp_apply(params["principal"], idx)
+        states = self._state_of(idx)
+        q_bar = self._agent_q(mlp_apply(params["agent"], idx), env, states)
+        q_p = self._principal_q(mlp_apply(params["principal"], idx), env, states, q_bar, nudge)
+        return q_bar, q_p
 
     def _refresh(self, env: tabular.TabularParams, params, nudge) -> TargetTables:
         """Target tables from the current networks (and the automatic nudge's error)."""
-        q_bar, q_p = self._q_tables(params, env)
+        q_bar, q_p = self._q_tables(params, env, nudge)
         states = self._state_of(jnp.arange(self.spec.num_inputs))
         value, ok, star = target_values(q_bar, q_p, env.outcome_probs[states], nudge)
         if self.config.auto_nudge:
@@ -486,7 +536,12 @@ class Learner:
         agent_outputs = spec.num_actions if cfg.agent_model == "truncated_q" else spec.num_outcomes
         params = {
             "agent": init_mlp(k_agent, spec.num_inputs, agent_outputs, cfg.hidden),
-            "principal": init_mlp(k_principal, spec.num_inputs, spec.num_actions, cfg.hidden),
+            "principal": init_mlp(
+                k_principal,
+                spec.num_inputs,
+                spec.num_actions if cfg.principal_model == "contractual_q" else spec.num_outcomes,
+                cfg.hidden,
+            ),
         }
         nudge = jnp.asarray(cfg.nudge, jnp.float32)
         example = Transition(
@@ -522,9 +577,11 @@ class Learner:
         s, t = state.env_state.state, state.env_state.t
         index = self._index(s, t)
         q_bar = self._agent_q(mlp_apply(state.params["agent"], index), env, s)  # [N, A]
-        q_p = mlp_apply(state.params["principal"], index)
         probs = env.outcome_probs[s]  # [N, A, O]
         contracts, _, ok = min_pay_all_targets(q_bar, probs, state.nudge)
+        q_p = self._principal_q(
+            mlp_apply(state.params["principal"], index), env, s, q_bar, state.nudge, contracts
+        )
         greedy = jnp.argmax(jnp.where(ok, q_p, -jnp.inf), axis=1)
         random_rec = jax.random.categorical(k_rand_rec, jnp.where(ok, 0.0, -jnp.inf))
         explore = jax.random.uniform(k_rec, greedy.shape) < epsilon
@@ -570,9 +627,12 @@ class Learner:
         )
         sizes = distinct.static_sizes(cfg.batch_size, cfg.dedup_sizes, batched)
         tables = state.tables
-        q_next = distinct.forward(
-            state.params["principal"], batch.next_index, spec.num_inputs, sizes
-        )
+        if cfg.principal_model == "contractual_q":  # double DQN: the online network picks
+            q_next = distinct.forward(
+                state.params["principal"], batch.next_index, spec.num_inputs, sizes
+            )
+        else:  # its q needs the contracts at s': the target table's
+            q_next = tables.principal_q[batch.next_index]
         a_next = jnp.argmax(
             jnp.where(tables.implementable[batch.next_index], q_next, -jnp.inf), axis=1
         )
