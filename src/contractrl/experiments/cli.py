@@ -503,7 +503,31 @@ def _cmd_train_game(args: argparse.Namespace) -> None:
             f"± {m['principal_utility_ratio_se']:.4f} of {against} "
             f"({m['spe_principal_value']:.4f}), accuracy {m['accuracy']:.4f}"
         )
+    ci = m.get("principal_utility_ratio_ci95")
+    if reference is not None and ci:
+        compared += f", 95% CI over seeds [{ci[0]:.4f}, {ci[1]:.4f}] (each run exact)"
     print(f"{compared}, {m['runs']} runs in {m['wall_seconds']:.1f} s -> {args.out}/results.json")
+    above = [r for r in results["instances"][0]["runs"] if r["principal_utility_ratio"] > 1 + 1e-9]
+    if reference is not None and above:
+        print(
+            f"{len(above)} run(s) above the SPE: not subgame-perfect (deviation_gain > 0), "
+            "the value of commitment (docs/own-games.md)"
+        )
+    _print_policy(Path(args.out) / "runs" / "instance0-seed0" / "policy.json")
+
+
+def _print_policy(path: Path, max_rows: int = 40) -> None:
+    """The first run's learned principal per state beside the SPE (``policy.json``)."""
+    from contractrl.experiments.store import read_json
+    from contractrl.learning.evaluation import format_policy_table
+
+    if not path.exists():
+        return
+    rows = read_json(path)["rows"]
+    print(f"learned principal of seed 0 beside the reference ({path}):")
+    print(format_policy_table(rows[:max_rows]))
+    if len(rows) > max_rows:
+        print(f"... {len(rows) - max_rows} more rows in {path}")
 
 
 def _cmd_train_coin(args: argparse.Namespace) -> None:

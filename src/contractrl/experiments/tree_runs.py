@@ -30,6 +30,7 @@ METRIC_COLUMNS = [
     "agent_loss",
     "principal_loss",
     "payment",
+    "deviation_gain",
     "train_seconds",
 ]
 SUMMARY_KEYS = (
@@ -39,6 +40,7 @@ SUMMARY_KEYS = (
     "principal_utility",
     "follow_rate",
     "nudge",
+    "deviation_gain",
 )
 
 
@@ -193,6 +195,7 @@ def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -
         progress=progress,
     )
     row, iteration, train_seconds = result.rows["run"], result.iteration, result.train_seconds
+    write_json(run_dir / "policy.json", final_policy_table(learner, game, env, spe, result.state))
     summary = {k: row[k] for k in SUMMARY_KEYS}
     summary.update(
         instance=instance,
@@ -205,9 +208,22 @@ def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -
     return summary
 
 
+def final_policy_table(learner, game, env, spe, state) -> dict[str, Any]:
+    """``policy.json`` of a run: the learned principal per state beside the reference's."""
+    from contractrl.learning.evaluation import learned_policy, policy_table
+
+    agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env, state.nudge))
+    policy = learned_policy(game, agent_q, principal_q, float(state.nudge), learner.spec.time_input)
+    return {"nudge": float(state.nudge), "rows": policy_table(game, policy, spe)}
+
+
 def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[str, float]:
     """Couple the learned principal with the oracle agent; one metrics row."""
-    from contractrl.learning.evaluation import evaluate_with_oracle, learned_policy
+    from contractrl.learning.evaluation import (
+        evaluate_with_oracle,
+        learned_policy,
+        principal_deviation_gain,
+    )
 
     agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env, state.nudge))
     nudge = float(state.nudge)
@@ -237,7 +253,28 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
         "agent_loss": float(np.mean(metrics.agent_loss)),
         "principal_loss": float(np.mean(metrics.principal_loss)),
         "payment": float(np.mean(metrics.payment)),
+        # > 0: not subgame-perfect; its value may then exceed the SPE's (commitment)
+        "deviation_gain": principal_deviation_gain(game, policy),
     }
+
+
+RATIO_NOTE = (
+    "each run's ratio is exact (the learned principal against the exact best-responding "
+    "agent, no sampling); the ± and ci95 are over training seeds. A run above 1 is not "
+    "subgame-perfect (its deviation_gain > 0): the principal would deviate from it in some "
+    "subgame, and it earns the value of committing to the whole policy, which no SPE can"
+)
+
+
+def _ci95(values: list[float]) -> list[float] | None:
+    """The 95% Student-t interval of the mean over runs (``None`` for fewer than 2)."""
+    from scipy import stats
+
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if arr.size < 2:
+        return None
+    half = stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / np.sqrt(arr.size)
+    return [float(arr.mean() - half), float(arr.mean() + half)]
 
 
 def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dict[str, Any]:
@@ -260,11 +297,15 @@ def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dic
             "wall_seconds": sum(r["train_seconds"] for r in runs),
         }
         for key in SUMMARY_KEYS:
-            entry[key], entry[f"{key}_se"] = mean_se([r[key] for r in runs])
+            entry[key], entry[f"{key}_se"] = mean_se([r.get(key) for r in runs])
+        entry["principal_utility_ratio_ci95"] = _ci95([r["principal_utility_ratio"] for r in runs])
         per_instance.append(entry)
     overall: dict[str, Any] = {}
     for key in SUMMARY_KEYS:
-        overall[key], overall[f"{key}_se"] = mean_se([r[key] for r in summaries])
+        overall[key], overall[f"{key}_se"] = mean_se([r.get(key) for r in summaries])
+    ratios = [r["principal_utility_ratio"] for r in summaries]
+    overall["principal_utility_ratio_ci95"] = _ci95(ratios)
+    overall["ratio_note"] = RATIO_NOTE
     for key in ("spe_principal_value", "spe_agent_value"):
         known = [i[key] for i in per_instance if i[key] is not None]
         overall[key] = float(np.mean(known)) if known else None

@@ -265,3 +265,33 @@ def monte_carlo_principal_value(
         if not alive.any():
             break
     return float(total.mean()), float(total.std(ddof=1) / np.sqrt(episodes))
+
+
+def principal_deviation_gain(game: PrincipalAgentMDP, policy: PrincipalPolicy) -> float:
+    """How much the principal would gain by deviating once from ``policy`` (0: none).
+
+    With the oracle agent's exact response to ``policy`` (its truncated Q and the values of
+    the pair), the principal's best one-step deviation at ``(t, s)`` is
+    ``max_a P[s, a]·(r^p(s, ·) - b_a + γ V^p_next)`` over implementable ``a`` (``b_a`` the
+    min-pay contract against that Q, paper Eq. 3), compared with the policy's own value.
+    A positive gain means the policy is not subgame-perfect: the principal would not carry
+    it out in some subgame. Its value can then exceed the SPE's — the value of committing to
+    the whole policy, which the SPE (a principal who re-optimises in every subgame, paper
+    Section 2) cannot have; with exact evaluation this is the only way a ratio exceeds 1.
+    """
+    response = agent_best_response(game, policy)
+    values = evaluate_policies(game, policy, response.action).principal  # [K, S]
+    rows = response.q_truncated.shape[0]
+    gain = 0.0
+    for k in range(rows):
+        if game.horizon is not None and rows > 1:
+            nxt = values[k + 1] if k + 1 < rows else np.zeros(game.num_states)
+        else:
+            nxt = values[0]
+        cont = game.continuation(nxt)  # [S, O]
+        table = min_pay_contracts(response.q_truncated[k], game.outcome_probs, 0.0)
+        net = game.principal_reward[:, None, :] - table.contract + game.discount * cont[:, None]
+        q = np.einsum("sao,sao->sa", game.outcome_probs, net)
+        best = np.max(np.where(table.implementable, q, -np.inf), axis=1)
+        gain = max(gain, float(np.max(best - values[k])))
+    return gain
