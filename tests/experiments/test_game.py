@@ -92,6 +92,12 @@ def test_game_without_stationary_spe_trains_against_a_labelled_reference(tmp_pat
     assert m["principal_utility_ratio"] == pytest.approx(
         m["principal_utility"] / cut.initial_principal_value
     )
+    # the learned principal per state, printed and saved; a game with cycles renders as a graph
+    policy = json.loads((out / "runs" / "instance0-seed0" / "policy.json").read_text())
+    assert [r["state"] for r in policy["rows"]] == ["s0", "s1"]
+    assert "learned principal of seed 0" in captured.out
+    assert main(["render", str(out)]) == 0
+    assert (out / "policy-graph.png").stat().st_size > 5_000
 
 
 def test_refusals_before_training(tmp_path, capsys):

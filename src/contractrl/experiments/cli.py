@@ -183,11 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(handler=_cmd_plot)
     render = sub.add_parser(
         "render",
-        help="draw an experiment: a Coin Game episode (GIF) or its game's SPE policy tree",
+        help="draw an experiment: a Coin Game episode (GIF) or its game's policy",
         description="Coin Game experiments: an animated GIF of one episode of the trained "
         "principal's plan (agents, coin, recommendations, contracts). Tree and own-game "
-        "experiments: the first instance's exact SPE policy as a coloured tree (PNG; games "
-        "whose states form a tree).",
+        "experiments: the first instance's exact SPE policy as a coloured tree (PNG) when its "
+        "states form a tree; any other game (cycles included): its state graph with the first "
+        "run's learned principal beside the SPE (policy-graph.png).",
     )
     render.add_argument("run_dir", type=Path, help="experiment directory")
     render.add_argument("--out", type=Path, help="output path (default: in RUN_DIR)")

@@ -103,7 +103,7 @@ def auto_config(game, base: GameExperimentConfig | None = None) -> GameExperimen
 
     base = base or GAME_PRESETS["auto"]
     spec = learner_spec(game)
-    pairs = min(max(math.ceil(spec.effective_horizon / 2), 4), 10)
+    pairs = min(max(math.ceil(round(spec.effective_horizon / 2, 9)), 4), 10)
     phase = 500 * max(1, math.ceil(spec.num_inputs * spec.num_actions / 16))
     phase = min(phase, 20_000 // (2 * pairs) // 100 * 100)
     dqn = dataclasses.replace(

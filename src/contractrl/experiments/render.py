@@ -8,7 +8,9 @@
   (``render(state)``), frame by frame (:func:`contractrl.plotting.animation.frames_gif`).
 * Tree MDP and own-game experiments: the exact SPE policy of the first instance as a coloured
   tree (recommended action and expected payment per state;
-  :func:`contractrl.plotting.animation.policy_tree`), for games whose states form a tree.
+  :func:`contractrl.plotting.animation.policy_tree`) for games whose states form a tree; for
+  any other game (cycles included) the state graph of the first run's learned principal beside
+  the SPE (:func:`contractrl.plotting.policy_graph.policy_graph`, ``policy-graph.png``).
 """
 
 from __future__ import annotations
@@ -119,6 +121,24 @@ def team_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def _policy_graph(run_dir: Path, game, spe, out: Path | None) -> Path:
+    """The learned principal of the first run (``policy.json``) beside the SPE, as graphs."""
+    from contractrl.core.solution import PrincipalPolicy
+    from contractrl.learning.evaluation import policy_table
+    from contractrl.plotting.policy_graph import policy_graph
+
+    panels = {}
+    learned = sorted((run_dir / "runs").glob("*/policy.json"))
+    if learned:
+        panels[f"learned ({learned[0].parent.name})"] = read_json(learned[0])["rows"]
+    if spe is not None:
+        exact = PrincipalPolicy(spe.action, spe.contract)
+        panels["exact SPE"] = policy_table(game, exact, spe)
+    if not panels:
+        raise ValueError(f"{run_dir}: no learned policy yet and no SPE to draw")
+    return policy_graph(game, panels, out or run_dir / "policy-graph.png")
+
+
 def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
     """Draw ``run_dir``'s picture (module docstring); returns the file written."""
     from contractrl.experiments.registry import experiments
@@ -143,6 +163,10 @@ def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
         from contractrl.plotting.animation import policy_tree
 
         game = load_instance(run_dir / manifest["instances"][0]["path"])
-        return policy_tree(game, solve_spe(game), out or run_dir / "policy-tree.png")
+        spe = solve_spe(game)
+        try:
+            return policy_tree(game, spe, out or run_dir / "policy-tree.png")
+        except ValueError:  # not a tree (cycles, merging paths): the state graph
+            return _policy_graph(run_dir, game, spe if spe.ok else None, out)
     drawable = [name for name, s in experiments().items() if s.picture]
     raise ValueError(f"{run_dir}: cannot render a {kind!r} experiment ({', '.join(drawable)})")
