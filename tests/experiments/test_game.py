@@ -117,3 +117,25 @@ def test_refusals_before_training(tmp_path, capsys):
     save_instance(no_spe_game(), other)
     assert main(["train", "game", str(other), *args, "--eval-every", "200", "--resume"]) == 2
     assert "is not the game" in capsys.readouterr().err
+
+
+def test_auto_preset_is_sized_from_the_game(capsys):
+    """Phase pairs from the (effective) horizon, phase length from inputs x actions, and the
+    largest nudge whose exact price is at most 1% (Figure 1: 1 - 2.25 ξ, so ξ <= 0.0044)."""
+    from contractrl.experiments.game import auto_config, nudge_for
+
+    game = figure1()
+    # Figure 1 with margin ξ: both steps pay (0.8 + ξ) / 0.8 on L w.p. 0.9, so the principal
+    # keeps 1 - 2 · 0.9 ξ / 0.8 = 1 - 2.25 ξ; the grid 0.01 · 2^-k first fits at 0.0025
+    assert nudge_for(game) == pytest.approx(0.0025)
+    config = auto_config(game)
+    assert (config.dqn.iterations, config.dqn.phase_length) == (4000, 500)  # 4 pairs (minimum)
+    assert config.dqn.principal_model == "outcome_value"
+    longer = dataclasses.replace(game, horizon=None, discount=0.95)  # H_eff 20: 10 pairs
+    assert auto_config(longer).dqn.iterations == 10 * 2 * 500
+    # stated where a user looks: --print-config's stderr note and the resolved JSON
+    path = "examples/games/figure1.yaml"
+    assert main(["train", "game", path, "--print-config"]) == 0
+    out = capsys.readouterr()
+    assert "preset auto, sized from the game" in out.err and "nudge 0.0025" in out.err
+    assert json.loads(out.out)["dqn"]["iterations"] == 4000

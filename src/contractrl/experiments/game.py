@@ -95,7 +95,8 @@ def auto_config(game, base: GameExperimentConfig | None = None) -> GameExperimen
     transitions per network input and action to fit them. So: ``pairs = clamp(ceil(H_eff /
     2), 4, 10)`` phase pairs of ``phase_length = 500 · max(1, ceil(I·A / 16))`` iterations
     (``I`` network inputs: states, or ``H·S`` with time as an input), capped at the paper's
-    20,000 iterations in all. Everything else is ``base`` (default: :data:`GAME_DQN`, 3 seeds).
+    20,000 iterations in all; the nudge from :func:`nudge_for`. Everything else is ``base``
+    (default: :data:`GAME_DQN`, 3 seeds).
     """
     import math
 
@@ -108,11 +109,43 @@ def auto_config(game, base: GameExperimentConfig | None = None) -> GameExperimen
     phase = min(phase, 20_000 // (2 * pairs) // 100 * 100)
     dqn = dataclasses.replace(
         base.dqn,
+        nudge=nudge_for(game, base.dqn.nudge),
         iterations=2 * pairs * phase,
         phase_length=phase,
         replay_capacity=min(base.dqn.replay_capacity, max(20_000, 2 * pairs * phase)),
     )
     return dataclasses.replace(base, dqn=dqn)
+
+
+def nudge_for(game, largest: float = 0.01, cost: float = 0.01, halvings: int = 10) -> float:
+    """The largest nudge ``ξ = largest · 2^-k`` whose exact price is at most ``cost``.
+
+    A nudge (paper App. B.9.2, Proposition 4.1) protects the principal against the agent
+    network's errors, but it is paid at every step: ``ξ`` over the likelihood gap of the
+    outcomes paid on, so its price depends on the game's scale (in the delegation game,
+    docs/delegation.md, ``ξ = 0.01`` costs 10% of the SPE value; in a random 4-state game
+    0.6%). The price of ``ξ`` is read off the exact solver: the SPE with margin ``ξ`` (Eq. 3
+    with ``ξ``) against the SPE, on the game or, without a stationary SPE, on its long-horizon
+    cut (:func:`.tree_runs.reference_solution`). ``largest`` when the SPE principal value is
+    not positive (no price to compare with); the smallest tried when none is cheap enough.
+    """
+    import dataclasses as dc
+
+    from contractrl.core.solver import solve_spe
+    from contractrl.experiments.tree_runs import reference_solution
+
+    ref, label = reference_solution(game)
+    if ref is None or ref.initial_principal_value <= 0:
+        return largest
+    if label != "spe":
+        game = dc.replace(game, horizon=int(label.rsplit("H", 1)[1]))
+    xi = largest
+    for _ in range(halvings):
+        priced = solve_spe(game, margin=xi)
+        if priced.ok and priced.initial_principal_value >= (1 - cost) * ref.initial_principal_value:
+            return xi
+        xi /= 2
+    return xi
 
 
 def auto_note(game, config: GameExperimentConfig) -> str:
@@ -129,8 +162,8 @@ def auto_note(game, config: GameExperimentConfig) -> str:
     return (
         f"preset auto, sized from the game ({spec.num_inputs} network inputs, "
         f"{spec.num_actions} actions, {horizon}): {dqn.iterations:,} iterations in "
-        f"{dqn.iterations // dqn.phase_length} phases of {dqn.phase_length:,}, "
-        f"{config.seeds} seeds"
+        f"{dqn.iterations // dqn.phase_length} phases of {dqn.phase_length:,}, nudge "
+        f"{dqn.nudge:.3g} (its exact price <= 1% of the SPE), {config.seeds} seeds"
     )
 
 
