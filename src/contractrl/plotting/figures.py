@@ -207,6 +207,13 @@ def plot_coin(
     seeds = results["mean"]["seeds"]
     schemes = results.get("constant_schemes", ["top_up"])  # older results: top-up only
     first, *others = schemes
+    baselines = config.get("baselines", ())
+    transfers = []  # the transfer baselines (contractrl.envs.transfers), where trained
+    if "formal" in baselines:
+        for theta in config.get("formal_thetas", ()):
+            transfers.append((f"formal_{float(theta):g}", f"formal contract, θ = {theta:g}"))
+    if "gifting" in baselines:
+        transfers.append(("gifting", f"gifting ({config.get('gift_amount', '?')} per gift)"))
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     panels = [
         (
@@ -220,6 +227,7 @@ def plot_coin(
                 ("constant", f"constant proportion, {first} (budget-matched)"),
                 *[(f"constant_{o}", f"constant proportion, {o} (budget-matched)") for o in others],
                 ("principal", "principal's plan (training)"),
+                *transfers,
             ],
             "se",
         ),
@@ -279,7 +287,11 @@ def plot_coin(
                 x,
                 mean,
                 label=label,
-                linestyle=":" if phase == "principal" else "-",
+                linestyle=":"
+                if phase == "principal"
+                else "--"
+                if (phase, label) in transfers
+                else "-",
                 marker="o",  # a run with one evaluation is a point, not an invisible line
                 markersize=3,
             )[0]
@@ -288,6 +300,13 @@ def plot_coin(
         ax.set_xlabel("iteration (of each phase)")
         if key in ("spe_ratio", "ic_ratio"):
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        exact = results.get("exact") or {}
+        if key == "welfare" and exact.get("team_welfare") is not None:
+            ax.axhline(exact["team_welfare"], color="black", linestyle="-.", linewidth=1)
+            ax.plot([], [], color="black", linestyle="-.", label="exact team optimum")
+        if key == "payment_share" and exact.get("payment_share") is not None:
+            ax.axhline(exact["payment_share"], color="black", linestyle="-.", linewidth=1)
+            ax.plot([], [], color="black", linestyle="-.", label="exact min-pay contracts")
         if ax.get_legend_handles_labels()[0]:  # a run in progress may have no curve here yet
             ax.legend(fontsize=8)
     game = config.get("game")
