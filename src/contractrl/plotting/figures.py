@@ -401,6 +401,111 @@ def plot_frontier(
     return path
 
 
+def _seed_value(results: dict[str, Any], key: str) -> list[float]:
+    return [r[key] for r in results.get("seeds", []) if r.get(key) is not None]
+
+
+def plot_transfers(exp_dir: Path, results: dict[str, Any], out: Path | None = None) -> Path:
+    """Welfare against the amount transferred, and who does the work (docs/cleanup.md).
+
+    (a) each seed's final welfare against what changed hands per episode: the principal's
+    contracts (validation agents, with and without the nudge), constant-proportion sharing,
+    the formal-contract sweep and gifting, with the selfish and cooperative baselines as
+    horizontal lines and the exact optimum and min-pay contracts where known. (b) the
+    environment's contract measure per episode (e.g. waste cleaned) of each phase, split into
+    the agent that did most of it and the rest (the division of labour).
+    """
+    plt = _figure()
+    config = results["config"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.5))
+    groups = [
+        ("contracts", "welfare", "payments"),
+        ("contracts + nudge", "welfare_nudged", "payments_nudged"),
+    ]
+    for scheme in results.get("constant_schemes", []):
+        name = "constant" if scheme == results["constant_schemes"][0] else f"constant_{scheme}"
+        groups.append((f"constant, {scheme}", f"welfare_{name}", f"{name}_payments"))
+        groups.append(
+            (f"constant, {scheme} + nudge", f"welfare_{name}_nudged", f"{name}_nudged_payments")
+        )
+    for theta in config.get("formal_thetas", ()) if "formal" in config.get("baselines", ()) else ():
+        name = f"formal_{float(theta):g}"
+        groups.append((f"formal contract θ = {theta:g}", f"welfare_{name}", f"{name}_payments"))
+    if "gifting" in config.get("baselines", ()):
+        groups.append(("gifting", "welfare_gifting", "gifting_payments"))
+    for label, wkey, pkey in groups:
+        pairs = [
+            (r[pkey], r[wkey])
+            for r in results.get("seeds", [])
+            if r.get(pkey) is not None and r.get(wkey) is not None
+        ]
+        if pairs:
+            xs, ys = zip(*pairs, strict=True)
+            ax.scatter(xs, ys, label=label, s=30, alpha=0.8)
+    for key, label, style in (
+        ("welfare_selfish", "selfish", ":"),
+        ("welfare_cooperative", "cooperative", "--"),
+    ):
+        values = _seed_value(results, key)
+        if values:
+            ax.axhline(
+                float(np.mean(values)), color="grey", linestyle=style, label=f"{label} (mean)"
+            )
+    exact = results.get("exact") or {}
+    if exact.get("team_welfare") is not None:
+        ax.axhline(exact["team_welfare"], color="black", linestyle="-.", label="exact team optimum")
+        if exact.get("payments") is not None:
+            ax.scatter(
+                [exact["payments"]],
+                [exact["team_welfare"]],
+                marker="*",
+                s=160,
+                color="black",
+                label="exact min-pay contracts",
+            )
+    ax.set_xlabel("amount paid or transferred per episode")
+    ax.set_ylabel("welfare per episode")
+    ax.set_title("(a) welfare against the amount that changed hands (per seed)")
+    ax.legend(fontsize=7)
+    measures = results.get("measures", {}).get("per_seed", {})
+    measure = next(
+        (
+            m
+            for m in ("waste_cleaned", "lever_pulls")
+            if any(m in p for s in measures.values() for p in s.values())
+        ),
+        None,
+    )
+    if measure is not None:
+        phases = sorted({p for s in measures.values() for p in s if measure in s[p]})
+        tops, rests = [], []
+        for phase in phases:
+            values = [
+                sorted(s[phase][measure], reverse=True) for s in measures.values() if phase in s
+            ]
+            tops.append(float(np.mean([v[0] for v in values])))
+            rests.append(float(np.mean([sum(v[1:]) for v in values])))
+        where = np.arange(len(phases))
+        bx.bar(where, tops, label="the agent that did most")
+        bx.bar(where, rests, bottom=tops, label="the others")
+        bx.set_xticks(where, phases, rotation=60, ha="right", fontsize=7)
+        bx.set_ylabel(f"{measure} per episode (mean over seeds)")
+        bx.legend(fontsize=8)
+    bx.set_title("(b) who does the work")
+    m = results["mean"]
+    fig.suptitle(
+        f"{config.get('env', '?')} {config.get('env_kwargs', '')}: {m['seeds']} seeds, "
+        f"{m['iterations_per_phase']:,} iterations per phase",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = Path(out) if out is not None else exp_dir / "transfers.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _number(value) -> str:
     """``value`` with two decimals, or ``-`` where there is none."""
     return "-" if value is None or not np.isfinite(value) else f"{value:.2f}"
@@ -437,4 +542,9 @@ def plot_experiment(
     spec = experiments().get(results.get("experiment"))
     if spec is None:
         raise ValueError(f"results.json: unknown experiment {results.get('experiment')!r}")
-    return [PLOTTERS[spec.figures](Path(exp_dir), results, out, notes=notes)]
+    paths = [PLOTTERS[spec.figures](Path(exp_dir), results, out, notes=notes)]
+    baselines = results.get("config", {}).get("baselines", ())
+    if spec.figures == "team" and out is None and not results.get("in_progress"):
+        if {"formal", "gifting"} & set(baselines) or results.get("measures"):
+            paths.append(plot_transfers(Path(exp_dir), results))
+    return paths
