@@ -217,3 +217,40 @@ def test_one_line_for_a_full_disk_names_the_file_and_the_resume(tmp_path):
     assert failure.exit_code == EXIT_DISK
     assert "the disk is full: cannot write" in str(failure) and "c.msgpack" in str(failure)
     assert str(failure).endswith(f"--out {tmp_path} --resume")
+
+
+KILLED_OWNER = """
+import sys, time
+from pathlib import Path
+import contractrl.experiments.lock as lock
+lock.HEARTBEAT_SECONDS = 0.1
+lock.acquire(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_invocation_is_counted_by_the_next_one(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "exp"
+    del_manifest = _open(out)
+    add_wall_time(out, 2.0)
+    del del_manifest
+    owner = subprocess.Popen(
+        [sys.executable, "-c", KILLED_OWNER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        time.sleep(1.0)  # a few heartbeats
+        owner.kill()
+        owner.wait(timeout=120)
+    finally:
+        owner.stdout.close()
+    manifest = _open(out, resume=True)
+    total = add_wall_time(out, 1.0)
+    assert total > 3.0  # 2 + 1 + the killed invocation's time (from its heartbeat)
+    assert add_wall_time(out, 0.5) == pytest.approx(total + 0.5)  # counted once
+    del manifest
