@@ -139,3 +139,27 @@ def test_auto_preset_is_sized_from_the_game(capsys):
     out = capsys.readouterr()
     assert "preset auto, sized from the game" in out.err and "nudge 0.0025" in out.err
     assert json.loads(out.out)["dqn"]["iterations"] == 4000
+
+
+@pytest.mark.slow  # 3 runs x 5,000 iterations (minutes on 2 cores); `make test-all`
+def test_default_preset_learns_a_small_infinite_horizon_game(tmp_path):
+    """A random 3-state game at γ = 0.9 (the tuning set's random-11, where the paper's
+    contractual-Q network kept 0.45): the default preset keeps >= 0.95 of the exact SPE."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from game_study import random_game
+
+    from contractrl.experiments.game import auto_config
+
+    game = random_game(11)
+    assert game.horizon is None and game.num_states == 3
+    path = tmp_path / "g.json"
+    save_instance(game, path)
+    results = run_game(auto_config(game), path, tmp_path / "run", progress=False)
+    assert results["reference"] == "spe"
+    for run in results["instances"][0]["runs"]:
+        assert run["principal_utility_ratio"] >= 0.95
+        # above the SPE only with a profitable deviation (commitment), never otherwise
+        assert run["principal_utility_ratio"] <= 1 + 1e-9 or run["deviation_gain"] > 0
