@@ -88,7 +88,7 @@ class WorkerDiedError(RuntimeError):
 
     def __init__(self, message: str, done: int = 0, total: int = 0):
         super().__init__(message)
-        self.done, self.total = done, total
+        self.done, self.total, self.running = done, total, 0
 
 
 def _die_with_parent(parent: int) -> None:
@@ -386,6 +386,8 @@ def _run_local(tasks: list[Task], workers: int, bar, done: list[int]) -> list[An
                 exc.forced = True
         if isinstance(exc, stop.Interrupted | WorkerDiedError):
             exc.killed = killed
+        if isinstance(exc, WorkerDiedError):  # now that every worker was reaped: how it died
+            exc.args = (_death_message(seen, exc.running),)
         raise
     pool.shutdown(wait=True)
     return results
@@ -420,7 +422,9 @@ def _schedule(pool, tasks: list[Task], count: int, bar, done: list[int], seen) -
         if failed:
             error = failed[0].exception()
             if isinstance(error, concurrent.futures.BrokenExecutor):
-                raise WorkerDiedError(_death_message(seen, len(running)))
+                died = WorkerDiedError(_death_message(seen, len(running)))
+                died.running = len(running)
+                raise died
             raise error
         if len(futures) == len(tasks) and all(f.done() for f in futures.values()):
             return [futures[i].result() for i in range(len(tasks))]
@@ -431,10 +435,11 @@ def _death_message(seen: dict[int, Any], running: int) -> str:
     import signal
 
     how = "died"
-    for pid, process in seen.items():
-        code = process.exitcode
-        if code is None or code == 0:
-            continue
+    # our own stops (SIGTERM from the pool or the driver, exit 143/130) are not the cause
+    codes = {
+        pid: p.exitcode for pid, p in seen.items() if p.exitcode not in (None, 0, -15, 130, 143)
+    }
+    for pid, code in sorted(codes.items(), key=lambda item: (item[1] != -9, item[1] > 0)):
         if code < 0:
             try:
                 name = signal.Signals(-code).name
