@@ -203,3 +203,23 @@ def test_one_owner_per_directory_and_a_killed_owner_never_blocks(tmp_path):
             owner.kill()
             owner.wait(timeout=TIMEOUT)
         owner.stdout.close()
+
+
+def test_ray_backend_stops_on_sigterm_and_resumes(tmp_path):
+    pytest.importorskip("ray")
+    driver = _start(tmp_path, tasks=3, workers=1, backend="ray")
+    try:
+        _wait_for(lambda: _iteration(tmp_path / "run0") >= 5, "run0 to train")
+        os.kill(driver.pid, signal.SIGTERM)  # Ray's own handler would abort the driver
+        _, stderr = driver.communicate(timeout=TIMEOUT)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 143, stderr
+    assert "interrupted SIGTERM" in stderr and "Traceback" not in stderr
+    again = _start(tmp_path, tasks=3, workers=1, backend="ray")
+    stdout, stderr = again.communicate(timeout=TIMEOUT)
+    assert again.returncode == 0, stderr
+    assert stdout.split() == [str(fault_tasks.expected_value())] * 3
+    for k in range(3):
+        assert _rows(tmp_path / f"run{k}") == list(range(5, 41, 5))

@@ -343,6 +343,12 @@ def run_tasks(
     except (stop.Interrupted, WorkerDiedError) as exc:
         exc.done, exc.total = done[0], len(tasks)
         raise
+    except KeyboardInterrupt:  # a library (Ray) turned our stop request into its own
+        if stop.requested() is None:
+            raise
+        exc = stop.Interrupted(stop.requested(), forced=stop.forced())
+        exc.done, exc.total = done[0], len(tasks)
+        raise exc from None
     finally:
         if bar is not None:
             try:
@@ -521,6 +527,7 @@ def _run_ray(tasks: list[Task], address: str | None, bar, done: list[int]) -> li
             runtime_env={"env_vars": {"XLA_FLAGS": SINGLE_THREAD_XLA, "JAX_PLATFORMS": "cpu"}},
         )
         started = True
+        stop.reinstall()  # Ray's own SIGTERM handler aborts the driver without a word
     refs: dict[int, Any] = {}
     try:
         finished: set[int] = set()

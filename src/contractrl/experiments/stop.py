@@ -61,6 +61,7 @@ class _State:
     count = 0  # signals received
     loops = 0  # checkpointed loops running in this process
     worker = False
+    active = False  # handle_signals is in force
 
 
 def requested() -> int | None:
@@ -110,12 +111,21 @@ def handle_signals():
         return
     reset()
     previous = {s: signal.signal(s, _driver_handler) for s in _SIGNALS}
+    _State.active = True
     try:
         yield
     finally:
+        _State.active = False
         for s, handler in previous.items():
             signal.signal(s, handler)
         reset()
+
+
+def reinstall() -> None:
+    """Take SIGINT and SIGTERM back after a library installed its own handlers (Ray does)."""
+    if _State.active and threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            signal.signal(s, _driver_handler)
 
 
 def forced() -> bool:
