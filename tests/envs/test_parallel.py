@@ -13,7 +13,7 @@ from contractrl.envs.transfers import FormalContract, Gifting
 
 
 def test_cleanup_passes_the_parallel_api_and_seed_tests_and_renders():
-    parallel_api_test(parallel_env("cleanup", preset="small"), num_cycles=60)
+    parallel_api_test(parallel_env("cleanup", preset="small"), num_cycles=20)
     parallel_seed_test(lambda: parallel_env("cleanup", preset="small"))
     par = parallel_env("cleanup", preset="small", render_mode="rgb_array")
     obs, _ = par.reset(seed=0)

@@ -25,7 +25,8 @@ RESULT_KEYS = {
 def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
     """Training, validation, baselines, metrics and the figure."""
     out = tmp_path / "coin"
-    assert main(["train", "coin", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    flags = ["--preset", "smoke", "--backend", "inline", "--no-progress"]  # local: test_coin_lanes
+    assert main(["train", "coin", *flags, "--out", str(out)]) == 0
     assert main(["plot", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= set(results["mean"])
