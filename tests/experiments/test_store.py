@@ -120,6 +120,11 @@ def test_a_start_that_failed_before_config_json_starts_afresh(tmp_path, monkeypa
     manifest = _open(out, resume=True)
     assert manifest["experiment"] == "toy" and (out / "config.json").exists()
     assert "did not finish" in capsys.readouterr().err
+    other = tmp_path / "mine"
+    (other / "runs").mkdir(parents=True)  # someone's own folder, never a start of ours
+    with pytest.raises(ExperimentExistsError, match="not empty and holds no experiment"):
+        _open(other)
+    assert (other / "runs").exists()
 
 
 def test_the_directory_is_locked_while_its_manifest_lives(tmp_path):

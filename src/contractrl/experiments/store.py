@@ -267,14 +267,20 @@ _START_ENTRIES = {"instances", "runs", "timing.json"}
 
 
 def _leftovers(out: Path) -> list[Path]:
-    """What ``out`` holds besides the lock and temporary files; ``None`` if not a start's."""
-    entries = [e for e in out.iterdir() if e.name != LOCK_NAME and not e.name.endswith(".tmp")]
-    return entries
+    """What ``out`` holds besides the lock and temporary files."""
+    return [e for e in out.iterdir() if e.name != LOCK_NAME and not e.name.endswith(".tmp")]
 
 
 def _partial_start(out: Path) -> bool:
-    """``out`` holds only what a start that did not finish writes (before ``config.json``)."""
-    return all(e.name in _START_ENTRIES for e in _leftovers(out))
+    """``out`` is empty, or holds only what a start that did not finish wrote.
+
+    Such a start always took the lock first (``.contractrl.lock``), so a directory without it
+    is never taken for one (its ``runs/`` may be someone else's).
+    """
+    leftovers = _leftovers(out)
+    if not leftovers:
+        return True
+    return (out / LOCK_NAME).exists() and all(e.name in _START_ENTRIES for e in leftovers)
 
 
 def _clear(out: Path, entries: list[Path]) -> None:
@@ -345,7 +351,7 @@ def open_experiment(
     resolved = json.loads(json.dumps(dataclasses.asdict(config)))
     if out.exists() and not out.is_dir():
         raise ExperimentExistsError(f"--out: {out} is a file, not an experiment directory")
-    if resume and not path.exists() and not (out.is_dir() and any(_leftovers(out))):
+    if resume and not path.exists() and not (out.is_dir() and _leftovers(out)):
         raise ExperimentExistsError(
             f"--resume: {out} holds no experiment (no config.json); drop --resume to start one"
         )
