@@ -259,3 +259,19 @@ def test_a_killed_invocation_is_counted_by_the_next_one(tmp_path):
     assert total > 3.0  # 2 + 1 + the killed invocation's time (from its heartbeat)
     assert add_wall_time(out, 0.5) == pytest.approx(total + 0.5)  # counted once
     del manifest
+
+
+def test_diverged_runs_reach_results_json_and_the_exit_code(tmp_path, capsys):
+    from contractrl.experiments.cli import _flag_divergence
+    from contractrl.experiments.failures import EXIT_DIVERGED
+
+    results = {"experiment": "tree", "mean": {}}
+    assert _flag_divergence(tmp_path, results) == 0 and "diverged" not in results
+    marker = tmp_path / "runs" / "instance0-seed1" / "metrics.diverged.json"
+    write_json(marker, {"iteration": 500, "column": "agent_loss", "value": 6.3e9})
+    assert _flag_divergence(tmp_path, results) == EXIT_DIVERGED
+    saved = read_json(tmp_path / "results.json")
+    assert saved["diverged"] == [
+        {"iteration": 500, "column": "agent_loss", "value": 6.3e9, "run": "runs/instance0-seed1"}
+    ]
+    assert "diverged in runs/instance0-seed1 at iteration 500" in capsys.readouterr().err
