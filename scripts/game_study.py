@@ -118,7 +118,9 @@ def main() -> None:
             subprocess.run(cmd, check=True, env=env)
         results = json.loads((target / "results.json").read_text())
         m = results["mean"]
+        runs = results["instances"][0]["runs"]
         rows[name] = {
+            "command": json.loads((target / "config.json").read_text()).get("command"),
             "states": game.num_states,
             "actions": game.num_actions,
             "outcomes": game.num_outcomes,
@@ -127,9 +129,13 @@ def main() -> None:
             "spe_principal_value": m["spe_principal_value"],
             "principal_utility_ratio": m["principal_utility_ratio"],
             "principal_utility_ratio_se": m["principal_utility_ratio_se"],
-            "runs": [r["principal_utility_ratio"] for r in results["instances"][0]["runs"]],
+            "principal_utility_ratio_ci95": m.get("principal_utility_ratio_ci95"),
+            "runs": [r["principal_utility_ratio"] for r in runs],
+            "deviation_gain": [r.get("deviation_gain") for r in runs],
             "accuracy": m["accuracy"],
             "iterations": results["config"]["dqn"]["iterations"],
+            "phase_length": results["config"]["dqn"]["phase_length"],
+            "nudge": results["config"]["dqn"]["nudge"],
             "wall_seconds": m["wall_seconds"],
         }
         print(name, json.dumps(rows[name]), flush=True)
