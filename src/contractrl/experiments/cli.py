@@ -216,7 +216,13 @@ def _experiment_parser(
         "--preset",
         choices=sorted(presets),
         default=default,
-        help=f"starting config (default: {default}); the flags' defaults below are its values",
+        help=f"starting config (default: {default}); the flags' defaults below are its values"
+        + (
+            " before it is sized from FILE (iterations, phase_length, replay_capacity, nudge: "
+            "see --print-config)"
+            if default == "auto"
+            else ""
+        ),
     )
     parser.add_argument("--out", type=Path, help="experiment directory (required to train)")
     parser.add_argument(
