@@ -481,6 +481,10 @@ def _cmd_train_game(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as exc:
         raise UsageError(f"{args.file}: {exc}") from None
     presets = game_presets(game)
+    sized = presets["auto"].dqn
+    if args.preset == "auto" and args.iterations is not None and args.phase_length is None:
+        # keep auto's number of phases: a phase longer than the run would train one network
+        args.phase_length = max(1, args.iterations // (sized.iterations // sized.phase_length))
     if args.print_config and args.preset == "auto":  # the JSON on stdout, how on stderr
         from contractrl.experiments.config import apply_overrides
 
