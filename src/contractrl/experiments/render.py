@@ -31,7 +31,6 @@ def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
     plus ``grid_size``, ``nudge``.
     """
     import jax
-    import jax.numpy as jnp
 
     from contractrl.envs import coin_game
     from contractrl.experiments.coin import _config, experiment_env, load_principal
@@ -46,7 +45,7 @@ def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
 
     @jax.jit
     def act(state):
-        recs = jnp.argmax(learner.q_values(params["principal"], state), axis=-1)
+        recs = learner.principal_recommendations(params["principal"], state)
         return recs, learner.contracts(params, state, recs, nudge)
 
     frames: dict[str, list] = {k: [] for k in ("positions", "coin", "colour")}
@@ -80,7 +79,6 @@ def team_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
         ValueError: the environment cannot render.
     """
     import jax
-    import jax.numpy as jnp
 
     from contractrl.experiments.coin import _config, experiment_env, load_principal
     from contractrl.multiagent.algorithm3 import principal_learner
@@ -98,7 +96,7 @@ def team_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
     @jax.jit
     def act(obs, state):
         view = learner.encoder.view(learner.encoder.keep(obs), state)
-        recs = jnp.argmax(learner.q_values(params["principal"], view), axis=-1)
+        recs = learner.principal_recommendations(params["principal"], view)
         return recs, learner.contracts(params, view, recs, config.dqn.nudge)
 
     out: dict[str, list] = {k: [] for k in ("frames", "recs", "payments", "rewards")}

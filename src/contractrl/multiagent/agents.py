@@ -120,7 +120,7 @@ class AgentsLearner(LearnerBase):
         """The frozen principal's greedy recommendations ``[..., n]`` (zeros without one)."""
         if not self.sees_recommendation:
             return jnp.zeros(self.agent_shape(views), jnp.int32)
-        return jnp.argmax(self.q_values(principal["principal"], views), axis=-1)
+        return self.principal_recommendations(principal["principal"], views)
 
     def payments(self, principal, views, recs, actions, nudge) -> jax.Array:
         """``[..., n]`` contracts paid to followers (0 for the others, and without principal)."""

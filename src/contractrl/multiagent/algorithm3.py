@@ -105,8 +105,7 @@ class PrincipalLearner(LearnerBase):
     def _init_params(self, key):
         k_a, k_p = jax.random.split(key)
         agent = self.init_network(k_a, self.n - 1)  # extra inputs: the others' follow bits
-        principal = self.init_network(k_p, 0)
-        return {"agent": agent, "principal": principal}
+        return {"agent": agent, "principal": self.init_principal(k_p)}
 
     def contracts(self, params, states, recs, nudge):
         """Contracts ``[..., n]`` for recommendations ``recs [..., n]`` at ``states``.
@@ -124,7 +123,7 @@ class PrincipalLearner(LearnerBase):
         params = state.params
 
         def act(states, actions=None):
-            recs = jnp.argmax(self.q_values(params["principal"], states), axis=-1)
+            recs = self.principal_recommendations(params["principal"], states)
             chosen = recs if actions is None else actions
             paid = self.contracts(params, states, recs, self.config.nudge) * (chosen == recs)
             return chosen, recs, paid
@@ -158,7 +157,7 @@ class PrincipalLearner(LearnerBase):
         k_rec, k_own, k_env, k_follow = jax.random.split(key, 4)
         params = state.params
         view = self.encoder.view(state.obs, state.env)
-        recs = epsilon_greedy(k_rec, self.q_values(params["principal"], view), epsilon)
+        recs = self.principal_recommendations(params["principal"], view, k_rec, epsilon)
         pre = self.first_layer(params["agent"], view)
         own = epsilon_greedy(
             k_own, head_from_first(params["agent"], pre, others(state.follow)), epsilon
@@ -202,19 +201,37 @@ class PrincipalLearner(LearnerBase):
         # principal: contracts from the online agent network, the others assumed to follow
         contracts = self.contracts_from_first(params["agent"], pre, batch.actions, cfg.nudge)
         payments = jax.lax.stop_gradient(contracts)
-        next_qp = self.q_values(target["principal"], batch.next_obs).max(axis=-1)
         charged, mask = principal_cost_terms(payments, batch.follow, cfg.principal_cost)
-        _, y_sum = vdn_targets(
-            batch.rewards, charged, next_qp, batch.terminal, cfg.alpha, cfg.gamma, mask
-        )
-        qp = self.q_values(params["principal"], batch.obs)
-        qp_taken = jnp.take_along_axis(qp, batch.actions[..., None], axis=-1)[..., 0]
-        qp_sum = jnp.sum(qp_taken if mask is None else mask * qp_taken, axis=-1)
-        delta_vdn = qp_sum - jax.lax.stop_gradient(y_sum)
+        if cfg.principal_head == "joint":
+            delta_vdn = self._joint_delta(params, target, batch, charged, mask)
+        else:
+            next_qp = self.q_values(target["principal"], batch.next_obs).max(axis=-1)
+            _, y_sum = vdn_targets(
+                batch.rewards, charged, next_qp, batch.terminal, cfg.alpha, cfg.gamma, mask
+            )
+            qp = self.q_values(params["principal"], batch.obs)
+            qp_taken = jnp.take_along_axis(qp, batch.actions[..., None], axis=-1)[..., 0]
+            qp_sum = jnp.sum(qp_taken if mask is None else mask * qp_taken, axis=-1)
+            delta_vdn = qp_sum - jax.lax.stop_gradient(y_sum)
         agent_loss = self.td_loss(delta_agent, weights)
         principal_loss = self.td_loss(delta_vdn, weights)
         priority = jnp.abs(delta_vdn) + jnp.abs(delta_agent).mean(axis=-1)
         return agent_loss + principal_loss, ((agent_loss, principal_loss), priority)
+
+    def _joint_delta(self, params, target, batch: Transition, charged, mask):
+        """TD error of the ``joint`` head: ``Q_θ(s, j) − (Σ_i (r_i − α b_i) + γ max Q_θ'(s', ·))``.
+
+        The same per-agent terms as the VDN target (:func:`vdn_targets`, ``mask`` selecting
+        agents), bootstrapped from one joint value instead of a sum of per-agent ones.
+        """
+        cfg = self.config
+        terms = batch.rewards - cfg.alpha * charged
+        own = jnp.sum(terms if mask is None else mask * terms, axis=-1)
+        next_q = self.joint_q(target["principal"], batch.next_obs).max(axis=-1)
+        y = own + cfg.gamma * (1.0 - batch.terminal) * next_q
+        q = self.joint_q(params["principal"], batch.obs)
+        q_taken = jnp.take_along_axis(q, self.joint_index(batch.actions)[..., None], axis=-1)
+        return q_taken[..., 0] - jax.lax.stop_gradient(y)
 
     def _iteration(self, state: PrincipalState, i):
         key, k_act, k_sample = jax.random.split(state.key, 3)

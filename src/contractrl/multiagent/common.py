@@ -15,12 +15,15 @@ from contractrl._validate import require, require_positive_ints
 from contractrl.envs.protocol import validate_env
 from contractrl.learning import replay
 from contractrl.learning.schedules import exponential_lr, linear_epsilon
-from contractrl.multiagent.networks import head_from_first
+from contractrl.multiagent.networks import _dense_layers, head_from_first
 from contractrl.multiagent.torso import make_encoder
 
 CLIP_SCOPES = ("per_network", "global")
 TIME_LIMITS = ("truncate", "terminate")
 PRINCIPAL_COSTS = ("charge_all", "followers_only", "unpaid_deviations")
+PRINCIPAL_HEADS = ("vdn", "joint")
+#: Largest joint action space ``A**n`` a ``joint`` principal head enumerates.
+MAX_JOINT_ACTIONS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,12 @@ class DQNConfig:
             pays the contract for the action it took, as if recommended (Algorithm 2's
             target) — ``followers_only`` — only followers' terms enter the VDN sum — or
             ``unpaid_deviations`` — non-followers' actions enter at no cost.
+        principal_head: the principal's Q-function: ``vdn`` (the paper's Algorithm 3: one
+            ``q_θ(s_i, a_i)`` per agent, summed, each agent recommended its own argmax) or
+            ``joint`` (beyond the paper: one ``Q_θ(s, j)`` over joint actions ``j`` from every
+            agent's observation, for small ``A**n``; it can recommend *different* actions to
+            agents in identical situations, which VDN with shared parameters cannot:
+            docs/escape-room.md).
         replay_sampler: how prioritised replay draws: ``sum_tree`` (a descent of the sum
             tree, ``O(B log M)``) or ``prefix_sum`` (one cumulative sum and one comparison:
             fewer, larger operations, for accelerators where a small update is bound by
@@ -98,6 +107,7 @@ class DQNConfig:
     time_limit: str = "truncate"
     principal_cost: str = "charge_all"
     replay_sampler: str = "sum_tree"
+    principal_head: str = "vdn"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -126,6 +136,7 @@ class DQNConfig:
                 ("time_limit", self.time_limit in TIME_LIMITS, TIME_LIMITS),
                 ("principal_cost", self.principal_cost in PRINCIPAL_COSTS, PRINCIPAL_COSTS),
                 ("replay_sampler", self.replay_sampler in replay.SAMPLERS, replay.SAMPLERS),
+                ("principal_head", self.principal_head in PRINCIPAL_HEADS, PRINCIPAL_HEADS),
             ],
         )
 
@@ -173,6 +184,16 @@ class LearnerBase:
         )
         self.lr = exponential_lr(config.lr_start, config.lr_end, config.iterations)
         self.optimizer = optax.scale_by_adam()
+        joint = env.num_actions**env.num_agents
+        if config.principal_head == "joint" and joint > MAX_JOINT_ACTIONS:
+            raise ValueError(
+                f"principal_head: 'joint' enumerates num_actions**num_agents = {joint} joint "
+                f"actions, more than {MAX_JOINT_ACTIONS}; use 'vdn'"
+            )
+        # digit weights of a joint action: agent 0 the most significant (core.markov_game)
+        self._joint_weights = jnp.asarray(
+            env.num_actions ** np.arange(env.num_agents - 1, -1, -1), jnp.int32
+        )
 
     @property
     def n(self) -> int:
@@ -210,6 +231,51 @@ class LearnerBase:
     def init_network(self, key: jax.Array, extra: int) -> dict:
         """Parameters of one Q-network with ``extra`` inputs after the torso."""
         return self.encoder.init(key, extra, self.num_actions)
+
+    # ------------------------------------------------------------ the principal's Q
+    def init_principal(self, key: jax.Array) -> dict:
+        """Parameters of the principal's Q-network (``principal_head``)."""
+        if self.config.principal_head == "vdn":
+            return self.init_network(key, 0)
+        k_torso, k_joint = jax.random.split(key)
+        width = self.config.hidden[0]
+        joint = self.num_actions**self.n
+        return {
+            "torso": self.init_network(k_torso, 0),
+            "joint": _dense_layers(k_joint, [(self.n * width, width), (width, joint)]),
+        }
+
+    def joint_q(self, principal_params, views) -> jax.Array:
+        """``[..., A**n]`` the ``joint`` head's ``Q_θ(s, j)``.
+
+        Every agent's first-layer features (ReLU), concatenated, then two dense layers.
+        """
+        pre = self.first_layer(principal_params["torso"], views)  # [..., n, H]
+        h = jax.nn.relu(pre).reshape(*pre.shape[:-2], -1)
+        first, last = principal_params["joint"]
+        h = jax.nn.relu(h @ first["w"] + first["b"])
+        return h @ last["w"] + last["b"]
+
+    def joint_index(self, actions: jax.Array) -> jax.Array:
+        """``[...]`` the joint action of per-agent ``actions [..., n]``."""
+        return jnp.sum(actions * self._joint_weights, axis=-1)
+
+    def joint_actions(self, joint: jax.Array) -> jax.Array:
+        """``[..., n]`` per-agent actions of joint actions ``joint [...]``."""
+        return (joint[..., None] // self._joint_weights) % self.num_actions
+
+    def principal_recommendations(self, principal_params, views, key=None, epsilon=0.0):
+        """``[..., n]`` the principal's (ε-)greedy recommendations at ``views``.
+
+        ``vdn``: each agent's own argmax of ``q_θ(s_i, ·)`` (ε per agent); ``joint``: the
+        argmax joint action (ε over joint actions).
+        """
+        if self.config.principal_head == "vdn":
+            q = self.q_values(principal_params, views)
+            return jnp.argmax(q, axis=-1) if key is None else epsilon_greedy(key, q, epsilon)
+        q = self.joint_q(principal_params, views)
+        joint = jnp.argmax(q, axis=-1) if key is None else epsilon_greedy(key, q, epsilon)
+        return self.joint_actions(joint)
 
     def first_layer(self, net_params, views) -> jax.Array:
         """First dense pre-activation ``[..., n, H]`` of every agent's observation of ``views``.
