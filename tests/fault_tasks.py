@@ -81,6 +81,14 @@ def main(argv: list[str]) -> int:
     except WorkerDiedError as exc:
         print(f"worker died: {exc}", file=sys.stderr)
         return 7
+    except OSError as exc:  # as the command line reports it
+        from contractrl.experiments.failures import explain
+
+        failure = explain(exc, None, [])
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.exit_code
     print(" ".join(str(r["value"]) for r in results))
     return 0
 

@@ -223,3 +223,48 @@ def test_ray_backend_stops_on_sigterm_and_resumes(tmp_path):
     assert stdout.split() == [str(fault_tasks.expected_value())] * 3
     for k in range(3):
         assert _rows(tmp_path / f"run{k}") == list(range(5, 41, 5))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_signal_at_a_random_point_resumes_to_the_same_result(tmp_path, seed):
+    """SIGINT, SIGTERM or SIGKILL (seeded) at a random time into the experiment."""
+    import random
+
+    rng = random.Random(seed)
+    signum = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+    delay = rng.uniform(0.0, 3.0)
+    driver = _start(tmp_path, tasks=3, workers=2)
+    try:
+        _wait_for(lambda: _iteration(tmp_path / "run0") >= 5, "run0 to train")
+        time.sleep(delay)
+        workers = _descendants(driver.pid)
+        os.kill(driver.pid, signum)
+        _, stderr = driver.communicate(timeout=TIMEOUT)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    expected = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[signum]
+    assert driver.returncode in (expected, 0), stderr  # 0: it had finished first
+    assert "Traceback" not in stderr
+    _wait_for(lambda: not any(_alive(w) for w in workers), "the workers to exit")
+    _resume_and_check(tmp_path, tasks=3, workers=2)
+
+
+def test_a_full_disk_is_one_line_and_resume_completes_once_space_is_freed(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (the store's ENOSPC path is tested in test_store)")
+    try:
+        driver = _start(mount / "exp", tasks=12, workers=2)
+        _, stderr = driver.communicate(timeout=TIMEOUT)
+        assert driver.returncode == 6, stderr
+        assert "error: the disk is full: cannot write " + str(mount / "exp") in stderr
+        assert "Traceback" not in stderr
+        subprocess.run(["mount", "-o", "remount,size=8m", str(mount)], check=True)
+        _resume_and_check(mount / "exp", tasks=12, workers=2)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
