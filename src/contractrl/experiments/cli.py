@@ -693,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `contractrl solve big.json --json | head`
         sys.stderr.close()
     except KeyboardInterrupt as exc:  # stop.Interrupted (SIGINT, SIGTERM) or a plain Ctrl-C
-        message = interrupted_message(exc, getattr(args, "out", None), argv)
+        out = getattr(args, "out", None) if args.command == "train" else None
+        message = interrupted_message(exc, out, argv) if out is not None else "interrupted"
         print(f"contractrl {args.command}: {message}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     return getattr(args, "exit_code", 0)
