@@ -218,8 +218,6 @@ def prepare(
     from contractrl.experiments.store import ExperimentExistsError
     from contractrl.experiments.tree_runs import check_resume_config, reference_solution
 
-    if resume:
-        check_resume_config(Path(out), config)
     game = load_instance(instance)
     saved = Path(out) / "instances" / "instance0.json"
     if resume and saved.exists():
@@ -230,6 +228,8 @@ def prepare(
             raise ExperimentExistsError(
                 f"--resume: {instance} is not the game {out} was started with ({saved})"
             )
+    if resume:  # after the game: the auto preset is sized from it
+        check_resume_config(Path(out), config)
     spe, reference = (None, None) if resume else reference_solution(game)
 
     def build(out: Path) -> dict[str, Any]:
