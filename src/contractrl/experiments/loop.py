@@ -30,6 +30,7 @@ from contractrl.experiments import stop
 from contractrl.experiments.store import (
     DamagedFileError,
     MetricsLog,
+    expected_iterations,
     load_checkpoint,
     read_json,
     save_state,
@@ -67,12 +68,6 @@ def last_row(log: MetricsLog) -> dict[str, Any]:
     row = {k: float(v) if v not in ("", "nan") else float("nan") for k, v in log.read()[-1].items()}
     row["iteration"] = int(row["iteration"])
     return row
-
-
-def expected_iterations(upto: int, eval_every: int, total: int) -> list[int]:
-    """The iterations the loop logs a row at, up to ``upto`` (``eval_every``, ..., ``total``)."""
-    marks = list(range(eval_every, total, eval_every)) + [total]
-    return [i for i in marks if i <= upto]
 
 
 def diverged_marker(log: MetricsLog) -> Path:

@@ -238,6 +238,12 @@ class MetricsLog:
         return [r for r in rows if None not in r and None not in r.values()]
 
 
+def expected_iterations(upto: int, eval_every: int, total: int) -> list[int]:
+    """The iterations the loop logs a row at, up to ``upto`` (``eval_every``, ..., ``total``)."""
+    marks = list(range(eval_every, total, eval_every)) + [total]
+    return [i for i in marks if i <= upto]
+
+
 def git_sha() -> str | None:
     """The source tree's git commit, if available."""
     try:
@@ -484,8 +490,6 @@ def verify_outputs(out: Path, manifest: dict[str, Any]) -> list[str]:
 
 def _check_log(summary: Path, data: dict[str, Any], eval_every: int) -> None:
     """Report a finished run's CSV that lacks rows (``final.json`` -> ``metrics.csv``)."""
-    from contractrl.experiments.loop import expected_iterations
-
     iterations = data.get("iterations")
     if not isinstance(iterations, int) or iterations <= 0:
         return
