@@ -124,3 +124,19 @@ def test_size_note_estimates_the_disk_from_a_finished_run(tmp_path, monkeypatch)
     assert "2.9 MB, so 10,000 runs will take about 29.0 GB" in note
     monkeypatch.setattr(executor, "SIZE_NOTE_BYTES", 1 << 50)
     assert size_note(tasks[:2], 0) is None  # small, and it fits
+
+
+def test_the_progress_line_counts_runs_that_diverged(tmp_path):
+    import io
+
+    from contractrl.experiments.executor import LineProgress, Task, _refresh
+    from contractrl.experiments.store import write_json
+
+    tasks = [Task(print, {}, tmp_path / f"run{k}", 10) for k in range(3)]
+    for k in range(3):
+        write_json(tmp_path / f"run{k}" / "progress.json", {"iteration": 5, "total": 10})
+    write_json(tmp_path / "run1" / "metrics.diverged.json", {"iteration": 5})
+    out = io.StringIO()
+    bar = LineProgress(30, "tree", interval=0.0, stream=out)
+    _refresh(bar, tasks)
+    assert out.getvalue().splitlines()[-1].endswith("left, 1 run(s) diverged")

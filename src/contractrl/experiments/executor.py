@@ -236,9 +236,10 @@ class LineProgress:
         ran = self.n - getattr(self, "_skipped", 0)  # this session's iterations
         left = max(self.total - self.n, 0)
         eta = elapsed * left / ran if ran > 0 else float("nan")
+        note = f", {self.note}" if getattr(self, "note", "") else ""
         print(
             f"{self.description}: {self.n:,}/{self.total:,} ({100 * done:.0f}%), "
-            f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left",
+            f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left{note}",
             file=self.stream,
             flush=True,
         )
@@ -361,9 +362,32 @@ def run_tasks(
 def _refresh(bar, tasks: list[Task]) -> None:
     if bar is not None:
         bar.n = _progress(tasks)
-        if bar.n and hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str("")  # past compilation
+        note = _divergence_note(bar, tasks)
+        if hasattr(bar, "set_postfix_str"):
+            if bar.n or note:
+                bar.set_postfix_str(note)  # past compilation; runs that diverged
+        else:
+            bar.note = note
         bar.refresh()
+
+
+#: Seconds between two looks for runs that diverged (``<log>.diverged.json``).
+DIVERGENCE_POLL_SECONDS = 10.0
+
+
+def _divergence_note(bar, tasks: list[Task]) -> str:
+    """``"N run(s) diverged"`` for the progress line, or ``""`` (looked up every few seconds)."""
+    import time
+
+    now = time.monotonic()
+    last, note = getattr(bar, "_divergence", (float("-inf"), ""))
+    if now - last < DIVERGENCE_POLL_SECONDS:
+        return note
+    dirs = {Path(t.run_dir) for t in tasks}
+    count = sum(1 for d in dirs for _ in d.glob("*.diverged.json"))
+    note = f"{count} run(s) diverged" if count else ""
+    bar._divergence = (now, note)
+    return note
 
 
 def _run_local(tasks: list[Task], workers: int, bar, done: list[int]) -> list[Any]:
