@@ -76,6 +76,7 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
         SUMMARY_KEYS,
         _evaluate,
         _learner,
+        final_policy_table,
         reference_solution,
         run_name,
     )
@@ -130,6 +131,9 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     rows, iteration, seconds = result.rows, result.iteration, result.train_seconds
     summaries = []
     for k, (i, s) in enumerate(runs):
+        lane_state = jax.tree_util.tree_map(lambda x, k=k: x[k], result.state)
+        table = final_policy_table(learner, games[i], envs_one[i], spes[i], lane_state)
+        write_json(finals[k].parent / "policy.json", table)
         summary = {key: rows[k][key] for key in SUMMARY_KEYS}
         summary.update(
             instance=i,
