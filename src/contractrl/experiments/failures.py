@@ -55,7 +55,7 @@ def _runs(exc) -> str:
     done, total = getattr(exc, "done", None), getattr(exc, "total", None)
     if done is None or not total:
         return ""
-    return f"{done} of {total} runs finished; "
+    return f"{done:,} of {total:,} runs finished; "
 
 
 def interrupted_message(exc, out: Path | None, argv: Sequence[str]) -> str:
