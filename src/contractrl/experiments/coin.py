@@ -425,13 +425,15 @@ MARL_PRESETS: dict[str, MarlExperimentConfig] = {
         _marl_budget(6_000, 2_000, seeds=2, eval_episodes=40),
         dqn=DQNConfig(iterations=6_000, replay_capacity=6_000, learning_starts=500),
     ),
-    # The incentive-design benchmarks (Escape Room; docs/escape-room.md): 20k iterations per
-    # phase, every baseline including the formal-contract sweep and gifting, both constant
-    # schemes, 5 seeds.
+    # The incentive-design benchmarks (docs/escape-room.md, docs/cleanup.md): 20k iterations
+    # per phase, every baseline including the formal-contract sweep and gifting (which need an
+    # environment with a contract measure and a no-op: Escape Room, the default, or Cleanup),
+    # both constant schemes, 5 seeds.
     "incentives": dataclasses.replace(
         _marl_budget(
             20_000,
             2_000,
+            env="escape_room",
             eval_episodes=40,
             baselines=BASELINES,
             constant_schemes=CONSTANT_SCHEMES,
