@@ -498,6 +498,12 @@ class Learner:
         states = self._state_of(idx)
         q_bar = self._agent_q(mlp_apply(params["agent"], idx), env, states)
         q_p = self._principal_q(mlp_apply(params["principal"], idx), env, states, q_bar, nudge)
+        if self.config.principal_model == "outcome_value":
+            # where the contracts find a target not implementable (float32 near a degenerate
+            # vertex, where float64 may still find one), its q has no contract: the learner
+            # never recommends it, and neither may its evaluation
+            ok = min_pay_all_targets(q_bar, env.outcome_probs[states], nudge)[2]
+            q_p = jnp.where(ok, q_p, -jnp.inf)
         return q_bar, q_p
 
     def _refresh(self, env: tabular.TabularParams, params, nudge) -> TargetTables:
