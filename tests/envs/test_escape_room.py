@@ -187,6 +187,7 @@ def test_exact_references_report_the_closed_form_and_the_solver():
         ({"horizon": 0}, "horizon"),
         ({"door_reward": float("nan")}, "door_reward"),
         ({"observe_index": 1}, "observe_index"),
+        ({"move_cost": -1.0}, "move_cost"),  # the closed forms assume moving costs
     ],
 )
 def test_bad_fields_are_named(flags, field):
@@ -237,3 +238,20 @@ def test_pettingzoo_facade_passes_the_api_and_seed_tests():
     assert image.shape == (96, 144, 3) and image.dtype == np.uint8
     lever_row = image[8:40, 8:40]  # agent 0's square at the lever
     assert (lever_row != (200, 200, 200)).any()
+
+
+def test_large_rooms_are_not_exported_and_report_the_closed_form():
+    with pytest.raises(ValueError, match="num_agents"):
+        export_escape_room(EscapeRoomConfig(num_agents=7, min_at_lever=2))
+    refs = EscapeRoom(num_agents=8, min_at_lever=2).exact_references()
+    assert refs["team_welfare"] == 10 * 6 - 2 and refs["payments"] == 2
+    assert "closed form" in refs["source"]
+
+
+def test_the_facade_refuses_an_action_outside_the_space():
+    from contractrl.envs.parallel import parallel_env
+
+    par = parallel_env("escape_room")
+    par.reset(seed=0)
+    with pytest.raises(ValueError, match="agent_0"):
+        par.step({"agent_0": 7, "agent_1": 0})

@@ -113,3 +113,13 @@ def test_bad_prices_amounts_and_measures_are_named():
         Gifting(NoNoop(), 1.0)
     with pytest.raises(ValueError, match="contract_measure"):
         FormalContract(NoNoop(), 1.0)
+
+
+def test_wrappers_pass_on_what_another_wrapper_needs_and_refuse_stacking_the_same_measure():
+    inner = EscapeRoom()
+    formal = FormalContract(inner, 1.0)
+    assert formal.observation_bounds == (0.0, 1.0) and formal.contract_measure == "lever_pulls"
+    assert formal.noop_actions == inner.noop_actions
+    for stacked in (lambda: FormalContract(formal, 1.0), lambda: Gifting(formal, 1.0)):
+        with pytest.raises(ValueError, match="transfer_received"):
+            stacked()

@@ -194,3 +194,28 @@ def test_formal_baseline_refused_where_the_env_has_nothing_to_contract_on():
     config = _er_config(env="iterated_dilemma")
     with pytest.raises(ValueError, match="formal_measure"):
         config.validate()
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"formal_thetas": (0.3, 0.30000000000000004)}, "formal_thetas"),  # one phase name
+        ({"formal_thetas": (1234567.0, 1234568.0)}, "formal_thetas"),
+        ({"baselines": ("selfish",), "formal_thetas": (float("nan"),)}, "formal_thetas"),
+        ({"baselines": ("selfish",), "gift_amount": -1.0}, "gift_amount"),
+    ],
+)
+def test_transfer_fields_are_checked_even_where_they_could_collide_or_go_unused(kw, field):
+    with pytest.raises(ValueError, match=field):
+        _er_config(**kw).validate()
+
+
+def test_a_joint_principal_too_large_is_refused_before_any_work():
+    from contractrl.multiagent.common import DQNConfig
+
+    config = _er_config(
+        env_kwargs='{"num_agents": 8, "min_at_lever": 2}',
+        dqn=DQNConfig(iterations=1000, learning_starts=200, principal_head="joint"),
+    )
+    with pytest.raises(ValueError, match="principal_head"):
+        config.validate()

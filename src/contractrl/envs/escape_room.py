@@ -62,7 +62,8 @@ class EscapeRoomConfig:
             2 with ``N = 3``).
         horizon: steps per episode at most (LIO ``max_steps``: 5).
         door_reward: reward for going to the open door (LIO: 10).
-        move_cost: cost of moving to another position (LIO: 1).
+        move_cost: cost of moving to another position (LIO: 1; ``>= 0``, the closed forms
+            assume it).
         observe_index: add each agent's index to its observation (module docstring).
     """
 
@@ -83,7 +84,7 @@ class EscapeRoomConfig:
                 ("min_at_lever", _int(self.min_at_lever) and 1 <= self.min_at_lever <= n),
                 ("horizon", _int(self.horizon) and self.horizon >= 1),
                 ("door_reward", _finite(self.door_reward)),
-                ("move_cost", _finite(self.move_cost)),
+                ("move_cost", _finite(self.move_cost) and self.move_cost >= 0),
                 ("observe_index", isinstance(self.observe_index, bool)),
             ],
         )
@@ -98,11 +99,13 @@ class EscapeRoomConfig:
 
     @property
     def min_pay_payments(self) -> float:
-        """Min-pay payments per episode of the optimal plan (closed form, module docstring).
-
-        Valid when the optimum escapes and moving costs something (``move_cost >= 0``).
-        """
+        """Min-pay payments per episode of the optimal plan (closed form, module docstring)."""
         return self.min_at_lever * self.move_cost if self.optimum_welfare > 0 else 0.0
+
+
+def _share(config: EscapeRoomConfig) -> float | None:
+    welfare = config.optimum_welfare
+    return config.min_pay_payments / welfare if welfare > 0 else None
 
 
 def _int(value) -> bool:
@@ -121,17 +124,18 @@ PRESETS: dict[str, EscapeRoomConfig] = {
 
 
 def step_rules(config: EscapeRoomConfig, positions, actions):
-    """One step of the rules on ``positions [n]`` and ``actions [n]`` (NumPy or JAX).
+    """One step of the rules on ``positions [..., n]`` and ``actions [..., n]`` (NumPy or JAX).
 
-    Returns ``(rewards [n], door_open, terminated)``; the next positions are ``actions``.
+    Returns ``(rewards [..., n], door_open [...], terminated [...])``; the next positions are
+    ``actions``.
     """
     xp = jnp if isinstance(actions, jax.Array) else np
-    at_lever = xp.sum(actions == LEVER)
+    at_lever = xp.sum(actions == LEVER, axis=-1)
     door_open = at_lever >= config.min_at_lever
-    escapes = door_open & (actions == DOOR)
+    escapes = door_open[..., None] & (actions == DOOR)
     stays = actions == positions
     rewards = xp.where(escapes, config.door_reward, xp.where(stays, 0.0, -config.move_cost))
-    return rewards, door_open, door_open & xp.any(actions == DOOR)
+    return rewards, door_open, door_open & xp.any(actions == DOOR, axis=-1)
 
 
 class EscapeRoom(MultiAgentEnv):
@@ -209,6 +213,17 @@ class EscapeRoom(MultiAgentEnv):
         from contractrl.core.markov_eval import plan_summary
         from contractrl.core.markov_solver import principal_optimum
 
+        if self.config.num_agents > MAX_EXPORT_AGENTS:
+            return {
+                "source": "closed form (the exact game is too large to solve here)",
+                "team_welfare": self.config.optimum_welfare,
+                "payments": self.config.min_pay_payments,
+                "payment_share": _share(self.config),
+                "closed_form": {
+                    "team_welfare": self.config.optimum_welfare,
+                    "payments": self.config.min_pay_payments,
+                },
+            }
         game = export_escape_room(self.config, discount)
         summary = plan_summary(game, principal_optimum(game, 0.0))
         return {
@@ -241,33 +256,43 @@ class EscapeRoom(MultiAgentEnv):
         return image
 
 
+#: Largest ``N`` :func:`export_escape_room` builds (``3**N`` states and joint actions).
+MAX_EXPORT_AGENTS = 6
+
+
 def export_escape_room(config: EscapeRoomConfig | None = None, discount: float = 0.99):
     """ER(N, M) as a tabular Markov game (:class:`~contractrl.core.markov_game.MarkovGame`).
 
     States are the ``3**N`` position profiles (agent 0's position the most significant
     digit), joint actions the ``3**N`` target profiles in the same order; the next state is the
-    joint action, a terminating step a row of zeros; episodes start with everyone at the start
-    and last ``horizon`` steps (the time limit: the solver's step index).
+    joint action, a terminating step a row of zeros (sparse); episodes start with everyone at
+    the start and last ``horizon`` steps (the time limit: the solver's step index).
+
+    Raises:
+        ValueError: ``num_agents`` above :data:`MAX_EXPORT_AGENTS`.
     """
+    import scipy.sparse as sp
+
     from contractrl.core.markov_game import MarkovGame
 
     config = config or EscapeRoomConfig()
     config.validate()
     n = config.num_agents
+    if n > MAX_EXPORT_AGENTS:
+        raise ValueError(
+            f"num_agents: the exact game has 3**N states and joint actions; N <= "
+            f"{MAX_EXPORT_AGENTS} is exported, got {n}"
+        )
     profiles = np.indices((3,) * n).reshape(n, -1).T  # [3**n, n], C order
     num = len(profiles)
-    rewards = np.zeros((num, num, n))
-    transitions = np.zeros((num, num, num))
-    for s, positions in enumerate(profiles):
-        for j, actions in enumerate(profiles):
-            r, _, terminated = step_rules(config, positions, actions)
-            rewards[s, j] = r
-            if not terminated:
-                transitions[s, j, j] = 1.0
+    rewards, _, terminated = step_rules(config, profiles[:, None, :], profiles[None, :, :])
+    terminated = np.broadcast_to(terminated, (num, num))  # it does not depend on s
+    rows = np.flatnonzero(~terminated.ravel())  # row s*J + j moves to state j
+    transitions = sp.csr_array((np.ones(rows.size), (rows, rows % num)), shape=(num * num, num))
     initial = np.zeros(num)
     initial[int(np.ravel_multi_index((START,) * n, (3,) * n))] = 1.0
     return MarkovGame(
-        rewards,
+        rewards.astype(np.float64),
         transitions,
         initial,
         n,

@@ -92,6 +92,11 @@ class ProtocolParallelEnv(ParallelEnv):
         missing = [a for a in self.possible_agents if a not in actions]
         if missing:
             raise ValueError(f"actions: no action for {missing[0]!r}")
+        for a in self.possible_agents:
+            if not self.action_spaces[a].contains(np.int64(actions[a])):
+                raise ValueError(
+                    f"actions[{a!r}]: {actions[a]!r} is outside {self.action_spaces[a]}"
+                )
         joint = jnp.asarray([int(actions[a]) for a in self.possible_agents], jnp.int32)
         _, self._state, rewards, terminated, truncated, info = self._step(
             self._key(), self._state, joint

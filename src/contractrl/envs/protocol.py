@@ -195,6 +195,8 @@ def check_outputs(env: Any) -> None:
         if got != want:
             raise ValueError(f"{what} of shape {got}, expected {want}")
     declared = tuple(getattr(env, "measures", ()) or ())
+    if len(set(declared)) < len(declared):
+        raise ValueError(f"measures: names must be distinct, got {declared}")
     if declared:
         got = info.get("measures") if isinstance(info, dict) else None
         if not isinstance(got, dict) or set(got) != set(declared):

@@ -43,11 +43,23 @@ class _Wrapper:
         self.num_actions = env.num_actions
         self.observation_shape = tuple(env.observation_shape)
         self.max_steps = env.max_steps
-        self.measures = tuple(getattr(env, "measures", ()) or ()) + self._added_measures
+        declared = tuple(getattr(env, "measures", ()) or ())
+        clash = sorted(set(declared) & set(self._added_measures))
+        if clash:
+            raise ValueError(
+                f"baselines: the environment already declares the measure {clash[0]!r} (one "
+                "transfer wrapper per environment)"
+            )
+        self.measures = declared + self._added_measures
         if getattr(env, "runs_on_host", False):
             self.runs_on_host = True
-        if hasattr(env, "render"):
-            self.render = env.render
+        # what the wrapped environment offers, passed on (render, bounds, the contract
+        # measure and the no-op another wrapper may need)
+        for name in ("render", "observation_bounds", "contract_measure", "noop_action"):
+            if hasattr(env, name):
+                setattr(self, name, getattr(env, name))
+        if hasattr(env, "noop_actions"):
+            self.noop_actions = env.noop_actions
 
     _added_measures: tuple[str, ...] = ()
 

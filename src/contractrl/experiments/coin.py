@@ -71,7 +71,7 @@ from contractrl.experiments.store import (
     save_state,
     write_json,
 )
-from contractrl.multiagent.common import DQNConfig
+from contractrl.multiagent.common import MAX_JOINT_ACTIONS, DQNConfig
 
 BASELINES = ("selfish", "cooperative", "constant", "formal", "gifting")
 #: The baselines a config trains unless it says otherwise (the paper's).
@@ -196,15 +196,7 @@ class TeamExperimentConfig:
             )
         self.dqn.validate()
         env = self.make_env()
-        if "formal" in self.baselines:
-            if not self.formal_thetas or len(set(self.formal_thetas)) < len(self.formal_thetas):
-                raise ValueError("formal_thetas: one or more distinct prices needed")
-            for theta in self.formal_thetas:
-                if not isinstance(theta, int | float) or not math.isfinite(theta) or theta < 0:
-                    raise ValueError(f"formal_thetas: prices must be finite and >= 0, got {theta}")
-                FormalContract(env, float(theta), self.formal_measure or None)
-        if "gifting" in self.baselines:
-            Gifting(env, self.gift_amount)
+        self._validate_transfers_and_head(env)
         if self.backend == "vmap" and getattr(env, "runs_on_host", False):
             raise ValueError(
                 "backend: 'vmap' cannot run an environment stepped on the host (PettingZoo); "
@@ -214,6 +206,31 @@ class TeamExperimentConfig:
 
         # the network this environment's observations get (e.g. a grid too small for 'valid')
         make_encoder(env, self.dqn.conv_padding, self.dqn.conv_channels, self.dqn.hidden)
+
+    def _validate_transfers_and_head(self, env) -> None:
+        """The transfer baselines' fields and the principal head's size, for ``env``."""
+        for theta in self.formal_thetas:
+            if not isinstance(theta, int | float) or not math.isfinite(theta) or theta < 0:
+                raise ValueError(f"formal_thetas: prices must be finite and >= 0, got {theta}")
+        names = [formal_phase(theta) for theta in self.formal_thetas]
+        if "formal" in self.baselines and (not names or len(set(names)) < len(names)):
+            raise ValueError(
+                "formal_thetas: one or more distinct prices needed (prices that print alike "
+                f"at 6 significant digits name the same phase), got {list(self.formal_thetas)}"
+            )
+        if not isinstance(self.gift_amount, int | float) or not self.gift_amount > 0:
+            raise ValueError(f"gift_amount: a positive number needed, got {self.gift_amount}")
+        if "formal" in self.baselines:
+            for theta in self.formal_thetas:
+                FormalContract(env, float(theta), self.formal_measure or None)
+        if "gifting" in self.baselines:
+            Gifting(env, self.gift_amount)
+        joint = env.num_actions**env.num_agents
+        if self.dqn.principal_head == "joint" and joint > MAX_JOINT_ACTIONS:
+            raise ValueError(
+                f"principal_head: 'joint' enumerates num_actions**num_agents = {joint} joint "
+                f"actions, more than {MAX_JOINT_ACTIONS}; use 'vdn'"
+            )
 
     def effective_nudge_base(self) -> str:
         """``nudge_base`` with (legacy) ``auto`` resolved for the (resolved) backend."""
@@ -367,7 +384,7 @@ def _coin_env(game: CoinGameConfig):
 
 def formal_phase(theta: float) -> str:
     """Phase name of the formal contract with price ``θ``: ``formal_<θ>`` (``formal_0.5``)."""
-    return f"formal_{float(theta):g}"
+    return f"formal_{float(theta) + 0.0:g}"  # + 0.0: -0.0 names formal_0
 
 
 def constant_phase(config: TeamExperimentConfig, scheme: str) -> str:

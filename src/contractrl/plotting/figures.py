@@ -468,14 +468,11 @@ def plot_transfers(exp_dir: Path, results: dict[str, Any], out: Path | None = No
     ax.set_title("(a) welfare against the amount that changed hands (per seed)")
     ax.legend(fontsize=7)
     measures = results.get("measures", {}).get("per_seed", {})
-    measure = next(
-        (
-            m
-            for m in ("waste_cleaned", "lever_pulls")
-            if any(m in p for s in measures.values() for p in s.values())
-        ),
-        None,
-    )
+    present = [m for s in measures.values() for p in s.values() for m in p]
+    # the contract measure named in the config, else the envs' known ones, else the first
+    wanted = [config.get("formal_measure") or "", "waste_cleaned", "lever_pulls"]
+    measure = next((m for m in wanted if m and m in present), present[0] if present else None)
+
     if measure is not None:
         phases = sorted({p for s in measures.values() for p in s if measure in s[p]})
         tops, rests = [], []
