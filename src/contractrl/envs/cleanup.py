@@ -79,7 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from contractrl._validate import require
+from contractrl._validate import is_finite_number, is_int, require
 from contractrl.envs.protocol import MultiAgentEnv
 
 #: LIO's ``CLEANUP_SMALL_SYM`` (``lio/env/maps.py``): 7x7, waste at the top left, apples right.
@@ -189,17 +189,18 @@ class CleanupConfig:
                 ("waste_spawn_probability", _probability(self.waste_spawn_probability)),
                 (
                     "restoration_threshold",
-                    _number(self.restoration_threshold) and self.restoration_threshold >= 0,
+                    is_finite_number(self.restoration_threshold)
+                    and self.restoration_threshold >= 0,
                 ),
-                ("depletion_threshold", _number(self.depletion_threshold)),
+                ("depletion_threshold", is_finite_number(self.depletion_threshold)),
                 (
                     "depletion_threshold",
                     self.depletion_threshold >= self.restoration_threshold,
                 ),
                 ("beam_width", _positive_int(self.beam_width) and self.beam_width % 2 == 1),
                 ("beam_length", _positive_int(self.beam_length)),
-                ("apple_reward", _number(self.apple_reward)),
-                ("cleaning_cost", _number(self.cleaning_cost)),
+                ("apple_reward", is_finite_number(self.apple_reward)),
+                ("cleaning_cost", is_finite_number(self.cleaning_cost)),
                 ("shuffle_spawn", isinstance(self.shuffle_spawn, bool)),
                 (
                     "global_ref_point",
@@ -207,7 +208,7 @@ class CleanupConfig:
                     or (
                         isinstance(ref, tuple)
                         and len(ref) == 2
-                        and all(_int(x) for x in ref)
+                        and all(is_int(x) for x in ref)
                         and 0 <= ref[0] < len(rows)
                         and 0 <= ref[1] < len(rows[0])
                     ),
@@ -221,20 +222,12 @@ class CleanupConfig:
         return 2 * self.view_size + 1
 
 
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _positive_int(value) -> bool:
-    return _int(value) and value >= 1
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+    return is_int(value) and value >= 1
 
 
 def _probability(value) -> bool:
-    return _number(value) and 0 <= value <= 1
+    return is_finite_number(value) and 0 <= value <= 1
 
 
 #: LIO's two maps (``lio/alg/config_ssd_lio.py``, the values its comments give per map).

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contractrl._validate import require
+from contractrl._validate import is_finite_number, require
 from contractrl.envs.protocol import MultiAgentEnv
 
 
@@ -62,12 +62,8 @@ class DilemmaConfig:
             self,
             [("horizon", isinstance(self.horizon, int) and self.horizon >= 1)]
             + [("end_on_mutual_defection", isinstance(self.end_on_mutual_defection, bool))]
-            + [(name, _finite_number(getattr(self, name))) for name in payoffs],
+            + [(name, is_finite_number(getattr(self, name))) for name in payoffs],
         )
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
 class IteratedDilemma(MultiAgentEnv):

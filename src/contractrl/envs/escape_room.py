@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contractrl._validate import require
+from contractrl._validate import is_finite_number, is_int, require
 from contractrl.envs.protocol import MultiAgentEnv
 
 LEVER, START, DOOR = 0, 1, 2
@@ -80,11 +80,11 @@ class EscapeRoomConfig:
         require(
             self,
             [
-                ("num_agents", _int(n) and n >= 2),
-                ("min_at_lever", _int(self.min_at_lever) and 1 <= self.min_at_lever <= n),
-                ("horizon", _int(self.horizon) and self.horizon >= 1),
-                ("door_reward", _finite(self.door_reward)),
-                ("move_cost", _finite(self.move_cost) and self.move_cost >= 0),
+                ("num_agents", is_int(n) and n >= 2),
+                ("min_at_lever", is_int(self.min_at_lever) and 1 <= self.min_at_lever <= n),
+                ("horizon", is_int(self.horizon) and self.horizon >= 1),
+                ("door_reward", is_finite_number(self.door_reward)),
+                ("move_cost", is_finite_number(self.move_cost) and self.move_cost >= 0),
                 ("observe_index", isinstance(self.observe_index, bool)),
             ],
         )
@@ -106,14 +106,6 @@ class EscapeRoomConfig:
 def _share(config: EscapeRoomConfig) -> float | None:
     welfare = config.optimum_welfare
     return config.min_pay_payments / welfare if welfare > 0 else None
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
 #: LIO's two Escape Room settings.
