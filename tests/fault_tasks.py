@@ -9,6 +9,7 @@ exits as ``contractrl train`` does (130/143 interrupted, 7 a dead worker).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,8 +35,12 @@ def counting_run(run_dir: str, sleep: float = 0.25, total: int = TOTAL) -> dict:
     if final.exists():
         return read_json(final)
 
+    # FAULT_STALL_AT=N: every chunk from iteration N on takes a minute, so a test can signal a
+    # driver whose workers are certainly mid-chunk (inside the stop grace) for as long as needed.
+    stall_at = int(os.environ.get("FAULT_STALL_AT", total + 1))
+
     def train_chunk(state, start, steps):
-        time.sleep(sleep)
+        time.sleep(60.0 if start >= stall_at else sleep)
         return {"count": state["count"] + steps, "sum": state["sum"] + start}, None
 
     def evaluate(state, _stats, iteration, seconds):

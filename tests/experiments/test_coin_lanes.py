@@ -226,7 +226,7 @@ def test_resume_accepts_older_configs_and_refuses_another_backend_family(tmp_pat
     with pytest.raises(ExperimentExistsError, match="--backend local"):
         check_resume_backend(manifest, "vmap", tmp_path)
     changed = dataclasses.replace(config, seeds=3)
-    with pytest.raises(ExperimentExistsError, match="config differs"):
+    with pytest.raises(ExperimentExistsError, match="another config: seeds 3 \\(saved: 2\\)"):
         open_experiment(tmp_path, "coin", changed, True, "", "0")
 
 

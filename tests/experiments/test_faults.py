@@ -24,17 +24,22 @@ SCRIPT = HERE / "fault_tasks.py"
 TIMEOUT = 240  # generous: a loaded laptop
 
 
-def _env():
+def _env(stall_at: int | None = None):
     env = dict(os.environ)
+    env.pop("FAULT_STALL_AT", None)
+    if stall_at is not None:
+        env["FAULT_STALL_AT"] = str(stall_at)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     env.setdefault("JAX_PLATFORMS", "cpu")
     return env
 
 
-def _start(out: Path, tasks: int, workers: int, backend: str = "local") -> subprocess.Popen:
+def _start(
+    out: Path, tasks: int, workers: int, backend: str = "local", stall_at: int | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), str(out), str(tasks), str(workers), backend],
-        env=_env(),
+        env=_env(stall_at),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,11 +130,15 @@ def test_a_signal_stops_queued_and_running_runs_and_resume_completes(tmp_path, s
 
 
 def test_a_second_signal_stops_at_once_without_hanging(tmp_path):
-    driver = _start(tmp_path, tasks=4, workers=2)
+    # The workers stall mid-chunk from iteration 10 on, so after the first signal the driver is
+    # certainly still inside its stop grace when the second one comes.
+    driver = _start(tmp_path, tasks=4, workers=2, stall_at=10)
     try:
-        _wait_for(lambda: _iteration(tmp_path / "run0") >= 5, "run0 to train")
+        _wait_for(lambda: _iteration(tmp_path / "run0") >= 10, "run0 to train")
         workers = _descendants(driver.pid)
         os.kill(driver.pid, signal.SIGINT)
+        # Standard signals are not queued: two sent before the handler runs arrive as one.
+        time.sleep(1.0)
         os.kill(driver.pid, signal.SIGINT)
         _, stderr = driver.communicate(timeout=TIMEOUT)
     finally:
