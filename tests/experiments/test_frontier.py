@@ -7,6 +7,7 @@ import pytest
 from contractrl.experiments.cli import main
 
 
+@pytest.mark.slow  # ~80 s on 2 cores; the frontier and its plot run by default in the dilemma
 def test_smoke_frontier_and_its_plot(tmp_path):
     out = tmp_path / "frontier"
     flags = ["--schemes", "redistribute,top_up", "--no-progress"]
@@ -61,6 +62,8 @@ def test_frontier_in_another_environment_with_early_ends(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["env"] == "iterated_dilemma"
     assert all(p["welfare"] == p["welfare"] for p in results["points"])
+    assert main(["plot", str(out)]) == 0
+    assert (out / "frontier.png").stat().st_size > 10_000
 
 
 def test_coin_frontier_refuses_env_kwargs(tmp_path, capsys):
