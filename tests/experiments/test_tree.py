@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from contractrl.experiments.cli import main
@@ -297,3 +298,23 @@ def test_damaged_checkpoint_is_named_and_recomputed(tmp_path, monkeypatch, capsy
     assert metrics_rows(tmp_path / "cut" / "runs" / run / "metrics.csv") == metrics_rows(
         tmp_path / "whole" / "runs" / run / "metrics.csv"
     )
+
+
+def test_unimplementable_targets_are_not_divergence():
+    """The outcome-value principal marks a target no contract implements with q = -inf; a
+    run is diverged only on NaN, +inf, a non-finite agent Q or nudge, or a state left with no
+    finite action."""
+    from contractrl.experiments.tree_runs import q_tables_finite
+
+    agent = np.zeros((4, 2))
+    principal = np.array([[1.0, -np.inf], [0.5, 0.2], [-np.inf, 3.0], [0.0, 0.0]])
+    assert q_tables_finite(agent, principal, 0.005)
+    for bad in (np.nan, np.inf):
+        broken = principal.copy()
+        broken[1, 0] = bad
+        assert not q_tables_finite(agent, broken, 0.005)
+    stranded = principal.copy()
+    stranded[3] = -np.inf
+    assert not q_tables_finite(agent, stranded, 0.005)
+    assert not q_tables_finite(np.array([[0.0, np.nan]]), principal, 0.005)
+    assert not q_tables_finite(agent, principal, float("inf"))

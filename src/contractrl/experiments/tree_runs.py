@@ -217,6 +217,24 @@ def final_policy_table(learner, game, env, spe, state) -> dict[str, Any]:
     return {"nudge": float(state.nudge), "rows": policy_table(game, policy, spe)}
 
 
+def q_tables_finite(agent_q: np.ndarray, principal_q: np.ndarray, nudge: float) -> bool:
+    """Whether a learner's tables are usable (not diverged).
+
+    ``agent_q``: the agent network's Q, any shape; every entry must be finite.
+    ``principal_q``: ``[..., A]``; ``-inf`` marks a target no contract implements (the
+    outcome-value principal, :meth:`.Learner.q_tables`), which is legitimate as long as every
+    state keeps one finite action; NaN or ``+inf`` anywhere is divergence.
+    """
+    principal_q = np.asarray(principal_q)
+    return bool(
+        np.isfinite(agent_q).all()
+        and np.isfinite(nudge)
+        and not np.isnan(principal_q).any()
+        and not np.isposinf(principal_q).any()
+        and np.isfinite(principal_q).any(axis=-1).all()
+    )
+
+
 def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[str, float]:
     """Couple the learned principal with the oracle agent; one metrics row."""
     from contractrl.learning.evaluation import (
@@ -227,7 +245,7 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
 
     agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env, state.nudge))
     nudge = float(state.nudge)
-    if not (np.isfinite(agent_q).all() and np.isfinite(principal_q).all() and np.isfinite(nudge)):
+    if not q_tables_finite(agent_q, principal_q, nudge):
         raise RuntimeError(
             f"training diverged by iteration {iteration}: non-finite Q-values "
             f"or nudge ({nudge}); lower the learning rate or the nudge"
