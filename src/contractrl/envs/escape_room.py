@@ -230,6 +230,22 @@ class EscapeRoom(MultiAgentEnv):
             },
         }
 
+    def exact_export(self, discount: float = 0.99):
+        """The game as an exact tabular export (:mod:`.exact`, :func:`export_escape_room`).
+
+        Raises ``ValueError`` beyond :data:`MAX_EXPORT_AGENTS` agents.
+        """
+        from contractrl.envs.exact import ExactExport
+        from contractrl.envs.protocol import TimeLimitState
+
+        game = export_escape_room(self.config, discount)
+        n = self.num_agents
+        # state index: agent 0's position the most significant base-3 digit
+        positions = np.stack(np.unravel_index(np.arange(3**n), (3,) * n), axis=1)
+        positions = jnp.asarray(positions, jnp.int32)
+        states = TimeLimitState(positions, jnp.zeros(3**n, jnp.int32))
+        return ExactExport(game, jax.vmap(self.observe)(positions), states)
+
     def render(self, state, cell: int = 48) -> np.ndarray:
         """``uint8 [cell·N, 3·cell, 3]``: one row per agent, its position marked.
 

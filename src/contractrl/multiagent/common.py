@@ -114,6 +114,11 @@ class DQNConfig:
         require_positive_ints(
             self, ("iterations", "batch_size", "target_period", "replay_capacity", "conv_channels")
         )
+        if self.replay_capacity < self.batch_size:  # the capacity is what a user lowers
+            raise ValueError(
+                f"replay_capacity: must be >= batch_size ({self.batch_size}), got "
+                f"{self.replay_capacity}"
+            )
         require(
             self,
             [
@@ -128,11 +133,14 @@ class DQNConfig:
                 ("nudge", np.isfinite(self.nudge) and self.nudge >= 0),
                 ("loss", self.loss in ("huber", "mse"), ("huber", "mse")),
                 ("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden)),
-                ("batch_size", self.batch_size <= self.replay_capacity),
                 ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0),
                 ("clip_scope", self.clip_scope in CLIP_SCOPES, CLIP_SCOPES),
                 ("learning_starts", isinstance(self.learning_starts, int)),
-                ("learning_starts", 0 <= self.learning_starts < self.iterations),
+                (
+                    "learning_starts",
+                    0 <= self.learning_starts < self.iterations,
+                    ["0 <= learning_starts < iterations"],
+                ),
                 ("time_limit", self.time_limit in TIME_LIMITS, TIME_LIMITS),
                 ("principal_cost", self.principal_cost in PRINCIPAL_COSTS, PRINCIPAL_COSTS),
                 ("replay_sampler", self.replay_sampler in replay.SAMPLERS, replay.SAMPLERS),
