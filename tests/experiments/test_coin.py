@@ -54,6 +54,34 @@ def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
     assert 0 <= seed0["constant_share"] <= 1
     assert results["constant_schemes"] == ["redistribute"]
     assert (out / "figure4.png").stat().st_size > 20_000
+    # 3x3: each seed's principal is audited exactly, against the exact team optimum
+    # (`contractrl solve coin --grid 3` with the smoke game's rules gives the same number)
+    from contractrl.experiments.solve_coin import build_parser, solve_coin
+
+    game = COIN_PRESETS["smoke"].game
+    solved = solve_coin(
+        build_parser().parse_args(
+            [
+                "--grid",
+                str(game.grid_size),
+                "--horizon",
+                str(game.horizon),
+                "--tie-rule",
+                game.tie_rule,
+                "--gamma",
+                str(COIN_PRESETS["smoke"].dqn.gamma),
+            ]
+        )
+    )
+    assert results["exact"]["team_welfare"] == pytest.approx(solved["team_welfare"])
+    for row in results["seeds"]:
+        assert row["audit_plan_welfare"] <= solved["team_welfare"] + 1e-9
+        assert row["audit_welfare_of_optimum"] == pytest.approx(
+            row["audit_plan_welfare"] / solved["team_welfare"]
+        )
+        assert 0 <= row["audit_underpaid_share"] <= row["audit_contested_share"] <= 1
+        assert 0 <= row["audit_follow_rate_random_ties"] <= 1 and 0 <= row["audit_follow_rate"] <= 1
+    assert "audit_contract_rmse_se" in results["mean"]
     # an animated episode of seed 1's trained principal's plan
     assert main(["render", str(out), "--seed-index", "1"]) == 0
     from PIL import Image

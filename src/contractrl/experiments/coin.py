@@ -44,6 +44,7 @@ from contractrl.envs.coin_game import PRESETS as GAME_PRESETS
 from contractrl.envs.coin_game import CoinGameConfig
 from contractrl.envs.transfers import FormalContract, Gifting
 from contractrl.experiments.config import validate_execution
+from contractrl.experiments.exact_audit import audit_rows, exact_export_of, team_references
 from contractrl.experiments.executor import (
     Task,
     check_resume_backend,
@@ -836,17 +837,37 @@ def run_processes(
         description=config.label(),
     )
     wall = add_wall_time(out, time.perf_counter() - start)
-    results = aggregate(manifest, config, outputs, wall)
+    results = aggregate(manifest, config, outputs, wall, exp=out)
     write_json(out / "results.json", results)
     return results
 
 
-def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> dict[str, Any]:
-    """``results.json``: the final evaluation of every phase, mean ± standard error over seeds."""
+def aggregate(
+    manifest, config: CoinExperimentConfig, outputs, wall: float, exp: Path | None = None
+) -> dict[str, Any]:
+    """``results.json``: the final evaluation of every phase, mean ± standard error over seeds.
+
+    With ``exp`` (the experiment directory) and an environment small enough to solve exactly
+    (:mod:`.exact_audit`), each seed's trained principal is audited exactly (``audit_*``).
+    """
     per_seed: dict[int, dict[str, dict]] = {}
     for out in outputs:
         per_seed.setdefault(out["seed"], {}).update(out["phases"])
-    n = experiment_env(config).num_agents
+    env = experiment_env(config)
+    n = env.num_agents
+    export = exact_export_of(env, config.dqn.gamma) if exp is not None else None
+    team, audits = None, {}
+    if export is not None:
+        from contractrl.multiagent.algorithm3 import principal_learner
+
+        team = team_references(export)
+        audits = audit_rows(
+            export,
+            team["team_welfare"],
+            principal_learner(env, config.dqn),
+            sorted(per_seed),
+            lambda seed: load_principal(exp, config, seed),
+        )
     rows = []
     for seed, phases in sorted(per_seed.items()):
         val = phases.get("validation", {})
@@ -876,6 +897,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
             "payments_nudged": val_nudged.get("payments"),
             "iterations_per_second": phases.get("principal", {}).get("iterations_per_second"),
             "principal_plan_welfare": phases.get("principal", {}).get("welfare"),
+            **audits.get(seed, {}),
         }
         for name in config.independent_phases():
             if name.startswith("formal_") or name == "gifting":
@@ -899,8 +921,7 @@ def aggregate(manifest, config: CoinExperimentConfig, outputs, wall: float) -> d
     for key in keys:
         mean[key], mean[f"{key}_se"] = mean_se(r[key] for r in rows)
     mean.update(wall_seconds=wall, seeds=len(rows), iterations_per_phase=config.dqn.iterations)
-    env = experiment_env(config)
-    exact = env.exact_references(config.dqn.gamma) if hasattr(env, "exact_references") else None
+    exact = env.exact_references(config.dqn.gamma) if hasattr(env, "exact_references") else team
     if exact and exact.get("team_welfare"):  # judged against the exact solution, not baselines
         for key in ("welfare", "welfare_nudged", "welfare_cooperative", "welfare_selfish"):
             if mean.get(key) is not None:

@@ -392,6 +392,7 @@ def run_coin_lanes(
         config,
         [{"seed": k, "phases": phases} for k, phases in sorted(outputs.items())],
         wall,
+        exp=out,
     )
     results["backend"] = "vmap"
     write_json(out / "results.json", results)

@@ -1,0 +1,106 @@
+"""The exact references and audit of a team run, where the environment is small enough.
+
+For an environment with an exact export (:mod:`contractrl.envs.exact`) of at most
+:data:`MAX_STATES` states (the Coin Game on 3×3 and 4×4 with two agents, Escape Room),
+``results.json`` gets, per seed, the exact audit of the trained principal
+(:mod:`contractrl.core.markov_audit`, keys ``audit_*``; docs/outputs.md) and the exact team
+optimum it is judged against. Larger games get neither (the learned baselines remain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from contractrl.envs.exact import has_exact_export
+
+#: Largest exported game audited automatically (the audit is dense in states × joint actions).
+MAX_STATES = 10_000
+
+#: The flat ``results.json`` keys of an audit (``mean`` gets each with ``_se``).
+AUDIT_KEYS = (
+    "audit_welfare_of_optimum",
+    "audit_plan_welfare",
+    "audit_payments_learned",
+    "audit_payments_exact",
+    "audit_contract_bias",
+    "audit_contract_rmse",
+    "audit_underpaid_share",
+    "audit_contested_share",
+    "audit_follow_rate",
+    "audit_spe_ratio",
+    "audit_ic_ratio",
+    "audit_follow_rate_random_ties",
+    "audit_spe_ratio_random_ties",
+    "audit_ic_ratio_random_ties",
+    "audit_welfare_random_ties",
+)
+
+
+def exact_export_of(env, discount: float):
+    """``env``'s exact export, or ``None`` (no capability, or more than :data:`MAX_STATES`)."""
+    if not has_exact_export(env):
+        return None
+    try:
+        export = env.exact_export(discount)
+    except ValueError:  # too large to export
+        return None
+    return export if export.game.num_states <= MAX_STATES else None
+
+
+def team_references(export) -> dict[str, Any]:
+    """The exact team optimum and the min-pay contracts of its plan, per episode.
+
+    The plan is the payment-minimising welfare-optimal one (``α = 0``;
+    :func:`.markov_eval.plan_summary`).
+    """
+    from contractrl.core.markov_eval import plan_summary
+    from contractrl.core.markov_solver import principal_optimum
+
+    summary = plan_summary(export.game, principal_optimum(export.game, 0.0))
+    return {
+        "source": f"contractrl.core.markov_solver on the exact export ({export.game.name})",
+        "team_welfare": summary["welfare"],
+        "payments": summary["payments"],
+        "payment_share": summary["payment_share"],
+        "follow_rate_random_ties": summary["follow_rate_random_ties"],
+    }
+
+
+def audit_rows(
+    export, team_welfare: float, learner, seeds, load: Callable[[int], Any]
+) -> dict[int, dict[str, float | None]]:
+    """Per seed, the flat audit keys (:data:`AUDIT_KEYS`) of its trained principal.
+
+    ``load(seed)`` returns the principal's parameters, or raises ``FileNotFoundError`` (then
+    every key is ``None``).
+    """
+    from contractrl.multiagent.audit import audit_learned_principal
+
+    rows: dict[int, dict[str, float | None]] = {}
+    for seed in seeds:
+        try:
+            params = load(seed)
+        except FileNotFoundError:
+            rows[seed] = dict.fromkeys(AUDIT_KEYS)
+            continue
+        audit = audit_learned_principal(learner, params, export, team_welfare)
+        follow = {b.tie_rule: b for b in audit.best_response}
+        rows[seed] = {
+            "audit_welfare_of_optimum": audit.welfare_of_optimum,
+            "audit_plan_welfare": audit.plan_welfare,
+            "audit_payments_learned": audit.payments_learned,
+            "audit_payments_exact": audit.payments_exact,
+            "audit_contract_bias": audit.contract_bias,
+            "audit_contract_rmse": audit.contract_rmse,
+            "audit_underpaid_share": audit.underpaid_share,
+            "audit_contested_share": audit.contested_share,
+            "audit_follow_rate": follow["follow"].follow_rate,
+            "audit_spe_ratio": follow["follow"].spe_ratio,
+            "audit_ic_ratio": follow["follow"].ic_ratio,
+            "audit_follow_rate_random_ties": follow["uniform"].follow_rate,
+            "audit_spe_ratio_random_ties": follow["uniform"].spe_ratio,
+            "audit_ic_ratio_random_ties": follow["uniform"].ic_ratio,
+            "audit_welfare_random_ties": follow["uniform"].welfare,
+        }
+    return rows
