@@ -9,7 +9,7 @@ import pytest
 from contractrl.envs.coin_exact import state_index
 from contractrl.envs.coin_game import CoinGame
 from contractrl.envs.escape_room import EscapeRoom
-from contractrl.envs.exact import has_exact_export
+from contractrl.envs.exact import exact_export, has_exact_export
 from contractrl.multiagent.algorithm3 import PrincipalLearner
 from contractrl.multiagent.audit import audit_learned_principal, principal_tables
 from contractrl.multiagent.common import DQNConfig
@@ -28,7 +28,7 @@ def test_coin_tables_equal_the_evaluation_policy_on_reset_states():
     env = CoinGame(grid_size=3, horizon=20)
     assert has_exact_export(env)
     learner, state = _learner(env)
-    export = env.exact_export()
+    export = exact_export(env)
     plan, contracts = principal_tables(learner, state.params, export)
     assert plan.shape == (1, 1458) and contracts.shape == (1, 1458, 2)
     _, states = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(1), 64))
@@ -44,7 +44,7 @@ def test_coin_tables_equal_the_evaluation_policy_on_reset_states():
 def test_escape_room_tables_equal_the_evaluation_policy():
     env = EscapeRoom(num_agents=2, min_at_lever=1)
     learner, state = _learner(env, seed=2)
-    export = env.exact_export()
+    export = exact_export(env)
     plan, contracts = principal_tables(learner, state.params, export)
     positions = np.stack(np.unravel_index(np.arange(9), (3, 3)), axis=1)
     _, recs, paid = learner.policy(state)(
@@ -58,7 +58,7 @@ def test_escape_room_tables_equal_the_evaluation_policy():
 def test_audit_of_an_untrained_principal_is_consistent():
     env = EscapeRoom(num_agents=2, min_at_lever=1)
     learner, state = _learner(env, seed=3)
-    export = env.exact_export()
+    export = exact_export(env)
     team = env.exact_references()["team_welfare"]
     audit = audit_learned_principal(learner, state.params, export, team)
     assert audit.plan_welfare <= team + 1e-9  # no plan beats the team optimum

@@ -21,7 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from contractrl.core.markov_game import MarkovGame
-from contractrl.envs.coin_game import MOVES, CoinGameConfig
+from contractrl.envs.coin_game import MOVES, CoinGameConfig, CoinState, observe
+from contractrl.envs.protocol import ExactExport
 
 #: Largest number of states :func:`export_coin_game` builds (the solver is dense in ``J``).
 MAX_STATES = 200_000
@@ -183,6 +184,28 @@ def export_coin_game(
     return CoinTables(
         config, game, np.stack([cells // g, cells % g], -1), _rc(coin_cell, g), colour
     )
+
+
+def coin_exact_export(config: CoinGameConfig, discount: float = 0.99) -> ExactExport:
+    """The game as an :class:`~.protocol.ExactExport` (:mod:`.exact`).
+
+    The exported tables, with every state as a :class:`~.coin_game.CoinState` batch and its
+    observations.
+
+    Raises ``ValueError`` when the grid has too many states (3×3 with two agents: 1,458).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    tables = export_coin_game(config, discount)
+    states = CoinState(
+        positions=jnp.asarray(tables.positions, jnp.int32),
+        coin=jnp.asarray(tables.coin, jnp.int32),
+        colour=jnp.asarray(tables.colour, jnp.int32),
+        t=jnp.zeros(tables.game.num_states, jnp.int32),
+    )
+    obs = jax.vmap(lambda s: observe(config, s))(states)
+    return ExactExport(tables.game, obs, states)
 
 
 def _rc(cell: np.ndarray, g: int) -> np.ndarray:

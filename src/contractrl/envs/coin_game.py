@@ -397,25 +397,6 @@ class CoinGame(MultiAgentEnv, SparseObservations):
         """See :func:`observation_ids`."""
         return observation_ids(cells, channels, self.config.grid_size)
 
-    def exact_export(self, discount: float = 0.99):
-        """The game as an exact tabular export (:mod:`.exact`, :func:`.export_coin_game`).
-
-        Raises ``ValueError`` when the grid has too many states (3×3 with two agents: 1,458).
-        """
-        from contractrl.envs.coin_exact import export_coin_game
-        from contractrl.envs.exact import ExactExport
-
-        tables = export_coin_game(self.config, discount)
-        count = tables.game.num_states
-        states = CoinState(
-            positions=jnp.asarray(tables.positions, jnp.int32),
-            coin=jnp.asarray(tables.coin, jnp.int32),
-            colour=jnp.asarray(tables.colour, jnp.int32),
-            t=jnp.zeros(count, jnp.int32),
-        )
-        obs = jax.vmap(lambda s: observe(self.config, s))(states)
-        return ExactExport(tables.game, obs, states)
-
     def render(self, state: CoinState, cell: int = 24) -> np.ndarray:
         """``uint8 [G * cell, G * cell, 3]``: agents as squares, the coin as a dot of its owner."""
         g = self.config.grid_size

@@ -235,8 +235,7 @@ class EscapeRoom(MultiAgentEnv):
 
         Raises ``ValueError`` beyond :data:`MAX_EXPORT_AGENTS` agents.
         """
-        from contractrl.envs.exact import ExactExport
-        from contractrl.envs.protocol import TimeLimitState
+        from contractrl.envs.protocol import ExactExport, TimeLimitState
 
         game = export_escape_room(self.config, discount)
         n = self.num_agents

@@ -29,7 +29,10 @@ Optional capabilities an environment may offer:
   (e.g. Cleanup's ``waste_cleaned``); ``step`` then returns them in ``info["measures"]``, a dict
   of float ``[n]`` arrays (the step's own amounts, before the reset). Evaluation reports their
   per-episode totals per agent (who did what: the division of labour), and a formal contract
-  (:mod:`contractrl.envs.transfers`) can pay for one of them.
+  (:mod:`contractrl.envs.transfers`) can pay for one of them;
+* ``exact_export(discount) -> ExactExport`` — the rules as an exact tabular game with every
+  state as the environment holds it (:class:`ExactExport`, :mod:`contractrl.envs.exact`): runs
+  are then audited against the exact solution.
 
 :class:`MultiAgentEnv` is a base class that supplies the time limit and the auto-reset: a
 subclass writes ``reset_env`` and ``step_env`` (the raw dynamics, without either) and gets the
@@ -39,11 +42,29 @@ protocol's ``reset``/``step``. An environment may also implement ``reset``/``ste
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+
+@dataclass(frozen=True, eq=False)
+class ExactExport:
+    """An environment's exact game and its states as the environment holds them.
+
+    Attributes:
+        game: the tabular :class:`~contractrl.core.markov_game.MarkovGame` (``S`` states);
+            time is the solver's step index.
+        obs: ``[S, n, *observation_shape]`` every agent's observation of state ``s``.
+        states: the protocol state of ``s`` (a pytree, leading axis ``S``; step ``t = 0``,
+            which the observations do not show).
+    """
+
+    game: Any
+    obs: jax.Array
+    states: Any
 
 
 @struct.dataclass

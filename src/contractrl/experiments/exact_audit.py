@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from contractrl.envs.exact import has_exact_export
+from contractrl.envs.exact import exact_export, has_exact_export
 
 #: Largest exported game audited automatically (the audit is dense in states × joint actions).
 MAX_STATES = 10_000
@@ -42,7 +42,7 @@ def exact_export_of(env, discount: float):
     if not has_exact_export(env):
         return None
     try:
-        export = env.exact_export(discount)
+        export = exact_export(env, discount)
     except ValueError:  # too large to export
         return None
     return export if export.game.num_states <= MAX_STATES else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from contractrl.core.markov_audit import ContractAudit, audit_principal
-from contractrl.envs.exact import ExactExport
+from contractrl.envs.protocol import ExactExport
 
 
 def principal_tables(learner, params, export: ExactExport, nudge: float | None = None):
