@@ -37,6 +37,12 @@ def _robust_table(plays) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for p in plays:
+        if not p.ok:  # the belief has no stationary SPE: nothing to play
+            lines.append(
+                f"| {p.shift:+.2f} | {p.margin:g} | — | — | — | — | "
+                f"no SPE of the belief ({p.believed_status}) |"
+            )
+            continue
         follows = "".join("y" if f else "n" for f in p.followed)
         lines.append(
             f"| {p.shift:+.2f} | {p.margin:g} | {p.believed_principal_utility:.4f} | "

@@ -145,3 +145,56 @@ def test_shifted_probs_stay_distributions():
     probs = shifted_probs([[0.5, 0.4, 0.1], [0.3, 0.5, 0.2], [0.15, 0.5, 0.35]], 0.4)
     assert np.allclose(probs.sum(axis=1), 1) and (probs >= 0).all()
     assert probs[0].tolist() == [0.5, 0.4, 0.1] and probs[2, 0] == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"stages": 2.0}, "stages"),
+        ({"advance": None}, "advance"),
+        ({"advance": 1}, "advance"),
+        ({"deadline": 10**7}, "deadline: at most 500 attempts"),
+        ({"accept_value": [[0.0, 1.0, 1.25]]}, "accept_value: expected 3 numbers"),
+        ({"tier_costs": (0.02, 0.03, 0.05)}, "tier_costs\\[0\\]: some tier must cost 0"),
+        ({"deadline": 4, "discount": 1.5}, "discount"),
+    ],
+)
+def test_more_bad_parameters_name_the_field(kwargs, field):
+    with pytest.raises(InvalidGameError, match=field):
+        delegation_game(**kwargs)
+
+
+def test_numpy_scalars_are_accepted():
+    game = delegation_game(deadline=None, discount=np.float32(0.8))
+    assert game.discount == pytest.approx(0.8)
+
+
+def test_a_belief_without_an_spe_is_flagged_not_played():
+    """Retry game: the principal's believed game at shift -0.1 has no stationary SPE; that
+    row says so (ok false), the correct-model row without a nudge is the SPE exactly."""
+    plays = {
+        (p.shift, p.margin): p
+        for p in misspecification(shifts=(-0.1, 0.0), margins=(0.0,), deadline=None)
+    }
+    assert not plays[(-0.1, 0.0)].ok and plays[(-0.1, 0.0)].believed_status != "converged"
+    exact = plays[(0.0, 0.0)]
+    assert exact.ok and exact.principal_utility == pytest.approx(exact.spe_principal_utility)
+
+
+@pytest.mark.parametrize("deadline", [6, None])
+@pytest.mark.parametrize("scale", [1e-9, 1e-4, 1e4, 1e9])
+def test_contract_comparison_scales_with_the_game(deadline, scale):
+    """Value and costs in other units (a $10,000 task, or micro-units): every row is the
+    default table times the scale (the tie tolerances must not be absolute)."""
+    from contractrl.core.simple_contracts import compare_contracts
+
+    costs, value = np.array((0.0, 0.01, 0.03)), np.array((0.0, 1.0, 1.25))
+    base = compare_contracts(delegation_game(deadline=deadline))
+    scaled = compare_contracts(
+        delegation_game(deadline=deadline, tier_costs=costs * scale, accept_value=value * scale)
+    )
+    for a, b in zip(base.rows, scaled.rows, strict=True):
+        assert a.name == b.name
+        for field in ("principal_utility", "agent_utility", "welfare", "expected_payment"):
+            assert getattr(b, field) == pytest.approx(getattr(a, field) * scale, rel=1e-6), field
+        np.testing.assert_array_equal(a.action, b.action)

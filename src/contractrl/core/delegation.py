@@ -48,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,6 +73,8 @@ DEFAULT_ACCEPT_VALUE = (0.0, 1.0, 1.25)
 DEFAULT_DEADLINE = 6
 #: Default discount per attempt of the infinite variant.
 DEFAULT_RETRY_DISCOUNT = 0.85
+#: Most states ``stages × deadline`` a game may have (its transition table is dense).
+MAX_STATES = 2_000
 
 
 def _fail(message: str) -> None:
@@ -87,7 +90,10 @@ def _names(field: str, value: int | Sequence[str], prefix: str) -> tuple[str, ..
         return tuple(f"{prefix}{i + 1}" for i in range(int(value)))
     if isinstance(value, str):
         _fail(f"{field}: expected a count or a list of names, got the string {value!r}")
-    names = tuple(value)
+    try:
+        names = tuple(value)
+    except TypeError:
+        _fail(f"{field}: expected a count or a list of names, got {value!r}")
     if not names:
         _fail(f"{field}: expected at least one name")
     for i, name in enumerate(names):
@@ -122,6 +128,68 @@ def _per_stage(
     return np.broadcast_to(array, (num_stages, *shape))
 
 
+def _check_free_tier(costs: np.ndarray) -> None:
+    free = costs.min(axis=1)
+    if (free != 0).any():
+        k = int(np.argmax(free != 0))
+        _fail(
+            f"tier_costs[{k}]: some tier must cost 0 at every stage (the agent's free fallback; "
+            f"the model has no participation constraint, so without one the principal could "
+            f"profit from the agent's losses), got a cheapest cost of {free[k]}"
+        )
+
+
+def _advance(advance, num_outcomes: int) -> np.ndarray:
+    try:
+        items = list(advance)
+    except TypeError:
+        _fail(f"advance: expected {num_outcomes} integers (one per outcome), got {advance!r}")
+    if len(items) != num_outcomes or not all(
+        isinstance(x, int | np.integer) and not isinstance(x, bool) for x in items
+    ):
+        _fail(f"advance: expected {num_outcomes} integers (one per outcome), got {items!r}")
+    return np.array(items, dtype=np.int64)
+
+
+def _check_horizon(deadline, discount, num_stages: int) -> float:
+    """The discount to use (validated with the deadline)."""
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | np.integer) or deadline < 1
+    ):
+        _fail(f"deadline: expected a positive integer or None, got {deadline!r}")
+    if deadline is not None and deadline * num_stages > MAX_STATES:
+        _fail(
+            f"deadline: at most {MAX_STATES // num_stages} attempts with {num_stages} stages "
+            f"(the game's tables are dense in states), got {deadline}"
+        )
+    if discount is None:
+        return 1.0 if deadline is not None else DEFAULT_RETRY_DISCOUNT
+    real = isinstance(discount, numbers.Real) and not isinstance(discount, bool)
+    if deadline is not None and not (real and 0 < discount <= 1):
+        _fail(f"discount: expected 0 < discount <= 1, got {discount!r}")
+    if deadline is None and not (real and 0 < discount < 1):
+        _fail(
+            f"discount: retry until accepted (deadline None) needs 0 < discount < 1, got "
+            f"{discount!r}"
+        )
+    return float(discount)
+
+
+def _accept_values(value, num_outcomes: int) -> np.ndarray:
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidGameError(f"delegation_game: accept_value: expected numbers ({exc})") from None
+    if array.shape != (num_outcomes,):
+        _fail(
+            f"accept_value: expected {num_outcomes} numbers (one per outcome), got shape "
+            f"{list(array.shape)}"
+        )
+    if not np.isfinite(array).all():
+        _fail(f"accept_value{_where(~np.isfinite(array))}: must be finite")
+    return array
+
+
 def delegation_game(
     stages: int | Sequence[str] = DEFAULT_STAGES,
     tiers: int | Sequence[str] = DEFAULT_TIERS,
@@ -153,6 +221,10 @@ def delegation_game(
             or ``None`` (retry until accepted; infinite horizon).
         discount: ``γ``; default 1 with a deadline, 0.85 without (must then be < 1).
 
+    Some tier must cost 0 at every stage (the agent's free fallback): the paper's model has
+    limited liability but no participation constraint, so without one the principal could
+    earn more than the welfare (from the agent's losses) and first-best would bound nothing.
+
     Returns:
         A :class:`PrincipalAgentMDP` named ``delegation-K<stages>-H<deadline>`` (or ``-retry``).
         Finite variant: state ``t*K + k`` is stage ``k`` at attempt ``t``, named
@@ -167,23 +239,10 @@ def delegation_game(
     num_k, num_a, num_o = len(stage_names), len(tier_names), len(outcome_names)
     costs = _per_stage("tier_costs", tier_costs, (num_a,), num_k, non_negative=True)
     probs = _per_stage("outcome_probs", outcome_probs, (num_a, num_o), num_k)
-    adv = np.array(advance)
-    if adv.shape != (num_o,) or not all(
-        isinstance(x, int | np.integer) and not isinstance(x, bool) for x in advance
-    ):
-        _fail(f"advance: expected {num_o} integers (one per outcome), got {list(advance)!r}")
-    value = _per_stage("accept_value", accept_value, (num_o,), 1)[0]
-    if deadline is not None and (
-        isinstance(deadline, bool) or not isinstance(deadline, int | np.integer) or deadline < 1
-    ):
-        _fail(f"deadline: expected a positive integer or None, got {deadline!r}")
-    if discount is None:
-        discount = 1.0 if deadline is not None else DEFAULT_RETRY_DISCOUNT
-    if deadline is None and not (isinstance(discount, int | float) and 0 < discount < 1):
-        _fail(
-            f"discount: retry until accepted (deadline None) needs 0 < discount < 1, got "
-            f"{discount!r}"
-        )
+    _check_free_tier(costs)
+    adv = _advance(advance, num_o)
+    value = _accept_values(accept_value, num_o)
+    discount = _check_horizon(deadline, discount, num_k)
     next_stage = np.maximum(np.arange(num_k)[:, None] + adv[None, :], 0)  # [K, O]
     accepts = next_stage >= num_k
     rp_stage = np.where(accepts, value[None, :], 0.0)  # [K, O]

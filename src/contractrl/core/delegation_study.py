@@ -106,6 +106,9 @@ class MisspecifiedPlay:
         believed_principal_utility: what the principal expected (the believed game's value).
         followed: ``[K']`` whether the agent takes the recommended tier at each on-time stage.
         action: ``[S]`` the tier the agent takes in each state.
+        believed_status: the believed game's solve (``converged``, or why it has no
+            stationary SPE: then the other fields hold the solver's last iterate and mean
+            nothing; :attr:`ok` is false).
     """
 
     shift: float
@@ -116,6 +119,12 @@ class MisspecifiedPlay:
     believed_principal_utility: float
     followed: np.ndarray
     action: np.ndarray
+    believed_status: str = "converged"
+
+    @property
+    def ok(self) -> bool:
+        """Whether the believed game had an SPE to play (its solve converged)."""
+        return self.believed_status == "converged"
 
     @property
     def share_of_spe(self) -> float:
@@ -204,6 +213,7 @@ def misspecification(
                     float(believed.initial_principal_value),
                     action[path] == believed.action[0][path],
                     action,
+                    believed.status,
                 )
             )
     return plays

@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -362,6 +363,24 @@ class ContractComparison:
         return "\n".join(lines)
 
 
+#: Largest-reward magnitudes solved as they are; outside, :func:`compare_contracts` rescales.
+UNIT_WINDOW = (0.1, 10.0)
+
+
+def _scaled(row: ContractRow, scale: float) -> ContractRow:
+    """``row`` of a game whose rewards were divided by ``scale``, in the game's own units."""
+    amount = row.parameter is not None and row.name in ("fixed_price", "pay_for_pass")
+    return dataclasses.replace(
+        row,
+        principal_utility=row.principal_utility * scale,
+        agent_utility=row.agent_utility * scale,
+        welfare=row.welfare * scale,
+        expected_payment=row.expected_payment * scale,
+        contract=None if row.contract is None else row.contract * scale,
+        parameter=row.parameter * scale if amount else row.parameter,  # a share stays a share
+    )
+
+
 def _row(game, name, action, contract, parameter=None, method="exact") -> ContractRow:
     policy = PrincipalPolicy(action[None, :], contract[None, :, :])
     values = evaluate_policies(game, policy, action[None, :])
@@ -436,6 +455,23 @@ def compare_contracts(
     """
     from contractrl.core.solver import solve_spe
 
+    num_o = game.num_outcomes
+    if not (isinstance(top_outcome, int | np.integer) and -num_o <= top_outcome < num_o):
+        raise ValueError(
+            f"top_outcome: expected an outcome index in [0, {num_o}), got {top_outcome!r}"
+        )
+    scale = max(float(np.abs(game.principal_reward).max()), float(np.abs(game.agent_reward).max()))
+    if scale > 0 and not UNIT_WINDOW[0] <= scale <= UNIT_WINDOW[1]:
+        # the optimisers' and the solver's tie tolerances are absolute: solve in units of
+        # the game's largest reward, where they are tuned, and scale the answer back
+        unit = dataclasses.replace(
+            game,
+            principal_reward=game.principal_reward / scale,
+            agent_reward=game.agent_reward / scale,
+        )
+        starts = [np.asarray(b, np.float64) / scale for b in stationary_starts]
+        found = compare_contracts(unit, top_outcome, max_enumeration, starts, require_spe)
+        return dataclasses.replace(found, rows=tuple(_scaled(r, scale) for r in found.rows))
     d = _Dense.of(game)
     num_s, num_o = d.rp.shape
     zero = np.zeros((num_s, num_o))
