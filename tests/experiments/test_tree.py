@@ -318,3 +318,36 @@ def test_unimplementable_targets_are_not_divergence():
     assert not q_tables_finite(agent, stranded, 0.005)
     assert not q_tables_finite(np.array([[0.0, np.nan]]), principal, 0.005)
     assert not q_tables_finite(agent, principal, float("inf"))
+
+
+@pytest.mark.parametrize("backend", ["inline", "vmap"])
+def test_exact_price_nudge_rule_gives_each_instance_its_rule_nudge(tmp_path, backend):
+    """``nudge_rule: exact_price``: every run trains with the largest 0.01 · 2^-k whose exact
+    price (the SPE with that margin, against the SPE) is at most 1%, whatever dqn.nudge says;
+    checked against the rule written out with the exact solver."""
+    from contractrl.core.instance import load_instance
+    from contractrl.core.solver import solve_spe
+
+    out = tmp_path / backend
+    flags = ["--preset", "smoke", "--nudge-rule", "exact_price", "--instances", "2"]
+    flags += ["--seeds", "1", "--iterations", "1000", "--phase-length", "250", "--nudge", "0.3"]
+    assert (
+        main(["train", "tree", *flags, "--backend", backend, "--out", str(out), "--no-progress"])
+        == 0
+    )
+    for i in range(2):
+        game = load_instance(out / "instances" / f"instance{i}.json")
+        spe = solve_spe(game).initial_principal_value
+        price = {
+            xi: 1 - solve_spe(game, margin=xi).initial_principal_value / spe
+            for xi in (0.01 / 2**k for k in range(10))
+        }
+        expected = max(xi for xi, p in price.items() if p <= 0.01)
+        rows = metrics_rows(out / "runs" / f"instance{i}-seed0" / "metrics.csv")
+        assert [float(r["nudge"]) for r in rows] == pytest.approx([expected] * len(rows), rel=1e-6)
+
+
+def test_exact_price_refuses_the_automatic_estimator(capsys, tmp_path):
+    flags = ["--preset", "smoke", "--nudge-rule", "exact_price", "--auto-nudge"]
+    assert main(["train", "tree", *flags, "--out", str(tmp_path / "x")]) == 2
+    assert "nudge_rule" in capsys.readouterr().err

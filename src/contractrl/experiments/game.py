@@ -37,6 +37,7 @@ from contractrl.experiments.executor import (
 )
 from contractrl.experiments.store import add_wall_time, open_experiment, write_json
 from contractrl.experiments.tree import CONTRACTRL_DQN
+from contractrl.experiments.tree_runs import nudge_for
 from contractrl.learning.algorithm2 import DQNConfig
 
 
@@ -115,37 +116,6 @@ def auto_config(game, base: GameExperimentConfig | None = None) -> GameExperimen
         replay_capacity=min(base.dqn.replay_capacity, max(20_000, 2 * pairs * phase)),
     )
     return dataclasses.replace(base, dqn=dqn)
-
-
-def nudge_for(game, largest: float = 0.01, cost: float = 0.01, halvings: int = 10) -> float:
-    """The largest nudge ``ξ = largest · 2^-k`` whose exact price is at most ``cost``.
-
-    A nudge (paper App. B.9.2, Proposition 4.1) protects the principal against the agent
-    network's errors, but it is paid at every step: ``ξ`` over the likelihood gap of the
-    outcomes paid on, so its price depends on the game's scale (in the delegation game,
-    docs/delegation.md, ``ξ = 0.01`` costs 10% of the SPE value; in a random 4-state game
-    0.6%). The price of ``ξ`` is read off the exact solver: the SPE with margin ``ξ`` (Eq. 3
-    with ``ξ``) against the SPE, on the game or, without a stationary SPE, on its long-horizon
-    cut (:func:`.tree_runs.reference_solution`). ``largest`` when the SPE principal value is
-    not positive (no price to compare with); the smallest tried when none is cheap enough.
-    """
-    import dataclasses as dc
-
-    from contractrl.core.solver import solve_spe
-    from contractrl.experiments.tree_runs import reference_solution
-
-    ref, label = reference_solution(game)
-    if ref is None or ref.initial_principal_value <= 0:
-        return largest
-    if label != "spe":
-        game = dc.replace(game, horizon=int(label.rsplit("H", 1)[1]))
-    xi = largest
-    for _ in range(halvings):
-        priced = solve_spe(game, margin=xi)
-        if priced.ok and priced.initial_principal_value >= (1 - cost) * ref.initial_principal_value:
-            return xi
-        xi /= 2
-    return xi
 
 
 def auto_note(game, config: GameExperimentConfig) -> str:

@@ -146,6 +146,36 @@ def _learner(game, dqn):
     return cached_learner(learner_spec(game), dqn)
 
 
+def nudge_for(game, largest: float = 0.01, cost: float = 0.01, halvings: int = 10) -> float:
+    """The largest nudge ``ξ = largest · 2^-k`` whose exact price is at most ``cost``.
+
+    A nudge (paper App. B.9.2, Proposition 4.1) protects the principal against the agent
+    network's errors, but it is paid at every step: ``ξ`` over the likelihood gap of the
+    outcomes paid on, so its price depends on the game's scale (in the delegation game,
+    docs/delegation.md, ``ξ = 0.01`` costs 10% of the SPE value; in a random 4-state game
+    0.6%). The price of ``ξ`` is read off the exact solver: the SPE with margin ``ξ`` (Eq. 3
+    with ``ξ``) against the SPE, on the game or, without a stationary SPE, on its long-horizon
+    cut (:func:`reference_solution`). ``largest`` when the SPE principal value is
+    not positive (no price to compare with); the smallest tried when none is cheap enough.
+    """
+    import dataclasses as dc
+
+    from contractrl.core.solver import solve_spe
+
+    ref, label = reference_solution(game)
+    if ref is None or ref.initial_principal_value <= 0:
+        return largest
+    if label != "spe":
+        game = dc.replace(game, horizon=int(label.rsplit("H", 1)[1]))
+    xi = largest
+    for _ in range(halvings):
+        priced = solve_spe(game, margin=xi)
+        if priced.ok and priced.initial_principal_value >= (1 - cost) * ref.initial_principal_value:
+            return xi
+        xi /= 2
+    return xi
+
+
 def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -> dict[str, Any]:
     """Train (or resume) one run of the experiment in ``exp_dir``; returns its final summary.
 
@@ -174,6 +204,8 @@ def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -
     learner = _learner(game, dqn)
     env = tabular_params(game)
     state = init_state(learner, env, jax.random.PRNGKey(seed))
+    if getattr(config, "nudge_rule", "fixed") == "exact_price":
+        state = state.replace(nudge=jax.numpy.float32(nudge_for(game)))
 
     def evaluate(state, metrics, iteration, seconds):
         row = _evaluate(learner, game, env, spe, state, metrics, iteration)
