@@ -9,6 +9,7 @@ from contractrl.experiments import stop
 from contractrl.experiments.cli import main
 from contractrl.experiments.executor import WorkerDiedError
 from contractrl.experiments.lock import ExperimentBusyError
+from contractrl.experiments.loop import TrainingDivergedError
 
 
 def _interrupted(signum, forced=False):
@@ -24,7 +25,11 @@ CASES = [
     (WorkerDiedError("a worker process (pid 7) was killed by SIGKILL", 1, 4), 7, "killed by"),
     (OSError(errno.ENOSPC, "No space left on device", "X/runs/a/c.msgpack"), 6, "disk is full"),
     (ExperimentBusyError("D is in use by another contractrl process (pid 9)"), 5, "pid 9"),
-    (RuntimeError("training diverged by iteration 500: non-finite Q-values"), 4, "diverged"),
+    (
+        TrainingDivergedError("training diverged by iteration 500: non-finite Q-values"),
+        4,
+        "diverged",
+    ),
 ]
 
 

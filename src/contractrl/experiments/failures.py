@@ -90,9 +90,7 @@ def explain(exc: BaseException, out: Path | None, argv: Sequence[str]) -> Experi
         return ExperimentFailed(str(exc), EXIT_BUSY)
     if isinstance(exc, WorkerDiedError):
         return ExperimentFailed(f"{_runs(exc)}{exc}{hint}", EXIT_WORKER_DIED)
-    # tree_runs raises a plain RuntimeError for non-finite Q-values (same message prefix)
-    diverged = isinstance(exc, RuntimeError) and str(exc).startswith("training diverged")
-    if isinstance(exc, TrainingDivergedError) or diverged:
+    if isinstance(exc, TrainingDivergedError):
         return ExperimentFailed(f"{exc} (resuming with the same config diverges again)", 4)
     if isinstance(exc, DamagedFileError | DamagedCheckpointError):
         return ExperimentFailed(f"{exc}{hint}", 2)

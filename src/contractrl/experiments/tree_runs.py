@@ -14,7 +14,7 @@ import numpy as np
 
 from contractrl._stats import mean_se
 from contractrl.experiments.config import from_dict
-from contractrl.experiments.loop import checkpointed_loop
+from contractrl.experiments.loop import TrainingDivergedError, checkpointed_loop
 from contractrl.experiments.store import MetricsLog, read_json, write_json
 
 METRIC_COLUMNS = [
@@ -278,7 +278,7 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
     agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env, state.nudge))
     nudge = float(state.nudge)
     if not q_tables_finite(agent_q, principal_q, nudge):
-        raise RuntimeError(
+        raise TrainingDivergedError(
             f"training diverged by iteration {iteration}: non-finite Q-values "
             f"or nudge ({nudge}); lower the learning rate or the nudge"
         )
