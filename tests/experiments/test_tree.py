@@ -345,6 +345,29 @@ def test_exact_price_nudge_rule_gives_each_instance_its_rule_nudge(tmp_path, bac
         expected = max(xi for xi, p in price.items() if p <= 0.01)
         rows = metrics_rows(out / "runs" / f"instance{i}-seed0" / "metrics.csv")
         assert [float(r["nudge"]) for r in rows] == pytest.approx([expected] * len(rows), rel=1e-6)
+        if backend == "inline" and i == 0:  # the same run as a fixed nudge of that value
+            fixed = tmp_path / "fixed"
+            again = [*flags[:2], *flags[4:-1], f"{expected!r}", "--instances", "1"]
+            assert (
+                main(
+                    [
+                        "train",
+                        "tree",
+                        *again,
+                        "--backend",
+                        backend,
+                        "--out",
+                        str(fixed),
+                        "--no-progress",
+                    ]
+                )
+                == 0
+            )
+            timeless = [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+            fixed_rows = metrics_rows(fixed / "runs" / "instance0-seed0" / "metrics.csv")
+            assert [
+                {k: v for k, v in r.items() if k != "train_seconds"} for r in fixed_rows
+            ] == timeless
 
 
 def test_exact_price_refuses_the_automatic_estimator(capsys, tmp_path):

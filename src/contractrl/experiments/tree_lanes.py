@@ -92,12 +92,13 @@ def _train(config, out: Path, manifest, runs, finals, progress: bool, name: str)
     envs_one = [tabular_params(game) for game in games]
     envs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[envs_one[i] for i, _ in runs])
     keys = jnp.stack([jax.random.PRNGKey(s) for _, s in runs])
-    states = init_state(learner, envs, keys, batched=True)
+    nudges = None
     if getattr(config, "nudge_rule", "fixed") == "exact_price":
         from contractrl.experiments.tree_runs import nudge_for
 
         per_game = [nudge_for(game) for game in games]
-        states = states.replace(nudge=jnp.asarray([per_game[i] for i, _ in runs], jnp.float32))
+        nudges = [per_game[i] for i, _ in runs]
+    states = init_state(learner, envs, keys, batched=True, nudge=nudges)
     logs = {
         k: MetricsLog(out / "runs" / run_name(i, s) / "metrics.csv", METRIC_COLUMNS)
         for k, (i, s) in enumerate(runs)

@@ -203,9 +203,10 @@ def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -
     spe, _label = reference_solution(game)
     learner = _learner(game, dqn)
     env = tabular_params(game)
-    state = init_state(learner, env, jax.random.PRNGKey(seed))
-    if getattr(config, "nudge_rule", "fixed") == "exact_price":
-        state = state.replace(nudge=jax.numpy.float32(nudge_for(game)))
+    exact_price = getattr(config, "nudge_rule", "fixed") == "exact_price"
+    state = init_state(
+        learner, env, jax.random.PRNGKey(seed), nudge=nudge_for(game) if exact_price else None
+    )
 
     def evaluate(state, metrics, iteration, seconds):
         row = _evaluate(learner, game, env, spe, state, metrics, iteration)

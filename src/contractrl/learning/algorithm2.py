@@ -535,8 +535,12 @@ class Learner:
         )
 
     # ------------------------------------------------------------------ init
-    def init(self, env: tabular.TabularParams, key: jax.Array) -> LearnerState:
-        """Fresh state of one run (vmap over ``key`` and ``env`` for several runs)."""
+    def init(self, env: tabular.TabularParams, key: jax.Array, nudge=None) -> LearnerState:
+        """Fresh state of one run (vmap over ``key`` and ``env`` for several runs).
+
+        ``nudge``: the run's ``ξ`` (default ``config.nudge``; a per-run value, e.g. the Tree
+        experiment's exact-price rule).
+        """
         spec, cfg = self.spec, self.config
         k_agent, k_principal, k_reset, key = jax.random.split(key, 4)
         agent_outputs = spec.num_actions if cfg.agent_model == "truncated_q" else spec.num_outcomes
@@ -549,7 +553,7 @@ class Learner:
                 cfg.hidden,
             ),
         }
-        nudge = jnp.asarray(cfg.nudge, jnp.float32)
+        nudge = jnp.asarray(cfg.nudge if nudge is None else nudge, jnp.float32)
         example = Transition(
             *(jnp.zeros((), jnp.int32) for _ in range(5)),
             jnp.zeros((), jnp.float32),
@@ -782,9 +786,16 @@ def cached_learner(spec: LearnerSpec, config: DQNConfig) -> Learner:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def init_state(learner: Learner, env, key, batched: bool = False) -> LearnerState:
-    """Initial state of one run, or of several (``env``/``key`` stacked) when ``batched``."""
-    return jax.vmap(learner.init)(env, key) if batched else learner.init(env, key)
+def init_state(learner: Learner, env, key, batched: bool = False, nudge=None) -> LearnerState:
+    """Initial state of one run, or of several (``env``/``key`` stacked) when ``batched``.
+
+    ``nudge``: the run's ``ξ`` (``[runs]`` when batched; default the config's).
+    """
+    if not batched:
+        return learner.init(env, key, nudge)
+    if nudge is None:
+        return jax.vmap(learner.init)(env, key)
+    return jax.vmap(learner.init)(env, key, jnp.asarray(nudge, jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)
