@@ -375,6 +375,7 @@ def aggregate(manifest: dict, summaries: list[dict], wall_seconds: float) -> dic
         "config": manifest["config"],
         "version": manifest["version"],
         "git_sha": manifest["git_sha"],
+        "command": manifest.get("command", ""),
         "mean": overall,
         "instances": per_instance,
         "python": sys.version.split()[0],
