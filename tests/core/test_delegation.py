@@ -198,3 +198,15 @@ def test_contract_comparison_scales_with_the_game(deadline, scale):
         for field in ("principal_utility", "agent_utility", "welfare", "expected_payment"):
             assert getattr(b, field) == pytest.approx(getattr(a, field) * scale, rel=1e-6), field
         np.testing.assert_array_equal(a.action, b.action)
+
+
+def test_an_abandoning_outcome_ends_the_task_unaccepted():
+    """Retry until accepted, but a fail abandons the task: one attempt, as with deadline 1."""
+    once = delegation_game(stages=1, deadline=1)
+    abandoned = delegation_game(stages=1, deadline=None, discount=0.9, abandon=(True, False, False))
+    assert abandoned.num_states == 1
+    assert solve_spe(abandoned).initial_principal_value == pytest.approx(
+        solve_spe(once).initial_principal_value, abs=1e-12
+    )
+    with pytest.raises(InvalidGameError, match="abandon"):
+        delegation_game(abandon=(1, 0, 0))

@@ -30,7 +30,8 @@ parameter):
   rising from 50% to 85% with the tier, the spread between small and frontier models that code
   and grading benchmarks commonly show.
 * outcome effects ``advance = (0, 1, 1)``: a fail retries the stage, a pass or an excellent
-  moves on one stage; a negative number sends the task back.
+  moves on one stage; a negative number sends the task back; an outcome marked in ``abandon``
+  ends the task unaccepted (none by default).
 * the principal's value of the accepted task ``accept_value = (0, 1, 1.25)``: 1 when accepted
   on a pass, 1.25 on an excellent (better quality), earned when an outcome of the last stage
   moves the task past it. Nothing is earned at earlier stages.
@@ -175,6 +176,18 @@ def _check_horizon(deadline, discount, num_stages: int) -> float:
     return float(discount)
 
 
+def _abandons(abandon, num_outcomes: int) -> np.ndarray:
+    if abandon is None:
+        return np.zeros(num_outcomes, bool)
+    try:
+        items = list(abandon)
+    except TypeError:
+        _fail(f"abandon: expected {num_outcomes} booleans (one per outcome), got {abandon!r}")
+    if len(items) != num_outcomes or not all(isinstance(x, bool | np.bool_) for x in items):
+        _fail(f"abandon: expected {num_outcomes} booleans (one per outcome), got {items!r}")
+    return np.array(items, bool)
+
+
 def _accept_values(value, num_outcomes: int) -> np.ndarray:
     try:
         array = np.array(value, dtype=np.float64)
@@ -200,6 +213,7 @@ def delegation_game(
     accept_value: Sequence[float] = DEFAULT_ACCEPT_VALUE,
     deadline: int | None = DEFAULT_DEADLINE,
     discount: float | None = None,
+    abandon: Sequence[bool] | None = None,
 ) -> PrincipalAgentMDP:
     """The delegation game: a multi-stage task, a hidden model tier, observed evaluations.
 
@@ -220,6 +234,9 @@ def delegation_game(
         deadline: number of attempts ``H >= 1`` (finite variant, states ``(stage, attempt)``),
             or ``None`` (retry until accepted; infinite horizon).
         discount: ``γ``; default 1 with a deadline, 0.85 without (must then be < 1).
+        abandon: ``[O]`` booleans: outcomes that end the task unaccepted (no value; their
+            ``advance`` is ignored). Default: none (a task ends only when accepted or at the
+            deadline).
 
     Some tier must cost 0 at every stage (the agent's free fallback): the paper's model has
     limited liability but no participation constraint, so without one the principal could
@@ -243,8 +260,9 @@ def delegation_game(
     adv = _advance(advance, num_o)
     value = _accept_values(accept_value, num_o)
     discount = _check_horizon(deadline, discount, num_k)
+    ends = _abandons(abandon, num_o)
     next_stage = np.maximum(np.arange(num_k)[:, None] + adv[None, :], 0)  # [K, O]
-    accepts = next_stage >= num_k
+    accepts = (next_stage >= num_k) & ~ends[None, :]
     rp_stage = np.where(accepts, value[None, :], 0.0)  # [K, O]
     attempts = 1 if deadline is None else int(deadline)
     num_s = num_k * attempts
@@ -252,7 +270,7 @@ def delegation_game(
     for t in range(attempts):
         for k in range(num_k):
             for o in range(num_o):
-                if accepts[k, o]:
+                if accepts[k, o] or ends[o]:  # the episode ends: a row of zeros
                     continue
                 if deadline is None:
                     transitions[k, o, next_stage[k, o]] = 1.0

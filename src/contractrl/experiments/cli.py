@@ -269,12 +269,12 @@ def _add_generate_options(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         metavar="FILE",
-        help="write the game here (.json or .yaml); default: stdout as JSON",
+        help="write the game here (.json or .yaml); default (without --solve): stdout as JSON",
     )
     parser.add_argument(
         "--solve",
         action="store_true",
-        help="solve the game instead of writing it (prints what `solve` prints)",
+        help="solve the game (prints what `solve` prints; with --out, after writing it)",
     )
     _add_solve_options(parser)
 
@@ -327,9 +327,9 @@ def _solve_and_print(
 def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
     from contractrl.core.instance import instance_dict, save_instance
 
-    if args.solve:
-        _solve_and_print(game, args)
-    elif args.out is not None:
+    if args.out is not None and args.out.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise UsageError(f"--out {args.out}: expected a .json or .yaml file name")
+    if args.out is not None:
         try:
             save_instance(game, args.out)
         except OSError as exc:
@@ -339,7 +339,9 @@ def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
             )
             raise UsageError(f"--out {args.out}: cannot write the file: {reason}{where}") from None
         print(f"wrote {game.name} ({game.num_states} states) to {args.out}", file=sys.stderr)
-    else:
+    if args.solve:
+        _solve_and_print(game, args)
+    elif args.out is None:
         text = json.dumps(instance_dict(game), separators=(",", ":"), allow_nan=False)
         sys.stdout.write(text + "\n")
 
