@@ -157,6 +157,7 @@ def test_shifted_probs_stay_distributions():
         ({"accept_value": [[0.0, 1.0, 1.25]]}, "accept_value: expected 3 numbers"),
         ({"tier_costs": (0.02, 0.03, 0.05)}, "tier_costs\\[0\\]: some tier must cost 0"),
         ({"deadline": 4, "discount": 1.5}, "discount"),
+        ({"stages": 5000, "deadline": None}, "stages: at most"),
     ],
 )
 def test_more_bad_parameters_name_the_field(kwargs, field):
@@ -210,3 +211,11 @@ def test_an_abandoning_outcome_ends_the_task_unaccepted():
     )
     with pytest.raises(InvalidGameError, match="abandon"):
         delegation_game(abandon=(1, 0, 0))
+
+
+def test_top_outcome_must_be_an_index():
+    from contractrl.core.simple_contracts import compare_contracts
+
+    for bad in (True, 3, -4, 1.0):
+        with pytest.raises(ValueError, match="top_outcome"):
+            compare_contracts(delegation_game(), top_outcome=bad)

@@ -59,6 +59,7 @@ def test_underpaying_everywhere_makes_exact_agents_defect():
     for b in audit.best_response:
         assert b.follow_rate == 0.0 and b.welfare == pytest.approx(2.0) and b.payments == 0.0
         assert b.spe_ratio == pytest.approx(50 / 49) and b.ic_ratio == pytest.approx(1 / 19)
+        assert b.spe_gain == pytest.approx(1.0) and b.ic_gain == pytest.approx(-18.0)
 
 
 def test_torus_game_exact_principal_audits_clean():
@@ -98,3 +99,13 @@ def test_bad_shapes_name_the_field():
         audit_principal(game, np.zeros((1, 1), np.int64), np.zeros((1, 1, 3)), 60.0)
     with pytest.raises(ValueError, match="plan"):
         audit_principal(game, np.zeros((2, 1), np.int64), np.zeros((2, 1, 2)), 60.0)
+
+
+def test_steps_and_team_welfare_are_checked():
+    game = iterated_dilemma()
+    plan, contracts = np.zeros((1, 1), np.int64), np.full((1, 1, 2), 2.0)
+    with pytest.raises(ValueError, match="steps"):
+        audit_principal(game, plan, contracts, 60.0, steps=11)
+    for bad in (float("inf"), float("nan"), None):
+        with pytest.raises(ValueError, match="team_welfare"):
+            audit_principal(game, plan, contracts, bad)

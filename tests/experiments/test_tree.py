@@ -318,6 +318,17 @@ def test_unimplementable_targets_are_not_divergence():
     assert not q_tables_finite(agent, stranded, 0.005)
     assert not q_tables_finite(np.array([[0.0, np.nan]]), principal, 0.005)
     assert not q_tables_finite(agent, principal, float("inf"))
+    # the contractual-Q principal never marks targets: there -inf is overflow
+    assert not q_tables_finite(agent, principal, 0.005, unimplementable=False)
+    assert q_tables_finite(agent, np.zeros((4, 2)), 0.005, unimplementable=False)
+
+
+def test_nudge_rule_falls_back_to_the_smallest_nudge_it_tried():
+    from contractrl.core.games import figure1
+    from contractrl.experiments.tree_runs import nudge_for
+
+    assert nudge_for(figure1(), cost=-1.0) == pytest.approx(0.01 / 2**9)  # none is cheap enough
+    assert nudge_for(figure1(), cost=-1.0, halvings=1) == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("backend", ["inline", "vmap"])

@@ -254,6 +254,8 @@ def delegation_game(
     tier_names = _names("tiers", tiers, "tier")
     outcome_names = _names("outcomes", outcomes, "outcome")
     num_k, num_a, num_o = len(stage_names), len(tier_names), len(outcome_names)
+    if num_k > MAX_STATES:
+        _fail(f"stages: at most {MAX_STATES} (the game's tables are dense in states), got {num_k}")
     costs = _per_stage("tier_costs", tier_costs, (num_a,), num_k, non_negative=True)
     probs = _per_stage("outcome_probs", outcome_probs, (num_a, num_o), num_k)
     _check_free_tier(costs)

@@ -9,8 +9,8 @@ pay each follower (reward units per step). The audit compares them with the exac
 * **contracts** against the exact min-pay contracts of *the same plan* (:func:`.selfish_q`:
   ``b*_i = max_a Q̄_i − Q̄_i(ρ_i)``, the others following), on the steps the plan's own
   episodes visit (each ``(t, s, i)`` weighted by the probability of being at ``s`` at step
-  ``t``): mean error (bias), RMSE, the share of visited steps paid less than ``b*`` (where an
-  exact best-responder can gain by deviating), and the payments per episode of both;
+  ``t``): mean error (bias), RMSE, the share of visited steps paid less than ``b*`` (less than
+  following costs, given exact pricing afterwards), and the payments per episode of both;
 * **the exact best response** of each agent to ``(ρ, b̂)`` (:func:`.markov_eval.best_response`,
   the others following; both tie rules ``follow`` and ``uniform``): the follow rate, SPE and IC
   ratios and welfare that rational agents would give the learned principal
@@ -46,7 +46,10 @@ class BestResponseAudit:
         tie_rule: ``follow`` (the recommendation among the best actions) or ``uniform``.
         follow_rate: followed (step, agent) pairs over steps played × ``n``.
         spe_ratio: mean over agents (paper Section 5.2 metric (e)).
-        ic_ratio: mean over agents (metric (f)).
+        ic_ratio: mean over agents (metric (f)); ``nan`` where an agent's utility following is
+            not positive (e.g. an exact contract that leaves an agent at 0).
+        spe_gain: mean over agents of utility deviating alone minus following (always defined).
+        ic_gain: the same with the others playing their own best responses.
         welfare: the agents' rewards, everyone best-responding.
         payments: what the principal pays them.
     """
@@ -55,6 +58,8 @@ class BestResponseAudit:
     follow_rate: float
     spe_ratio: float
     ic_ratio: float
+    spe_gain: float
+    ic_gain: float
     welfare: float
     payments: float
 
@@ -71,7 +76,10 @@ class ContractAudit:
         payments_exact: ``Σ_i b*_i`` per episode for the same plan, everyone following.
         contract_bias: visit-weighted mean of ``b̂ − b*`` per (step, agent).
         contract_rmse: visit-weighted root mean square of ``b̂ − b*``.
-        underpaid_share: visit-weighted share of (step, agent) with ``b̂ < b* − UNDERPAY_TOL``.
+        underpaid_share: visit-weighted share of (step, agent) with ``b̂ < b* − UNDERPAY_TOL``:
+            paid less than following costs *given exact pricing afterwards* (with the learned
+            contracts later on, the agent's real incentive differs; the best response says what
+            it does).
         contested_share: visit-weighted share with ``b* > UNDERPAY_TOL`` (following costs the
             agent something, so the contract matters).
         visited_states: states the plan's episodes reach with positive probability.
@@ -135,11 +143,18 @@ def audit_principal(
         contracts: ``[T, S, n]`` or ``[1, S, n]`` the learned payments for following (``>= 0``,
             reward units per step).
         team_welfare: the team optimum per episode (:func:`.markov_eval.plan_summary`'s
-            ``welfare`` of ``principal_optimum(game, 0)``), the welfare reference.
+            ``welfare`` of ``principal_optimum(game, 0)``), the welfare reference (finite;
+            ``welfare_of_optimum`` is ``nan`` unless it is positive).
         steps: episode length when the horizon is infinite.
         tie_rules: the best-responders' tie rules (:data:`.markov_eval.TIE_RULES`).
     """
     plan = _check_plan(game, plan)
+    if game.horizon is not None and steps not in (None, game.horizon):
+        raise ValueError(
+            f"steps: the game's horizon is {game.horizon}; give steps only when it is infinite"
+        )
+    if not (isinstance(team_welfare, int | float | np.floating) and np.isfinite(team_welfare)):
+        raise ValueError(f"team_welfare: expected a finite number, got {team_welfare!r}")
     contracts = np.asarray(contracts, np.float64)
     if contracts.shape != (plan.shape[0], game.num_states, game.num_agents):
         raise ValueError(
@@ -168,6 +183,8 @@ def audit_principal(
                 report.follow_rate,
                 report.spe_ratio,
                 report.ic_ratio,
+                report.spe_gain,
+                report.ic_gain,
                 report.welfare,
                 report.payments,
             )

@@ -456,9 +456,10 @@ def compare_contracts(
     from contractrl.core.solver import solve_spe
 
     num_o = game.num_outcomes
-    if not (isinstance(top_outcome, int | np.integer) and -num_o <= top_outcome < num_o):
+    valid = isinstance(top_outcome, int | np.integer) and not isinstance(top_outcome, bool)
+    if not (valid and -num_o <= top_outcome < num_o):
         raise ValueError(
-            f"top_outcome: expected an outcome index in [0, {num_o}), got {top_outcome!r}"
+            f"top_outcome: expected an outcome index in [-{num_o}, {num_o}), got {top_outcome!r}"
         )
     scale = max(float(np.abs(game.principal_reward).max()), float(np.abs(game.agent_reward).max()))
     if scale > 0 and not UNIT_WINDOW[0] <= scale <= UNIT_WINDOW[1]:

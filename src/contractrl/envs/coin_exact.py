@@ -51,6 +51,12 @@ class CoinTables:
         return state_index(self.config, positions, coin, colour)
 
 
+def num_exported_states(config: CoinGameConfig) -> int:
+    """``G**(2n) · G² · n``: the states :func:`export_coin_game` enumerates (before building)."""
+    g2 = config.grid_size**2
+    return g2**config.num_agents * g2 * config.num_agents
+
+
 def state_index(config: CoinGameConfig, positions, coin, colour) -> np.ndarray:
     """The exported state index (agents' cells, then the coin's, then the colour)."""
     g = config.grid_size
@@ -131,7 +137,7 @@ def export_coin_game(
     config.validate()
     g, n, num_actions = config.grid_size, config.num_agents, config.num_actions
     g2 = g * g
-    num_states = g2**n * g2 * n
+    num_states = num_exported_states(config)
     if num_states > MAX_STATES:
         raise ValueError(
             f"grid_size: {num_states} states for {n} agents on {g}x{g}, more than {MAX_STATES}"

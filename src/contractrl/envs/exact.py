@@ -23,19 +23,27 @@ def has_exact_export(env: Any) -> bool:
     return callable(getattr(env, "exact_export", None)) or isinstance(env, CoinGame)
 
 
-def exact_export(env: Any, discount: float = 0.99) -> ExactExport:
+def exact_export(env: Any, discount: float = 0.99, max_states: int | None = None) -> ExactExport:
     """``env``'s exact export.
+
+    ``max_states``: refuse (before building anything large) a game with more states.
 
     Raises:
         ValueError: ``env`` has none, or is too large to export (the message says which).
     """
     from contractrl.envs.coin_game import CoinGame
 
-    method = getattr(env, "exact_export", None)
-    if callable(method):
-        return method(discount)
     if isinstance(env, CoinGame):
-        from contractrl.envs.coin_exact import coin_exact_export
+        from contractrl.envs.coin_exact import coin_exact_export, num_exported_states
 
+        count = num_exported_states(env.config)
+        if max_states is not None and count > max_states:
+            raise ValueError(f"env: {count} states to export, more than {max_states}")
         return coin_exact_export(env.config, discount)
-    raise ValueError(f"env: {type(env).__name__} has no exact export")
+    method = getattr(env, "exact_export", None)
+    if not callable(method):
+        raise ValueError(f"env: {type(env).__name__} has no exact export")
+    export = method(discount)
+    if max_states is not None and export.game.num_states > max_states:
+        raise ValueError(f"env: {export.game.num_states} states, more than {max_states}")
+    return export

@@ -30,9 +30,13 @@ AUDIT_KEYS = (
     "audit_follow_rate",
     "audit_spe_ratio",
     "audit_ic_ratio",
+    "audit_spe_gain",
+    "audit_ic_gain",
     "audit_follow_rate_random_ties",
     "audit_spe_ratio_random_ties",
     "audit_ic_ratio_random_ties",
+    "audit_spe_gain_random_ties",
+    "audit_ic_gain_random_ties",
     "audit_welfare_random_ties",
 )
 
@@ -42,10 +46,10 @@ def exact_export_of(env, discount: float):
     if not has_exact_export(env):
         return None
     try:
-        export = exact_export(env, discount)
+        export = exact_export(env, discount, max_states=MAX_STATES)
     except ValueError:  # too large to export
         return None
-    return export if export.game.num_states <= MAX_STATES else None
+    return export
 
 
 def team_references(export) -> dict[str, Any]:
@@ -72,16 +76,22 @@ def audit_rows(
 ) -> dict[int, dict[str, float | None]]:
     """Per seed, the flat audit keys (:data:`AUDIT_KEYS`) of its trained principal.
 
-    ``load(seed)`` returns the principal's parameters, or raises ``FileNotFoundError`` (then
-    every key is ``None``).
+    ``load(seed)`` returns the principal's parameters, or raises ``FileNotFoundError`` or
+    :class:`.store.DamagedCheckpointError` (then every key is ``None``; a damaged file is
+    named on stderr).
     """
+    import sys
+
+    from contractrl.experiments.store import DamagedCheckpointError
     from contractrl.multiagent.audit import audit_learned_principal
 
     rows: dict[int, dict[str, float | None]] = {}
     for seed in seeds:
         try:
             params = load(seed)
-        except FileNotFoundError:
+        except (FileNotFoundError, DamagedCheckpointError) as exc:
+            if isinstance(exc, DamagedCheckpointError):
+                print(f"contractrl: no exact audit of seed {seed}: {exc}", file=sys.stderr)
             rows[seed] = dict.fromkeys(AUDIT_KEYS)
             continue
         audit = audit_learned_principal(learner, params, export, team_welfare)
@@ -98,9 +108,13 @@ def audit_rows(
             "audit_follow_rate": follow["follow"].follow_rate,
             "audit_spe_ratio": follow["follow"].spe_ratio,
             "audit_ic_ratio": follow["follow"].ic_ratio,
+            "audit_spe_gain": follow["follow"].spe_gain,
+            "audit_ic_gain": follow["follow"].ic_gain,
             "audit_follow_rate_random_ties": follow["uniform"].follow_rate,
             "audit_spe_ratio_random_ties": follow["uniform"].spe_ratio,
             "audit_ic_ratio_random_ties": follow["uniform"].ic_ratio,
+            "audit_spe_gain_random_ties": follow["uniform"].spe_gain,
+            "audit_ic_gain_random_ties": follow["uniform"].ic_gain,
             "audit_welfare_random_ties": follow["uniform"].welfare,
         }
     return rows

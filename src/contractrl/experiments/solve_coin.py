@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 
@@ -39,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--own-reward", type=float, default=1.0)
     parser.add_argument("--other-reward", type=float, default=0.2)
     parser.add_argument("--owner-penalty", type=float, default=0.0)
+    parser.add_argument(
+        "--stationary",
+        action="store_true",
+        help="also solve the learners' own target (the same game without its time limit, "
+        "which they bootstrap through) and audit that exact stationary principal against the "
+        "timed game: what a perfect time-unaware learner scores (tens of seconds)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -66,6 +74,11 @@ def solve_coin(args: argparse.Namespace) -> dict:
     welfare_first = principal_optimum(game, 0.0)
     paper = principal_optimum(game, args.alpha)
     first = plan_summary(game, welfare_first)
+    extra = (
+        {"stationary_reference": stationary_reference(game, first["welfare"])}
+        if getattr(args, "stationary", False)
+        else {}
+    )
     return {
         "game": f"coin {args.grid}x{args.grid}",
         "config": {k: v for k, v in vars(args).items() if k != "json"},
@@ -75,8 +88,26 @@ def solve_coin(args: argparse.Namespace) -> dict:
         "team_discounted_value": team.value,
         "welfare_first": first,
         "principal_alpha": plan_summary(game, paper),
+        **extra,
         "seconds": time.perf_counter() - start,
     }
+
+
+def stationary_reference(game, team_welfare: float) -> dict:
+    """The exact welfare-first principal of ``game`` without its time limit, audited on ``game``.
+
+    The learners do not observe time and bootstrap through the time limit, so their target is
+    this stationary principal; its audit (:func:`.markov_audit.audit_principal`) is what a
+    learner that reached its own target exactly would score.
+    """
+    import dataclasses
+
+    from contractrl.core.markov_audit import audit_principal
+    from contractrl.core.markov_solver import principal_optimum
+
+    solution = principal_optimum(dataclasses.replace(game, horizon=None), 0.0)
+    audit = audit_principal(game, solution.plan, solution.contracts, team_welfare).to_dict()
+    return {"converged": bool(solution.converged), **audit}
 
 
 def _table(result: dict) -> str:
@@ -107,6 +138,17 @@ def _table(result: dict) -> str:
     lines = [head, f"{'':44s}{'α = 0 (welfare first)':>24s}{f'α = {alpha:g}':>12s}"]
     for label, a, b in rows:
         lines.append(f"{label:44s}{a:24.4f}" + ("" if b is None else f"{b:12.4f}"))
+    ref = result.get("stationary_reference")
+    if ref:
+        br = ref["best_response"]
+        lines += [
+            "the learners' own target (no time limit), audited on the timed game:",
+            f"  payments per episode {ref['payments_learned']:.4f} (exact for its plan "
+            f"{ref['payments_exact']:.4f}); steps underpaid {ref['underpaid_share']:.3f}",
+            f"  exact best-responders follow {br['follow']['follow_rate']:.3f} (ties to the "
+            f"recommendation), {br['uniform']['follow_rate']:.3f} (random ties; welfare "
+            f"{br['uniform']['welfare']:.4f})",
+        ]
     return "\n".join(lines)
 
 
@@ -118,5 +160,6 @@ def main(argv) -> int:
     except ValueError as exc:
         print(f"{COMMAND}: error: {exc}", file=sys.stderr)
         return 2
+    result["command"] = " ".join([COMMAND, *map(shlex.quote, argv)])
     print(json.dumps(result, indent=2) if args.json else _table(result))
     return 0

@@ -99,7 +99,7 @@ class TreeExperimentConfig:
         nudge_rule: ``fixed`` (every run uses ``dqn.nudge``) or ``exact_price`` (beyond the
             paper: each instance's runs use the largest ``ξ = 0.01 · 2^-k`` whose exact price,
             the SPE with margin ``ξ`` against the SPE, is at most 1% of the SPE value — the
-            rule of ``train game``'s ``auto`` preset, :func:`.game.nudge_for`; trees are
+            rule of ``train game``'s ``auto`` preset, :func:`.tree_runs.nudge_for`; trees are
             solved exactly for the evaluation anyway).
     """
 

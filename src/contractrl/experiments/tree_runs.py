@@ -167,13 +167,12 @@ def nudge_for(game, largest: float = 0.01, cost: float = 0.01, halvings: int = 1
         return largest
     if label != "spe":
         game = dc.replace(game, horizon=int(label.rsplit("H", 1)[1]))
-    xi = largest
-    for _ in range(halvings):
+    tried = [largest / 2**k for k in range(max(halvings, 1))]
+    for xi in tried:
         priced = solve_spe(game, margin=xi)
         if priced.ok and priced.initial_principal_value >= (1 - cost) * ref.initial_principal_value:
             return xi
-        xi /= 2
-    return xi
+    return tried[-1]
 
 
 def train_tree_run(exp_dir: str, instance: int, seed: int, config_class: type) -> dict[str, Any]:
@@ -250,15 +249,23 @@ def final_policy_table(learner, game, env, spe, state) -> dict[str, Any]:
     return {"nudge": float(state.nudge), "rows": policy_table(game, policy, spe)}
 
 
-def q_tables_finite(agent_q: np.ndarray, principal_q: np.ndarray, nudge: float) -> bool:
+def q_tables_finite(
+    agent_q: np.ndarray, principal_q: np.ndarray, nudge: float, unimplementable: bool = True
+) -> bool:
     """Whether a learner's tables are usable (not diverged).
 
     ``agent_q``: the agent network's Q, any shape; every entry must be finite.
     ``principal_q``: ``[..., A]``; ``-inf`` marks a target no contract implements (the
     outcome-value principal, :meth:`.Learner.q_tables`), which is legitimate as long as every
-    state keeps one finite action; NaN or ``+inf`` anywhere is divergence.
+    state keeps one finite action; NaN or ``+inf`` anywhere is divergence. With
+    ``unimplementable`` false (the contractual-Q principal, whose tables never mark targets)
+    every entry must be finite.
     """
     principal_q = np.asarray(principal_q)
+    if not unimplementable:
+        return bool(
+            np.isfinite(agent_q).all() and np.isfinite(nudge) and np.isfinite(principal_q).all()
+        )
     return bool(
         np.isfinite(agent_q).all()
         and np.isfinite(nudge)
@@ -278,7 +285,8 @@ def _evaluate(learner, game, env, spe, state, metrics, iteration: int) -> dict[s
 
     agent_q, principal_q = (np.asarray(x) for x in learner.q_tables(state.params, env, state.nudge))
     nudge = float(state.nudge)
-    if not q_tables_finite(agent_q, principal_q, nudge):
+    marks = learner.config.principal_model == "outcome_value"
+    if not q_tables_finite(agent_q, principal_q, nudge, unimplementable=marks):
         raise TrainingDivergedError(
             f"training diverged by iteration {iteration}: non-finite Q-values "
             f"or nudge ({nudge}); lower the learning rate or the nudge"
