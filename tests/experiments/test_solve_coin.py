@@ -48,3 +48,24 @@ def test_solve_coin_3x3_team_optimum_beats_every_learned_reference(capsys):
     assert np.isfinite(result["team_welfare"]) and result["team_welfare"] > 13.28
     assert 0 < first["payment_share"] < 0.3
     assert 0.5 < first["follow_rate_random_ties"] < 0.8
+
+
+def test_stationary_reference_is_the_untimed_solution_audited_on_the_timed_game(capsys):
+    """--stationary: the welfare-first principal of the game without its time limit, audited on
+    the timed game; with one step left the untimed contracts price a future that is not there,
+    so some visited steps are mispriced, and its plan cannot beat the team optimum."""
+    import dataclasses
+
+    from contractrl.core.markov_audit import audit_principal
+
+    argv = ["solve", "coin", "--grid", "2", "--horizon", "4", "--stationary", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    ref = result["stationary_reference"]
+    assert ref["converged"] and ref["plan_welfare"] <= result["team_welfare"] + 1e-9
+    game = export_coin_game(CoinGameConfig(grid_size=2, horizon=4), discount=0.99).game
+    untimed = principal_optimum(dataclasses.replace(game, horizon=None), 0.0)
+    timed = audit_principal(game, untimed.plan, untimed.contracts, result["team_welfare"])
+    assert ref["underpaid_share"] == pytest.approx(timed.underpaid_share)
+    assert ref["payments_learned"] == pytest.approx(timed.payments_learned)
+    assert result["command"].endswith("--stationary --json")
