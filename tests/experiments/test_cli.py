@@ -244,3 +244,15 @@ def test_none_and_non_finite_flag_values(capsys):
     with pytest.raises(SystemExit):
         main(["train", "tree", "--checkpoint-seconds", "nan", "--print-config"])
     assert "expected a finite number, got 'nan'" in capsys.readouterr().err
+
+
+def test_example_solve_with_out_writes_the_file_and_solves(tmp_path, capsys):
+    from contractrl.experiments.cli import main as cli_main
+
+    path = tmp_path / "d.json"
+    assert cli_main(["example", "delegation", "--solve", "--out", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert path.exists() and "delegation-K4-H6" in captured.out
+    assert cli_main(["example", "delegation", "--out", str(tmp_path / "d.txt")]) == 2
+    assert "expected a .json or .yaml file name" in capsys.readouterr().err
+    assert not (tmp_path / "d.txt").exists()

@@ -327,7 +327,8 @@ def _solve_and_print(
 def _emit(game: PrincipalAgentMDP, args: argparse.Namespace) -> None:
     from contractrl.core.instance import instance_dict, save_instance
 
-    if args.out is not None and args.out.suffix.lower() not in (".json", ".yaml", ".yml"):
+    named = args.out is not None and not args.out.is_dir()  # a directory: the write says so
+    if named and args.out.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise UsageError(f"--out {args.out}: expected a .json or .yaml file name")
     if args.out is not None:
         try:
