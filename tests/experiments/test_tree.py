@@ -341,7 +341,7 @@ def test_exact_price_nudge_rule_gives_each_instance_its_rule_nudge(tmp_path, bac
 
     out = tmp_path / backend
     flags = ["--preset", "smoke", "--nudge-rule", "exact_price", "--instances", "2"]
-    flags += ["--seeds", "1", "--iterations", "1000", "--phase-length", "250", "--nudge", "0.3"]
+    flags += ["--seeds", "1", "--iterations", "500", "--phase-length", "250", "--nudge", "0.3"]
     assert (
         main(["train", "tree", *flags, "--backend", backend, "--out", str(out), "--no-progress"])
         == 0
