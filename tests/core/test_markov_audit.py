@@ -109,3 +109,42 @@ def test_steps_and_team_welfare_are_checked():
     for bad in (float("inf"), float("nan"), None):
         with pytest.raises(ValueError, match="team_welfare"):
             audit_principal(game, plan, contracts, bad)
+
+
+def _onehot(action, num_states=1, num_actions=2):
+    pol = np.zeros((1, num_states, num_actions))
+    pol[..., action] = 1.0
+    return pol
+
+
+def test_agents_that_follow_or_defect_in_the_dilemma():
+    from contractrl.core.markov_audit import audit_agents
+
+    game = iterated_dilemma()
+    plan, contracts = np.zeros((1, 1), np.int64), np.full((1, 1, 2), 2.0)
+    loyal = audit_agents(game, plan, contracts, [_onehot(0), _onehot(0)])
+    assert loyal.follow_rate == 1.0 and loyal.welfare == pytest.approx(60.0)
+    assert loyal.contested_share == 1.0 and loyal.follow_rate_contested == 1.0
+    assert loyal.neutral_share == 0.0 and loyal.welfare_relevant_follow_rate == 1.0
+    # both defect: the episode ends on step 1 (welfare 1 + 1), nothing followed
+    rebels = audit_agents(game, plan, contracts, [_onehot(1), _onehot(1)])
+    assert rebels.follow_rate == 0.0 and rebels.welfare == pytest.approx(2.0)
+    assert rebels.welfare_relevant_follow_rate == 0.0 and rebels.payments == 0.0
+
+
+def test_deviations_that_cost_no_welfare_count_as_following():
+    """Rewards (1 + a0 - a1, 1 - a0 + a1): welfare 2 whatever is played, so no deviation
+    matters; agents that never follow are welfare-relevant followers everywhere."""
+    from contractrl.core.markov_audit import audit_agents
+
+    payoff = [[(1 + a - b, 1 - a + b) for b in range(2)] for a in range(2)]
+    rewards = np.array([[payoff[a][b] for a in range(2) for b in range(2)]], float)
+    game = MarkovGame(rewards, np.ones((1, 4, 1)), [1.0], 2, 2, 0.9, 5)
+    plan = np.zeros((1, 1), np.int64)
+    audit = audit_agents(game, plan, np.zeros((1, 1, 2)), [_onehot(1), _onehot(1)])
+    assert audit.follow_rate == 0.0 and audit.neutral_share == 1.0
+    assert audit.welfare_relevant_follow_rate == 1.0
+    half = np.full((1, 1, 2), 0.5)
+    assert audit_agents(game, plan, np.zeros((1, 1, 2)), [half, half]).follow_rate == pytest.approx(
+        0.5
+    )

@@ -202,3 +202,133 @@ def audit_principal(
         visited_states=int((visits.sum(axis=0) > 0).sum()),
         best_response=tuple(responses),
     )
+
+
+@dataclass(frozen=True)
+class AgentsAudit:
+    """Learned agents (e.g. Algorithm 3's validation agents) facing a principal, exactly.
+
+    Every quantity is per episode or a share of (step, agent) pairs weighted by how often the
+    agents' own play reaches them (everyone playing their own policy).
+
+    Attributes:
+        follow_rate: followed pairs over steps played × ``n`` (metric (d), exact).
+        spe_ratio, ic_ratio, spe_gain, ic_gain: metrics (e), (f) and their differences.
+        welfare: the agents' rewards; payments: what the principal pays them.
+        contested_share: pairs where the exact min-pay contract of the plan is positive
+            (following costs the agent something).
+        follow_rate_contested: the follow rate on those pairs.
+        follow_rate_uncontested: on the others (following already serves the agent).
+        neutral_share: pairs where no deviation changes the plan's welfare (each deviation's
+            welfare Q within :data:`UNDERPAY_TOL` of following's, the others following and the
+            plan followed afterwards).
+        welfare_relevant_follow_rate: the follow rate counting a welfare-neutral deviation as
+            following.
+    """
+
+    follow_rate: float
+    spe_ratio: float
+    ic_ratio: float
+    spe_gain: float
+    ic_gain: float
+    welfare: float
+    payments: float
+    contested_share: float
+    follow_rate_contested: float
+    follow_rate_uncontested: float
+    neutral_share: float
+    welfare_relevant_follow_rate: float
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def _plan_welfare_q(game: MarkovGame, plan: np.ndarray) -> np.ndarray:
+    """``[T, S, J]`` welfare Q of each joint action now, everyone following ``plan`` after."""
+    states = np.arange(game.num_states)
+    if game.horizon is None:  # stationary plan: V = (I - γ P_ρ)^-1 W_ρ
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import spsolve
+
+        rows = states * game.num_joint + plan[0]
+        system = sp.identity(game.num_states, format="csc") - game.discount * game.transitions[rows]
+        values = np.atleast_1d(spsolve(sp.csc_matrix(system), game.welfare[states, plan[0]]))
+        return (game.welfare + game.discount * game.continuation(values[:, None])[..., 0])[None]
+    q_steps, values = [], np.zeros(game.num_states)
+    for t in reversed(range(game.horizon)):
+        q = game.welfare + game.discount * game.continuation(values[:, None])[..., 0]
+        q_steps.insert(0, q)
+        values = q[states, _plan_at(plan, t)]
+    return np.stack(q_steps)
+
+
+def _own_visitation(game: MarkovGame, policies: list[np.ndarray], steps: int) -> np.ndarray:
+    """``[T, S]`` the state distribution when every agent plays its own policy."""
+    ja, dist = game.joint_actions, game.initial.copy()
+    out = np.zeros((steps, game.num_states))
+    for t in range(steps):
+        out[t] = dist
+        joint = np.ones((game.num_states, game.num_joint))
+        for i, pol in enumerate(policies):
+            joint *= _plan_at(pol, t)[:, ja[:, i]]
+        dist = (dist[:, None] * joint).reshape(-1) @ game.transitions
+    return out
+
+
+def audit_agents(
+    game: MarkovGame, plan, contracts, policies, steps: int | None = None
+) -> AgentsAudit:
+    """Learned agents' policies ``[T|1, S, A]`` against ``(plan, contracts)``, exactly.
+
+    Args as :func:`audit_principal`; ``policies``: one per agent (action probabilities).
+    """
+    plan = _check_plan(game, plan)
+    if game.horizon is not None and steps not in (None, game.horizon):
+        raise ValueError(
+            f"steps: the game's horizon is {game.horizon}; give steps only when it is infinite"
+        )
+    report = deviation_report(game, plan, contracts, policies, steps)
+    steps = game.horizon if steps is None else steps
+    pols = [np.asarray(p, np.float64) for p in policies]
+    n, ja = game.num_agents, game.joint_actions
+    visits = _own_visitation(game, pols, steps)  # [T, S]
+    exact = selfish_q(game, plan).contracts
+    welfare_q = _plan_welfare_q(game, plan)
+    states = np.arange(game.num_states)
+    pairs = followed = contested = cont_followed = neutral = relevant = 0.0
+    for t in range(steps):
+        rec = _plan_at(plan, t)  # [S]
+        q_w = _plan_at(welfare_q, t)  # [S, J]
+        base = q_w[states, rec]
+        dev = game.deviations[rec]  # [S, n, A] joint index of agent i playing a, others ρ
+        for i in range(n):
+            pol = _plan_at(pols[i], t)  # [S, A]
+            p_follow = pol[states, ja[rec, i]]
+            w = visits[t]
+            is_contested = _plan_at(exact, t)[:, i] > UNDERPAY_TOL
+            loss = base[:, None] - q_w[states[:, None], dev[:, i]]  # [S, A]
+            harmless = np.abs(loss) <= UNDERPAY_TOL * np.maximum(1.0, np.abs(base))[:, None]
+            pairs += w.sum()
+            followed += w @ p_follow
+            contested += w @ is_contested
+            cont_followed += w @ (p_follow * is_contested)
+            neutral += w @ harmless.all(axis=1)
+            relevant += w @ (pol * harmless).sum(axis=1)  # following is harmless by definition
+    nan = float("nan")
+    return AgentsAudit(
+        follow_rate=report.follow_rate,
+        spe_ratio=report.spe_ratio,
+        ic_ratio=report.ic_ratio,
+        spe_gain=report.spe_gain,
+        ic_gain=report.ic_gain,
+        welfare=report.welfare,
+        payments=report.payments,
+        contested_share=float(contested / pairs),
+        follow_rate_contested=float(cont_followed / contested) if contested > 0 else nan,
+        follow_rate_uncontested=(
+            float((followed - cont_followed) / (pairs - contested)) if pairs > contested else nan
+        ),
+        neutral_share=float(neutral / pairs),
+        welfare_relevant_follow_rate=float(relevant / pairs),
+    )

@@ -472,6 +472,24 @@ def run_name(seed_index: int) -> str:
 
 
 # ------------------------------------------------------------------------------ one phase
+#: Phase kinds whose trained parameters are kept (``runs/seed<k>/<phase>.params.msgpack``).
+KEPT_PARAMS = ("principal", "validation")
+
+
+def load_agents(exp: Path, config: TeamExperimentConfig, seed_index: int, phase: str):
+    """``(learner, params)`` of a seed's trained validation agents (``<phase>.params.msgpack``).
+
+    Raises ``FileNotFoundError`` when they were not kept (runs made before they were).
+    """
+    import jax
+    from flax import serialization
+
+    learner = _phase_learner(config, config.phase(phase))
+    template = learner.init(jax.random.PRNGKey(0)).params
+    saved = load_state(exp / "runs" / run_name(seed_index) / f"{phase}.params.msgpack")
+    return learner, serialization.from_state_dict(template, saved)
+
+
 def _phase_learner(config: TeamExperimentConfig, kind: Phase):
     from contractrl.multiagent.agents import agents_learner
     from contractrl.multiagent.algorithm3 import principal_learner
@@ -673,8 +691,8 @@ def train_phase(
         iterations=iteration,
         iterations_per_second=iteration / max(seconds, 1e-9),
     )
-    if kind.kind == "principal":
-        save_state(run_dir / "principal.params.msgpack", serialization.to_state_dict(state.params))
+    if kind.kind in KEPT_PARAMS:  # the trained principal, and validation agents to audit
+        save_state(run_dir / f"{phase}.params.msgpack", serialization.to_state_dict(state.params))
     write_json(done_path, summary)
     if ckpt.exists():  # the final summary and parameters replace the (large) checkpoint
         ckpt.unlink()

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from contractrl.experiments.coin import (
+    KEPT_PARAMS,
     PHASE_COLUMNS,
     TeamExperimentConfig,
     aggregate,
@@ -322,10 +323,10 @@ def _write_summaries(exp, config, groups, states, rows, starts, iteration, secon
                 backend="vmap",
                 lanes_in_stage=sum(len(gr.lanes) for gr in groups),
             )
-            if lane.phase == "principal":
+            if config.phase(lane.phase).kind in KEPT_PARAMS:
                 params = jax.device_get(_lane(states[g].params, index))
                 save_state(
-                    exp / "runs" / run_name(lane.seed_index) / "principal.params.msgpack",
+                    exp / "runs" / run_name(lane.seed_index) / f"{lane.phase}.params.msgpack",
                     serialization.to_state_dict(params),
                 )
     for lane, summary in summaries.items():
