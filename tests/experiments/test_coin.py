@@ -82,6 +82,15 @@ def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
         assert 0 <= row["audit_underpaid_share"] <= row["audit_contested_share"] <= 1
         assert 0 <= row["audit_follow_rate_random_ties"] <= 1 and 0 <= row["audit_follow_rate"] <= 1
     assert "audit_contract_rmse_se" in results["mean"]
+    # the validation agents' parameters are kept, and their exact evaluation agrees with the
+    # sampled one (greedy agents: only spawns and ties are random) within sampling error
+    assert (out / "runs" / "seed0" / "validation.params.msgpack").exists()
+    for row in results["seeds"]:
+        exact, sampled = row["audit_validation_follow_rate"], row["follow_rate"]
+        assert abs(exact - sampled) < 0.2, (exact, sampled)
+        assert row["audit_validation_welfare"] == pytest.approx(row["welfare"], abs=0.25 * 13.9)
+        assert 0 <= row["audit_validation_welfare_relevant_follow_rate"] <= 1
+        assert row["audit_validation_welfare_relevant_follow_rate"] >= exact - 1e-9
     # an animated episode of seed 1's trained principal's plan
     assert main(["render", str(out), "--seed-index", "1"]) == 0
     from PIL import Image

@@ -885,6 +885,8 @@ def aggregate(
             principal_learner(env, config.dqn),
             sorted(per_seed),
             lambda seed: load_principal(exp, config, seed),
+            lambda seed, phase: load_agents(exp, config, seed, phase),
+            per_seed,
         )
     rows = []
     for seed, phases in sorted(per_seed.items()):

@@ -40,6 +40,23 @@ AUDIT_KEYS = (
     "audit_welfare_random_ties",
 )
 
+#: Per validation phase (``validation``, ``validation_nudged``): the learned agents, exactly.
+AGENT_FIELDS = (
+    "follow_rate",
+    "welfare",
+    "spe_gain",
+    "ic_gain",
+    "contested_share",
+    "follow_rate_contested",
+    "follow_rate_uncontested",
+    "neutral_share",
+    "welfare_relevant_follow_rate",
+)
+AGENT_PHASES = {"validation": "audit_validation", "validation_nudged": "audit_validation_nudged"}
+AGENT_KEYS = tuple(
+    f"{prefix}_{field}" for prefix in AGENT_PHASES.values() for field in AGENT_FIELDS
+)
+
 
 def exact_export_of(env, discount: float):
     """``env``'s exact export, or ``None`` (no capability, or more than :data:`MAX_STATES`)."""
@@ -72,9 +89,19 @@ def team_references(export) -> dict[str, Any]:
 
 
 def audit_rows(
-    export, team_welfare: float, learner, seeds, load: Callable[[int], Any]
+    export,
+    team_welfare: float,
+    learner,
+    seeds,
+    load: Callable[[int], Any],
+    load_agents: Callable[[int, str], Any] | None = None,
+    phases: dict[int, dict[str, dict]] | None = None,
 ) -> dict[int, dict[str, float | None]]:
     """Per seed, the flat audit keys (:data:`AUDIT_KEYS`) of its trained principal.
+
+    With ``load_agents(seed, phase) -> (learner, params)`` and each seed's phase summaries
+    (``phases``, for the nudge each validation phase paid), also :data:`AGENT_KEYS`: the
+    validation agents against the principal, exactly (:func:`.markov_audit.audit_agents`).
 
     ``load(seed)`` returns the principal's parameters, or raises ``FileNotFoundError`` or
     :class:`.store.DamagedCheckpointError` (then every key is ``None``; a damaged file is
@@ -96,6 +123,9 @@ def audit_rows(
             continue
         audit = audit_learned_principal(learner, params, export, team_welfare)
         follow = {b.tie_rule: b for b in audit.best_response}
+        agents = _agent_rows(
+            export, learner, params, seed, load_agents, (phases or {}).get(seed, {})
+        )
         rows[seed] = {
             "audit_welfare_of_optimum": audit.welfare_of_optimum,
             "audit_plan_welfare": audit.plan_welfare,
@@ -116,5 +146,27 @@ def audit_rows(
             "audit_spe_gain_random_ties": follow["uniform"].spe_gain,
             "audit_ic_gain_random_ties": follow["uniform"].ic_gain,
             "audit_welfare_random_ties": follow["uniform"].welfare,
+            **agents,
         }
     return rows
+
+
+def _agent_rows(export, learner, params, seed, load_agents, phases) -> dict[str, float | None]:
+    """:data:`AGENT_KEYS` of one seed (``None`` where a phase or its parameters are missing)."""
+    from contractrl.experiments.store import DamagedCheckpointError
+    from contractrl.multiagent.audit import audit_learned_agents
+
+    out: dict[str, float | None] = dict.fromkeys(AGENT_KEYS)
+    if load_agents is None:
+        return out
+    for phase, prefix in AGENT_PHASES.items():
+        if phase not in phases:
+            continue
+        try:
+            agents_learner, agents_params = load_agents(seed, phase)
+        except (FileNotFoundError, DamagedCheckpointError):
+            continue
+        nudge = float(phases[phase].get("nudge") or 0.0)
+        found = audit_learned_agents(learner, params, agents_learner, agents_params, export, nudge)
+        out.update({f"{prefix}_{field}": getattr(found, field) for field in AGENT_FIELDS})
+    return out

@@ -5,14 +5,16 @@ on every state of an environment's exact export (:mod:`contractrl.envs.exact`): 
 recommended joint action and the contract it pays each follower, computed as in training and
 evaluation (paper Section 5.1: ``b_i = max_a Q_i(s, a) − Q_i(s, ρ_i) + ξ`` from the principal's
 agent network, the others following). :func:`audit_learned_principal` hands them to the exact
-audit (:func:`contractrl.core.markov_audit.audit_principal`).
+audit (:func:`contractrl.core.markov_audit.audit_principal`); :func:`audit_learned_agents` does
+the same for learned agents facing it (Algorithm 3's validation agents;
+:func:`contractrl.core.markov_audit.audit_agents`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from contractrl.core.markov_audit import ContractAudit, audit_principal
+from contractrl.core.markov_audit import AgentsAudit, ContractAudit, audit_agents, audit_principal
 from contractrl.envs.protocol import ExactExport
 
 
@@ -48,3 +50,33 @@ def audit_learned_principal(
     plan, contracts = principal_tables(learner, params, export, nudge)
     steps = None if export.game.horizon is not None else getattr(learner.env, "max_steps", None)
     return audit_principal(export.game, plan, contracts, team_welfare, steps)
+
+
+def agents_tables(learner, params, principal_params, export: ExactExport) -> list[np.ndarray]:
+    """The greedy learned agents' policies on every exported state: ``n`` one-hot ``[1, S, A]``.
+
+    Args:
+        learner: the agents' :class:`~.agents.AgentsLearner` (e.g. validation agents).
+        params: their trained parameters.
+        principal_params: the frozen principal they face (``{"agent", "principal"}``).
+        export: the environment's exact export.
+    """
+    import jax
+
+    encoder = learner.encoder
+    views = encoder.view(encoder.keep(export.obs), export.states)
+    actions, _ = jax.device_get(jax.jit(learner.greedy_actions)(params, principal_params, views))
+    onehot = np.eye(learner.num_actions)[np.asarray(actions)]  # [S, n, A]
+    return [onehot[None, :, i] for i in range(learner.n)]
+
+
+def audit_learned_agents(
+    principal_learner, principal_params, agents_learner, agents_params, export, nudge: float
+) -> AgentsAudit:
+    """Learned agents facing the learned principal (contracts with nudge ``nudge``), exactly."""
+    plan, contracts = principal_tables(principal_learner, principal_params, export, nudge)
+    policies = agents_tables(agents_learner, agents_params, principal_params, export)
+    steps = (
+        None if export.game.horizon is not None else getattr(agents_learner.env, "max_steps", None)
+    )
+    return audit_agents(export.game, plan, contracts, policies, steps)
