@@ -81,3 +81,26 @@ def test_audit_of_an_untrained_principal_is_consistent():
 def test_a_refusal_names_the_field_a_user_set(fields, needle):
     with pytest.raises(ValueError, match=needle):
         DQNConfig(**fields).validate()
+
+
+def test_agent_tables_equal_the_agents_evaluation_policy():
+    from contractrl.multiagent.agents import AgentsLearner
+    from contractrl.multiagent.audit import agents_tables
+
+    env = CoinGame(grid_size=3, horizon=20)
+    principal, p_state = _learner(env)
+    agents = AgentsLearner(env, CONFIG, "validation")
+    a_state = agents.init(jax.random.PRNGKey(4))
+    export = exact_export(env)
+    policies = agents_tables(agents, a_state.params, p_state.params, export)
+    assert len(policies) == 2 and policies[0].shape == (1, 1458, env.num_actions)
+    _, states = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(5), 64))
+    actions, _, _ = agents.policy(a_state, p_state.params)(states)
+    idx = state_index(
+        env.config,
+        np.asarray(states.positions),
+        np.asarray(states.coin),
+        np.asarray(states.colour),
+    )
+    for i in range(2):
+        np.testing.assert_array_equal(policies[i][0, idx].argmax(-1), np.asarray(actions)[:, i])
