@@ -172,3 +172,18 @@ def test_phase_names_parse_into_kinds_schemes_and_nudges():
     for bad in ("constant_bogus", "validation_nudge", "validation_nudgedX", "validation_nudge0.1"):
         with pytest.raises(ValueError, match="phase"):
             config.phase(bad)
+
+
+def test_every_move_arrow_stays_on_the_grid_and_points_its_way():
+    """Moves off an edge wrap around the torus; their arrows stop at the edge, inside the axes,
+    and still point in the move's direction (the render used to lose them)."""
+    from contractrl.plotting.animation import _ARROWS, arrow_segment
+
+    g = 3
+    for r in range(g):
+        for c in range(g):
+            for dx in (-0.06, 0.0, 0.06):
+                for dr, dc in _ARROWS[:4]:
+                    (x0, y0), (x1, y1) = arrow_segment(r + dx, c + dx, dr, dc, g)
+                    assert -0.5 < x1 < g - 0.5 and -0.5 < y1 < g - 0.5
+                    assert (x1 - x0) * dc > 0 or (y1 - y0) * dr > 0  # some length, its way

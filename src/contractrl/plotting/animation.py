@@ -15,6 +15,18 @@ _ARROWS = ((-1, 0), (1, 0), (0, -1), (0, 1), (0, 0))
 _COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")
 
 
+def arrow_segment(row: float, col: float, dr: int, dc: int, grid: int, length: float = 0.42):
+    """``((x0, y0), (x1, y1))``: the arrow of a move ``(dr, dc)`` from ``(row, col)``, on the grid.
+
+    A move off the grid's edge wraps around the torus; its arrow is drawn from the agent up to
+    the edge it crosses (never past the axes, where it would be clipped), so every arrow shows.
+    """
+    lo, hi = -0.5, grid - 0.5
+    x1 = min(max(col + length * dc, lo + 0.02), hi - 0.02)
+    y1 = min(max(row + length * dr, lo + 0.02), hi - 0.02)
+    return (col, row), (x1, y1)
+
+
 def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
     """Animate an episode (:func:`contractrl.experiments.render.coin_episode`) into a GIF.
 
@@ -31,7 +43,16 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
     g = int(episode["grid_size"])
     steps = len(episode["recs"])
     n = episode["positions"].shape[1]
-    fig, ax = plt.subplots(figsize=(4.2, 4.8))
+    fig, ax = plt.subplots(figsize=(4.2, 5.2))
+    from matplotlib.lines import Line2D
+
+    legend = [
+        Line2D([], [], marker="o", ls="", color=_COLOURS[i % 5], label=f"agent {i}")
+        for i in range(n)
+    ] + [
+        Line2D([], [], marker="s", ls="", color="0.5", alpha=0.6, label="coin (owner's colour)"),
+        Line2D([], [], color="black", marker=">", label="recommended move (ring: stay)"),
+    ]
 
     def draw(t: int) -> None:
         ax.clear()
@@ -55,11 +76,16 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
             ax.text(c + dx, r + dx, str(i), ha="center", va="center", color="white", fontsize=10)
             if t < steps:
                 dr, dc = _ARROWS[int(episode["recs"][t, i])]
+                if (dr, dc) == (0, 0):  # stay: a ring, not an arrow of length 0
+                    ax.add_patch(plt.Circle((c + dx, r + dx), 0.36, fill=False, lw=1.5))
+                    continue
+                (x0, y0), (x1, y1) = arrow_segment(r + dx, c + dx, dr, dc, g)
                 ax.annotate(
                     "",
-                    xy=(c + dx + 0.45 * dc, r + dx + 0.45 * dr),
-                    xytext=(c + dx, r + dx),
+                    xy=(x1, y1),
+                    xytext=(x0, y0),
                     arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
+                    annotation_clip=False,
                 )
         done = min(t, steps)
         rewards = episode["rewards"][:done].sum(axis=0)
@@ -68,6 +94,14 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
             "  ".join(f"b{i}={episode['payments'][t, i]:.2f}" for i in range(n))
             if t < steps
             else "episode over"
+        )
+        ax.legend(
+            handles=legend,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.01),
+            ncol=2,
+            fontsize=7,
+            frameon=False,
         )
         ax.set_title(
             f"step {t}/{steps}  contracts now: {now}\n"
