@@ -43,11 +43,11 @@ def main() -> None:
     learner = principal_learner(env, config.dqn)
     nudges = [float(x) for x in args.nudges.split(",")]
     seeds = sorted(int(p.name[4:]) for p in (args.run / "runs").glob("seed*"))
+    principals = {seed: load_principal(args.run, config, seed) for seed in seeds}
     rows = []
     for xi in nudges:
         per_seed = []
-        for seed in seeds:
-            params = load_principal(args.run, config, seed)
+        for seed, params in principals.items():
             audit = audit_learned_principal(learner, params, export, team, nudge=xi)
             br = {b.tie_rule: b for b in audit.best_response}
             per_seed.append(

@@ -107,6 +107,26 @@ class ContractAudit:
         return out
 
 
+def _profile_metrics(report) -> dict[str, float]:
+    """What :class:`BestResponseAudit` and :class:`AgentsAudit` take from a deviation report."""
+    return {
+        "follow_rate": report.follow_rate,
+        "spe_ratio": report.spe_ratio,
+        "ic_ratio": report.ic_ratio,
+        "spe_gain": report.spe_gain,
+        "ic_gain": report.ic_gain,
+        "welfare": report.welfare,
+        "payments": report.payments,
+    }
+
+
+def _check_steps(game: MarkovGame, steps: int | None) -> None:
+    if game.horizon is not None and steps not in (None, game.horizon):
+        raise ValueError(
+            f"steps: the game's horizon is {game.horizon}; give steps only when it is infinite"
+        )
+
+
 def visitation(game: MarkovGame, plan, steps: int | None = None) -> np.ndarray:
     """``[T, S]`` the probability of being at ``s`` at step ``t`` when everyone follows ``plan``.
 
@@ -149,10 +169,7 @@ def audit_principal(
         tie_rules: the best-responders' tie rules (:data:`.markov_eval.TIE_RULES`).
     """
     plan = _check_plan(game, plan)
-    if game.horizon is not None and steps not in (None, game.horizon):
-        raise ValueError(
-            f"steps: the game's horizon is {game.horizon}; give steps only when it is infinite"
-        )
+    _check_steps(game, steps)
     if not (isinstance(team_welfare, int | float | np.floating) and np.isfinite(team_welfare)):
         raise ValueError(f"team_welfare: expected a finite number, got {team_welfare!r}")
     contracts = np.asarray(contracts, np.float64)
@@ -177,18 +194,7 @@ def audit_principal(
     for rule in tie_rules:
         policies = [best_response(game, plan, contracts, i, rule).policy for i in range(n)]
         report = deviation_report(game, plan, contracts, policies, steps)
-        responses.append(
-            BestResponseAudit(
-                rule,
-                report.follow_rate,
-                report.spe_ratio,
-                report.ic_ratio,
-                report.spe_gain,
-                report.ic_gain,
-                report.welfare,
-                report.payments,
-            )
-        )
+        responses.append(BestResponseAudit(rule, **_profile_metrics(report)))
     return ContractAudit(
         team_welfare=float(team_welfare),
         plan_welfare=followed.welfare,
@@ -284,10 +290,7 @@ def audit_agents(
     Args as :func:`audit_principal`; ``policies``: one per agent (action probabilities).
     """
     plan = _check_plan(game, plan)
-    if game.horizon is not None and steps not in (None, game.horizon):
-        raise ValueError(
-            f"steps: the game's horizon is {game.horizon}; give steps only when it is infinite"
-        )
+    _check_steps(game, steps)
     report = deviation_report(game, plan, contracts, policies, steps)
     steps = game.horizon if steps is None else steps
     pols = [np.asarray(p, np.float64) for p in policies]
@@ -317,13 +320,7 @@ def audit_agents(
             relevant += w @ (pol * harmless).sum(axis=1)  # following is harmless by definition
     nan = float("nan")
     return AgentsAudit(
-        follow_rate=report.follow_rate,
-        spe_ratio=report.spe_ratio,
-        ic_ratio=report.ic_ratio,
-        spe_gain=report.spe_gain,
-        ic_gain=report.ic_gain,
-        welfare=report.welfare,
-        payments=report.payments,
+        **_profile_metrics(report),
         contested_share=float(contested / pairs),
         follow_rate_contested=float(cont_followed / contested) if contested > 0 else nan,
         follow_rate_uncontested=(

@@ -874,14 +874,17 @@ def aggregate(
     env = experiment_env(config)
     n = env.num_agents
     export = exact_export_of(env, config.dqn.gamma) if exp is not None else None
-    team, audits = None, {}
+    # the environment's own exact references, else the export's (solved once either way)
+    exact = env.exact_references(config.dqn.gamma) if hasattr(env, "exact_references") else None
+    if exact is None and export is not None:
+        exact = team_references(export)
+    audits = {}
     if export is not None:
         from contractrl.multiagent.algorithm3 import principal_learner
 
-        team = team_references(export)
         audits = audit_rows(
             export,
-            team["team_welfare"],
+            exact["team_welfare"],
             principal_learner(env, config.dqn),
             sorted(per_seed),
             lambda seed: load_principal(exp, config, seed),
@@ -941,7 +944,6 @@ def aggregate(
     for key in keys:
         mean[key], mean[f"{key}_se"] = mean_se(r[key] for r in rows)
     mean.update(wall_seconds=wall, seeds=len(rows), iterations_per_phase=config.dqn.iterations)
-    exact = env.exact_references(config.dqn.gamma) if hasattr(env, "exact_references") else team
     if exact and exact.get("team_welfare"):  # judged against the exact solution, not baselines
         for key in ("welfare", "welfare_nudged", "welfare_cooperative", "welfare_selfish"):
             if mean.get(key) is not None:

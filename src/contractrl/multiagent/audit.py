@@ -18,6 +18,11 @@ from contractrl.core.markov_audit import AgentsAudit, ContractAudit, audit_agent
 from contractrl.envs.protocol import ExactExport
 
 
+def _steps(learner, export: ExactExport) -> int | None:
+    """The episode length an infinite-horizon export is evaluated over (the env's limit)."""
+    return None if export.game.horizon is not None else getattr(learner.env, "max_steps", None)
+
+
 def principal_tables(learner, params, export: ExactExport, nudge: float | None = None):
     """The learned plan ``[1, S]`` (joint-action indices) and contracts ``[1, S, n]`` (float64).
 
@@ -48,8 +53,7 @@ def audit_learned_principal(
 ) -> ContractAudit:
     """:func:`principal_tables` audited exactly (:func:`.markov_audit.audit_principal`)."""
     plan, contracts = principal_tables(learner, params, export, nudge)
-    steps = None if export.game.horizon is not None else getattr(learner.env, "max_steps", None)
-    return audit_principal(export.game, plan, contracts, team_welfare, steps)
+    return audit_principal(export.game, plan, contracts, team_welfare, _steps(learner, export))
 
 
 def agents_tables(learner, params, principal_params, export: ExactExport) -> list[np.ndarray]:
@@ -76,7 +80,4 @@ def audit_learned_agents(
     """Learned agents facing the learned principal (contracts with nudge ``nudge``), exactly."""
     plan, contracts = principal_tables(principal_learner, principal_params, export, nudge)
     policies = agents_tables(agents_learner, agents_params, principal_params, export)
-    steps = (
-        None if export.game.horizon is not None else getattr(agents_learner.env, "max_steps", None)
-    )
-    return audit_agents(export.game, plan, contracts, policies, steps)
+    return audit_agents(export.game, plan, contracts, policies, _steps(agents_learner, export))
