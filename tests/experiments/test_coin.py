@@ -97,6 +97,43 @@ def test_smoke_preset_runs_the_whole_pipeline(tmp_path):
 
     with Image.open(out / "episode-seed1.gif") as gif:
         assert gif.n_frames == COIN_PRESETS["smoke"].game.horizon + 1
+    _check_kept_agents(out)
+
+
+def _check_kept_agents(out):
+    """The kept validation agents replay training's last evaluation and are re-evaluated."""
+    import jax
+
+    from contractrl.experiments.coin import _config
+    from contractrl.experiments.reevaluate import phase_rows
+    from contractrl.experiments.render import coin_episode
+
+    config = _config(out)
+    for phase in ("validation", "validation_nudged"):
+        logged = json.loads((out / "runs" / "seed1" / f"{phase}.json").read_text())
+        # training evaluated the final agents with this key (coin.train_phase)
+        key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1 + 10_000), logged["iterations"])
+        (row,) = phase_rows(out, config, 1, phase, config.eval_episodes, [key])
+        for metric in ("welfare", "payments", "follow_rate", "spe_ratio", "ic_ratio"):
+            assert row[metric] == pytest.approx(logged[metric], abs=1e-5), (phase, metric)
+    # the validation agents' own episode: what they played, paid only where they followed
+    episode = coin_episode(out, 1, agents="validation")
+    followed = episode["actions"] == episode["recs"]
+    assert (episode["payments"][~followed] == 0).all()
+    assert main(["render", str(out), "--seed-index", "1", "--agents", "validation"]) == 0
+    assert (out / "episode-seed1-validation.gif").exists()
+    assert main(["render", str(out), "--agents", "selfish"]) == 2
+    # more episodes and keys: per-seed intervals that hold their means
+    assert main(["evaluate", str(out), "--episodes", "20", "--batches", "3"]) == 0
+    result = json.loads((out / "reevaluation.json").read_text())
+    assert {(r["seed"], r["phase"]) for r in result["rows"]} == {
+        (s, p) for s in (0, 1) for p in ("validation", "validation_nudged")
+    }
+    for r in result["rows"]:
+        follow = r["metrics"]["follow_rate"]
+        assert follow["count"] == 3 and follow["low"] <= follow["mean"] <= follow["high"]
+        assert 0 <= follow["mean"] <= 1
+    assert main(["evaluate", str(out), "--batches", "1"]) == 2
 
 
 @pytest.mark.parametrize(

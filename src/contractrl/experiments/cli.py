@@ -195,7 +195,31 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--seed-index", type=int, default=0, help="Coin Game: which seed's principal (default: 0)"
     )
+    render.add_argument(
+        "--agents",
+        default="principal",
+        help="Coin Game: whose episode — principal (its plan; default) or a validation phase "
+        "(validation, validation_nudged: the trained agents, deviations in red)",
+    )
     render.set_defaults(handler=_cmd_render)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="re-evaluate a finished team run's validation agents with confidence intervals",
+        description="Reload every seed's trained principal and validation agents of a finished "
+        "`train coin`/`train marl` run and play BATCHES independent batches of EPISODES "
+        "episodes each (keys no training used): per seed and phase, follow rate, SPE and IC "
+        "ratios, welfare and payments with 95% t intervals over the batches, and across seeds "
+        "(paper Section 5.2; docs/outputs.md). Writes RUN_DIR/reevaluation.json.",
+    )
+    evaluate.add_argument("run_dir", type=Path, help="experiment directory")
+    evaluate.add_argument(
+        "--episodes", type=int, default=500, help="episodes per batch (default 500)"
+    )
+    evaluate.add_argument(
+        "--batches", type=int, default=10, help="independent batches per seed (default 10)"
+    )
+    evaluate.add_argument("--out", type=Path, help="JSON path (default RUN_DIR/reevaluation.json)")
+    evaluate.set_defaults(handler=_cmd_evaluate)
     return parser
 
 
@@ -653,10 +677,31 @@ def _cmd_render(args: argparse.Namespace) -> None:
     if not (args.run_dir / "config.json").exists():
         raise UsageError(f"{args.run_dir} holds no experiment (no config.json)")
     try:
-        path = render(args.run_dir, args.out, args.seed_index)
+        path = render(args.run_dir, args.out, args.seed_index, args.agents)
     except (ValueError, FileNotFoundError, DamagedCheckpointError) as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {path}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from contractrl.experiments.reevaluate import format_table, reevaluate
+    from contractrl.experiments.store import DamagedCheckpointError, write_json
+
+    if not (args.run_dir / "config.json").exists():
+        raise UsageError(f"{args.run_dir} holds no experiment (no config.json)")
+    try:
+        result = reevaluate(
+            args.run_dir,
+            args.episodes,
+            args.batches,
+            progress=lambda done: print(f"re-evaluated {done}", file=sys.stderr),
+        )
+    except (ValueError, FileNotFoundError, DamagedCheckpointError) as exc:
+        raise UsageError(str(exc)) from None
+    out = args.out or args.run_dir / "reevaluation.json"
+    write_json(out, dict(result.to_dict(), command="contractrl " + " ".join(args.argv)))
+    print(format_table(result))
+    print(f"wrote {out}")
 
 
 def _no_abbreviations(parser: argparse.ArgumentParser) -> None:

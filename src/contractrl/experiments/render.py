@@ -3,7 +3,9 @@
 * Coin Game experiments: one episode of the trained principal's plan (seed ``k``): every agent
   follows its recommendation and is paid the contract the principal computes for it
   (:meth:`~contractrl.multiagent.algorithm3.PrincipalLearner.contracts`), drawn frame by frame
-  into an animated GIF (:func:`contractrl.plotting.animation.coin_gif`).
+  into an animated GIF (:func:`contractrl.plotting.animation.coin_gif`); or (``--agents
+  validation``) the trained validation agents' episode against that principal, with each
+  deviation drawn where it happens.
 * ``train marl`` experiments: the same episode in any environment that can draw itself
   (``render(state)``), frame by frame (:func:`contractrl.plotting.animation.frames_gif`).
 * Tree MDP and own-game experiments: the exact SPE policy of the first instance as a coloured
@@ -23,40 +25,68 @@ import numpy as np
 from contractrl.experiments.store import read_json
 
 
-def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]:
-    """Play one episode of seed ``seed_index``'s trained principal's plan.
+def coin_episode(
+    exp: Path, seed_index: int = 0, key: int = 0, agents: str = "principal"
+) -> dict[str, Any]:
+    """Play one episode of seed ``seed_index``: the principal's plan or its validation agents.
+
+    ``agents``: ``principal`` — every agent follows its recommendation (the plan) — or a
+    validation phase (``validation``, ``validation_nudged``) — the trained validation agents
+    play their own greedy actions against the principal, paid only where they follow.
 
     Returns a dict of ``[H + 1]``-leading arrays: ``positions [H+1, n, 2]``, ``coin [H+1, 2]``,
-    ``colour [H+1]``, and per step ``recs [H, n]``, ``payments [H, n]``, ``rewards [H, n]``;
-    plus ``grid_size``, ``nudge``.
+    ``colour [H+1]``, and per step ``recs [H, n]``, ``actions [H, n]`` (what was played; equal
+    to ``recs`` for the plan), ``payments [H, n]``, ``rewards [H, n]``; plus ``grid_size``,
+    ``nudge``, ``seed``, ``agents``.
+
+    Raises:
+        ValueError: ``agents`` names no validation phase of the run.
+        FileNotFoundError: the run kept no parameters for ``agents``.
     """
     import jax
 
     from contractrl.envs import coin_game
-    from contractrl.experiments.coin import _config, experiment_env, load_principal
+    from contractrl.experiments.coin import _config, experiment_env, load_agents, load_principal
     from contractrl.multiagent.algorithm3 import principal_learner
 
     config = _config(exp)
     learner = principal_learner(experiment_env(config), config.dqn)
     params = load_principal(exp, config, seed_index)
     nudge = config.dqn.nudge
+    if agents == "principal":
+
+        @jax.jit
+        def act(state):
+            recs = learner.principal_recommendations(params["principal"], state)
+            return recs, recs, learner.contracts(params, state, recs, nudge)
+
+    else:
+        validation = [p for p in config.phases() if p.startswith("validation")]
+        if agents not in validation:
+            raise ValueError(
+                f"agents: must be principal or one of {validation} for this run, got {agents!r}"
+            )
+        summary = read_json(exp / "runs" / f"seed{seed_index}" / f"{agents}.json")
+        nudge = float(summary.get("nudge", 0.0))
+        team, team_params = load_agents(exp, config, seed_index, agents)
+
+        @jax.jit
+        def act(state):
+            actions, recs = team.greedy_actions(team_params, params, state)
+            return recs, actions, team.payments(params, state, recs, actions, nudge)
+
     k_reset, k_steps = jax.random.split(jax.random.PRNGKey(key))
     _, state = coin_game.reset(config.game, k_reset)
-
-    @jax.jit
-    def act(state):
-        recs = learner.principal_recommendations(params["principal"], state)
-        return recs, learner.contracts(params, state, recs, nudge)
-
     frames: dict[str, list] = {k: [] for k in ("positions", "coin", "colour")}
-    steps: dict[str, list] = {k: [] for k in ("recs", "payments", "rewards")}
+    steps: dict[str, list] = {k: [] for k in ("recs", "actions", "payments", "rewards")}
     for t in range(config.game.horizon):
         frames["positions"].append(np.asarray(state.positions))
         frames["coin"].append(np.asarray(state.coin))
         frames["colour"].append(int(state.colour))
-        recs, pay = act(state)
-        _, state, info = coin_game.step(config.game, state, recs, jax.random.fold_in(k_steps, t))
+        recs, actions, pay = act(state)
+        _, state, info = coin_game.step(config.game, state, actions, jax.random.fold_in(k_steps, t))
         steps["recs"].append(np.asarray(recs))
+        steps["actions"].append(np.asarray(actions))
         steps["payments"].append(np.asarray(pay))
         steps["rewards"].append(np.asarray(info.rewards))
         final = info.final_state
@@ -64,7 +94,7 @@ def coin_episode(exp: Path, seed_index: int = 0, key: int = 0) -> dict[str, Any]
     frames["coin"].append(np.asarray(final.coin))
     frames["colour"].append(int(final.colour))
     out = {k: np.asarray(v) for k, v in {**frames, **steps}.items()}
-    out.update(grid_size=config.game.grid_size, nudge=nudge, seed=seed_index)
+    out.update(grid_size=config.game.grid_size, nudge=nudge, seed=seed_index, agents=agents)
     return out
 
 
@@ -137,8 +167,14 @@ def _policy_graph(run_dir: Path, game, spe, out: Path | None) -> Path:
     return policy_graph(game, panels, out or run_dir / "policy-graph.png")
 
 
-def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
-    """Draw ``run_dir``'s picture (module docstring); returns the file written."""
+def render(
+    run_dir: Path, out: Path | None = None, seed_index: int = 0, agents: str = "principal"
+) -> Path:
+    """Draw ``run_dir``'s picture (module docstring); returns the file written.
+
+    ``agents`` (Coin Game experiments): whose episode — ``principal`` (the plan) or a
+    validation phase's agents (:func:`coin_episode`).
+    """
     from contractrl.experiments.registry import experiments
 
     manifest = read_json(run_dir / "config.json")
@@ -148,8 +184,9 @@ def render(run_dir: Path, out: Path | None = None, seed_index: int = 0) -> Path:
     if picture == "coin_episode":
         from contractrl.plotting.animation import coin_gif
 
-        episode = coin_episode(run_dir, seed_index)
-        return coin_gif(episode, out or run_dir / f"episode-seed{seed_index}.gif")
+        episode = coin_episode(run_dir, seed_index, agents=agents)
+        suffix = "" if agents == "principal" else f"-{agents}"
+        return coin_gif(episode, out or run_dir / f"episode-seed{seed_index}{suffix}.gif")
     if picture == "team_episode":
         from contractrl.plotting.animation import frames_gif
 

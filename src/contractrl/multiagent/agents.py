@@ -106,7 +106,7 @@ class AgentsLearner(LearnerBase):
             target=params,
             opt_state=self.optimizer.init(params),
             buffer=replay.init_buffer(
-                self.example_transition(), cfg.replay_capacity, cfg.priority_alpha
+                self.example_transition(), cfg.replay_slots, cfg.priority_alpha
             ),
             env=env,
             obs=self.encoder.keep(obs),

@@ -141,7 +141,7 @@ class PrincipalLearner(LearnerBase):
             target=params,
             opt_state=self.optimizer.init(params),
             buffer=replay.init_buffer(
-                self.example_transition(), self.config.replay_capacity, self.config.priority_alpha
+                self.example_transition(), self.config.replay_slots, self.config.priority_alpha
             ),
             env=env,
             obs=self.encoder.keep(obs),
@@ -157,7 +157,8 @@ class PrincipalLearner(LearnerBase):
         k_rec, k_own, k_env, k_follow = jax.random.split(key, 4)
         params = state.params
         view = self.encoder.view(state.obs, state.env)
-        recs = self.principal_recommendations(params["principal"], view, k_rec, epsilon)
+        explore = epsilon if self.config.explore_recommendations else 0.0
+        recs = self.principal_recommendations(params["principal"], view, k_rec, explore)
         pre = self.first_layer(params["agent"], view)
         own = epsilon_greedy(
             k_own, head_from_first(params["agent"], pre, others(state.follow)), epsilon

@@ -40,7 +40,10 @@ class DQNConfig:
         epsilon_end: final exploration rate.
         epsilon_fraction: share of the phase over which ε decays linearly.
         gamma: discount.
-        replay_capacity: replay slots.
+        replay_capacity: replay slots (unless ``replay_fraction`` is set).
+        replay_fraction: replay slots as a share of the phase's iterations, replacing
+            ``replay_capacity`` when set (the paper's 100k slots for 1M iterations is 0.1; at
+            shorter budgets a fixed 100k never evicts anything). At least ``batch_size``.
         prioritized: prioritised replay.
         priority_alpha: prioritisation exponent.
         priority_beta: importance-weight exponent.
@@ -68,6 +71,11 @@ class DQNConfig:
             pays the contract for the action it took, as if recommended (Algorithm 2's
             target) — ``followers_only`` — only followers' terms enter the VDN sum — or
             ``unpaid_deviations`` — non-followers' actions enter at no cost.
+        explore_recommendations: followers play the principal's ε-greedy recommendation in
+            the training phase (the paper's Algorithm 3), so the agents' ``Q((s, f_-i = 1),
+            ·)`` the contracts come from is the value against an exploring partner. ``False``:
+            followers play the greedy recommendation (contracts priced against a greedy
+            partner, the one the plan has); exploration comes from the non-followers alone.
         principal_head: the principal's Q-function: ``vdn`` (the paper's Algorithm 3: one
             ``q_θ(s_i, a_i)`` per agent, summed, each agent recommended its own argmax) or
             ``joint`` (beyond the paper: one ``Q_θ(s, j)`` over joint actions ``j`` from every
@@ -90,6 +98,7 @@ class DQNConfig:
     epsilon_fraction: float = 1.0
     gamma: float = 0.99
     replay_capacity: int = 100_000
+    replay_fraction: float | None = None
     prioritized: bool = True
     priority_alpha: float = 0.4
     priority_beta: float = 0.0
@@ -108,6 +117,14 @@ class DQNConfig:
     principal_cost: str = "charge_all"
     replay_sampler: str = "sum_tree"
     principal_head: str = "vdn"
+    explore_recommendations: bool = True
+
+    @property
+    def replay_slots(self) -> int:
+        """Replay slots: ``replay_fraction`` of the phase when set, else ``replay_capacity``."""
+        if self.replay_fraction is None:
+            return self.replay_capacity
+        return max(self.batch_size, round(self.replay_fraction * self.iterations))
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -124,6 +141,11 @@ class DQNConfig:
             [
                 ("lr_start", self.lr_start > 0),
                 ("lr_end", self.lr_end > 0),
+                (
+                    "replay_fraction",
+                    self.replay_fraction is None or 0 < self.replay_fraction <= 1,
+                    ["0 < replay_fraction <= 1, or none"],
+                ),
                 ("epsilon_start", 0 <= self.epsilon_start <= 1),
                 ("epsilon_end", 0 <= self.epsilon_end <= 1),
                 ("epsilon_fraction", 0 < self.epsilon_fraction <= 1),

@@ -32,7 +32,10 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
 
     Each frame: the torus grid, each agent (a disc with its number, in its colour), the coin
     (a square in its owner's colour), each agent's recommended move (an arrow) and the contract
-    it is paid for following it, with the running totals of rewards and payments.
+    it is paid for following it, with the running totals of rewards and payments. With
+    ``actions [H, n]`` (validation agents' episodes), a step where an agent plays other than its
+    recommendation adds a red dashed arrow for the move played, and the totals count
+    deviations per agent.
     """
     import matplotlib
 
@@ -53,6 +56,12 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
         Line2D([], [], marker="s", ls="", color="0.5", alpha=0.6, label="coin (owner's colour)"),
         Line2D([], [], color="black", marker=">", label="recommended move (ring: stay)"),
     ]
+    played = episode.get("actions", episode["recs"])
+    deviations = played != episode["recs"]  # [H, n]
+    if deviations.any():
+        legend.append(
+            Line2D([], [], color="red", ls="--", marker=">", label="deviation: the move played")
+        )
 
     def draw(t: int) -> None:
         ax.clear()
@@ -75,19 +84,27 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
             ax.add_patch(plt.Circle((c + dx, r + dx), 0.28, color=_COLOURS[i % 5], alpha=0.85))
             ax.text(c + dx, r + dx, str(i), ha="center", va="center", color="white", fontsize=10)
             if t < steps:
-                dr, dc = _ARROWS[int(episode["recs"][t, i])]
-                if (dr, dc) == (0, 0):  # stay: a ring, not an arrow of length 0
-                    ax.add_patch(plt.Circle((c + dx, r + dx), 0.36, fill=False, lw=1.5))
-                    continue
-                (x0, y0), (x1, y1) = arrow_segment(r + dx, c + dx, dr, dc, g)
-                ax.annotate(
-                    "",
-                    xy=(x1, y1),
-                    xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
-                    annotation_clip=False,
-                )
+                moves = [(int(episode["recs"][t, i]), "black", "-")]
+                if deviations[t, i]:
+                    moves.append((int(played[t, i]), "red", "--"))
+                for move, colour, style in moves:
+                    dr, dc = _ARROWS[move]
+                    if (dr, dc) == (0, 0):  # stay: a ring, not an arrow of length 0
+                        ring = plt.Circle(
+                            (c + dx, r + dx), 0.36, fill=False, lw=1.5, color=colour, ls=style
+                        )
+                        ax.add_patch(ring)
+                        continue
+                    (x0, y0), (x1, y1) = arrow_segment(r + dx, c + dx, dr, dc, g)
+                    ax.annotate(
+                        "",
+                        xy=(x1, y1),
+                        xytext=(x0, y0),
+                        arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.5, "ls": style},
+                        annotation_clip=False,
+                    )
         done = min(t, steps)
+        deviated = deviations[:done].sum(axis=0)
         rewards = episode["rewards"][:done].sum(axis=0)
         paid = episode["payments"][:done].sum(axis=0)
         now = (
@@ -105,7 +122,11 @@ def coin_gif(episode: dict[str, Any], path: Path, fps: int = 3) -> Path:
         )
         ax.set_title(
             f"step {t}/{steps}  contracts now: {now}\n"
-            + "  ".join(f"agent {i}: r={rewards[i]:.1f} paid={paid[i]:.1f}" for i in range(n)),
+            + "  ".join(
+                f"agent {i}: r={rewards[i]:.1f} paid={paid[i]:.1f}"
+                + (f" dev={deviated[i]}" if deviations.any() else "")
+                for i in range(n)
+            ),
             fontsize=8,
         )
 
