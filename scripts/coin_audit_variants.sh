@@ -17,11 +17,6 @@ declare -A rows=(
   [epsilon-0.5]="--epsilon-fraction 0.5"
 )
 order=(base greedy-partner replay-0.1 epsilon-0.5)
-for name in "${order[@]}"; do
-  dir="$out/$name"
-  if [[ -f "$dir/results.json" ]]; then continue; fi
-  resume=()
-  if [[ -d "$dir" ]]; then resume=(--resume); fi
-  # shellcheck disable=SC2086
-  "$bin" train coin "${common[@]}" ${rows[$name]} --out "$dir" "${resume[@]}"
-done
+# shellcheck source=scripts/variant_runs.sh
+source "$(dirname "$0")/variant_runs.sh"
+run_variants

@@ -21,11 +21,6 @@ declare -A rows=(
 )
 order=(before fixed fixed-but-terminate fixed-but-unpaid-deviations fixed-but-followers-only
        fixed-but-no-learning-starts fixed-but-global-clip)
-for name in "${order[@]}"; do
-  dir="$out/$name"
-  if [[ -f "$dir/results.json" ]]; then continue; fi
-  resume=()
-  if [[ -d "$dir" ]]; then resume=(--resume); fi
-  # shellcheck disable=SC2086
-  "$bin" train coin "${common[@]}" ${rows[$name]} --out "$dir" "${resume[@]}"
-done
+# shellcheck source=scripts/variant_runs.sh
+source "$(dirname "$0")/variant_runs.sh"
+run_variants

@@ -98,11 +98,14 @@ def _validate(episodes: int, batches: int) -> None:
         )
 
 
-def phase_rows(exp: Path, config, seed_index: int, phase: str, episodes: int, keys) -> list:
+def phase_rows(
+    exp: Path, config, seed_index: int, phase: str, episodes: int, keys, principal=None
+) -> list:
     """Evaluation rows (:func:`.coin.evaluation_row`) of a seed's kept phase, one per key.
 
     The phase's agents are rebuilt from their kept parameters with the share and nudge their
-    summary records, against the seed's kept principal; ``episodes`` episodes per key.
+    summary records, against the seed's kept principal (``principal``: its parameters, when
+    the caller has loaded them already); ``episodes`` episodes per key.
     """
     import jax
 
@@ -123,7 +126,8 @@ def phase_rows(exp: Path, config, seed_index: int, phase: str, episodes: int, ke
         raise FileNotFoundError(f"{summary_path}: the phase has not finished")
     summary = read_json(summary_path)
     kind = config.phase(phase)
-    principal = load_principal(exp, config, seed_index)
+    if principal is None:
+        principal = load_principal(exp, config, seed_index)
     learner, params = load_agents(exp, config, seed_index, phase)
     state = learner.init(
         jax.random.PRNGKey(0), summary.get("share", 0.0), summary.get("nudge", 0.0)
@@ -150,7 +154,7 @@ def reevaluate(
     """
     import jax
 
-    from contractrl.experiments.coin import _config
+    from contractrl.experiments.coin import _config, load_principal
     from contractrl.experiments.store import read_json
 
     _validate(episodes, batches)
@@ -164,8 +168,9 @@ def reevaluate(
         keys = [
             jax.random.fold_in(jax.random.PRNGKey(seed + KEY_OFFSET), b) for b in range(batches)
         ]
+        principal = load_principal(exp, config, seed_index)
         for phase in phases:
-            batch_rows = phase_rows(exp, config, seed_index, phase, episodes, keys)
+            batch_rows = phase_rows(exp, config, seed_index, phase, episodes, keys, principal)
             summary = read_json(exp / "runs" / f"seed{seed_index}" / f"{phase}.json")
             if progress is not None:
                 progress(f"seed {seed_index} {phase}")
